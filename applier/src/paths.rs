@@ -1,0 +1,44 @@
+//! Where the applier reads and writes on a host. Every path hangs off a root (`/` in production,
+//! a temporary directory in tests), so no test touches the real `/etc` or `/var`.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Paths { root: root.into() }
+    }
+
+    /// `path` (absolute, as on a real host) under the root.
+    pub fn host(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn trusted_dir(&self) -> PathBuf {
+        self.host("/etc/ovs-bundle/trusted.d")
+    }
+
+    pub fn revoked_dir(&self) -> PathBuf {
+        self.host("/etc/ovs-bundle/revoked.d")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.host("/var/lib/ovs-bundle")
+    }
+
+    pub fn interfaces_file(&self) -> PathBuf {
+        self.host("/etc/network/interfaces")
+    }
+
+    pub fn sysctl_dropin(&self) -> PathBuf {
+        self.host("/etc/sysctl.d/60-ovs-bundle.conf")
+    }
+}

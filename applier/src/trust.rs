@@ -1,0 +1,53 @@
+//! Trusted keys: every `*.pub` in the trusted directory, plus keys named on the command line.
+
+use bundle::TrustedKey;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("cannot read trusted key {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Parse(#[from] bundle::keys::KeyParseError),
+}
+
+/// Loads `extra` key files and, if `extra` is empty, every `*.pub` in `dir` (a missing directory
+/// holds no keys). Sorted by file name, so messages list keys in a stable order.
+pub fn load_trusted(dir: &Path, extra: &[PathBuf]) -> Result<Vec<TrustedKey>, TrustError> {
+    let mut files: Vec<PathBuf> = extra.to_vec();
+    if extra.is_empty() {
+        files = pub_files(dir)?;
+    }
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|source| TrustError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            Ok(TrustedKey::parse(&text, &p.display().to_string())?)
+        })
+        .collect()
+}
+
+fn pub_files(dir: &Path) -> Result<Vec<PathBuf>, TrustError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(TrustError::Read {
+                path: dir.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .collect();
+    files.sort();
+    Ok(files)
+}

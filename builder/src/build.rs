@@ -1,0 +1,119 @@
+//! Assembling bundles: rendered files, a manifest naming each by size and hash, its signature,
+//! and the deterministic archive around them.
+
+use crate::model::Host;
+use crate::render::render_host;
+use crate::sign::SecretKey;
+use bundle::{sha256_hex, write_archive, ArchiveMember, FileEntry, Manifest, FORMAT_VERSION};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Name and version recorded in every manifest.
+pub const BUILDER_ID: &str = concat!("ovs-bundle builder ", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildParams {
+    pub serial: u64,
+    /// Unix time after which appliers refuse to install the bundle.
+    pub expires: Option<u64>,
+}
+
+/// The bundle for `host`, as bytes. The same host, key and params always give the same bytes.
+pub fn build_host(host: &Host, key: &SecretKey, params: BuildParams) -> Vec<u8> {
+    let rendered = render_host(host);
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        host: host.name.clone(),
+        serial: params.serial,
+        expires: params.expires,
+        builder: BUILDER_ID.to_string(),
+        files: rendered
+            .files
+            .iter()
+            .map(|(path, mode, data)| FileEntry {
+                path: path.clone(),
+                size: data.len() as u64,
+                mode: *mode,
+                sha256: sha256_hex(data),
+            })
+            .collect(),
+    };
+    let manifest_bytes = manifest.to_bytes();
+    let comment = format!(
+        "ovs-bundle host={} serial={} manifest-sha256={}",
+        host.name,
+        params.serial,
+        sha256_hex(&manifest_bytes)
+    );
+    let signature = key.sign(&manifest_bytes, &comment);
+    let mut members = vec![
+        ArchiveMember {
+            name: bundle::MANIFEST_NAME.into(),
+            mode: 0o644,
+            data: manifest_bytes,
+        },
+        ArchiveMember {
+            name: bundle::SIGNATURE_NAME.into(),
+            mode: 0o644,
+            data: signature.into_bytes(),
+        },
+    ];
+    members.extend(
+        rendered
+            .files
+            .into_iter()
+            .map(|(name, mode, data)| ArchiveMember { name, mode, data }),
+    );
+    write_archive(&members)
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename), mode 0600: bundles hold
+/// PSKs. Returns whether the file's content changed.
+pub fn write_bundle(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("tgz.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(true)
+}
+
+/// Parses durations such as `90s`, `45m`, `12h`, `30d` into seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 30d, 12h, 45m or 90s"))?;
+    let mult = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d"), Ok(30 * 86_400));
+        assert_eq!(parse_duration("12h"), Ok(43_200));
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The validated model of a fleet. Every value here has passed validation: later stages
+//! (rendering, signing) trust it and cannot fail on bad input.
+
+use crate::diag::Loc;
+use crate::net::Ipv4Cidr;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// Hosts in name order.
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    /// The profile's path relative to the profiles directory (e.g. `hosts/gw1.toml`), as named in
+    /// generated files, so output does not depend on where the profiles are checked out.
+    pub profile_rel: String,
+    pub loc: Loc,
+    pub interfaces_file: Option<VerbatimFile>,
+    pub bridges: Vec<Bridge>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerbatimFile {
+    pub rel_path: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datapath {
+    System,
+    Netdev,
+}
+
+impl Datapath {
+    pub fn as_ovs(self) -> &'static str {
+        match self {
+            Datapath::System => "system",
+            Datapath::Netdev => "netdev",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    pub name: String,
+    pub datapath: Datapath,
+    pub rstp: bool,
+    pub host_interfaces: Vec<HostInterface>,
+    pub physical_interfaces: Vec<String>,
+    pub gre: Vec<Gre>,
+    pub forwarder: Option<Forwarder>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostInterface {
+    pub name: String,
+    pub address: Option<Ipv4Cidr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gre {
+    pub port: String,
+    pub remote_ip: Ipv4Addr,
+    pub psk: Option<Psk>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    pub from: String,
+    pub via: String,
+    pub source: Ipv4Cidr,
+}
+
+/// A pre-shared key. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Psk(String);
+
+impl Psk {
+    pub(crate) fn new(value: String) -> Self {
+        Psk(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&bundle::state::redact(&self.0))
+    }
+}
+
+impl fmt::Display for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The stable OVS port name of the GRE tunnel to `remote`: derived from the peer's address alone,
+/// so adding or removing other peers never renames it, and at most 15 bytes (`gre-` + 8 hex).
+pub fn gre_port_name(remote: Ipv4Addr) -> String {
+    format!("gre-{:08x}", u32::from(remote))
+}
+
+/// Shortest PSK accepted, in bytes.
+pub const MIN_PSK_LEN: usize = 16;

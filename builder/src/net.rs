@@ -1,0 +1,152 @@
+//! Small address types the profiles need: IPv4 networks in either of the forms our users write
+//! (`10.20.20.0/24`, or the original tool's `10.20.20.0/255.255.255.0`), and interface names as
+//! Linux accepts them.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// An IPv4 address with a prefix length: a host address on a network (`10.20.20.1/24`) or a network
+/// itself (`10.20.20.0/24`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Cidr {
+    /// Parses `a.b.c.d/len` or `a.b.c.d/m.m.m.m` (a contiguous netmask).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} has no prefix length (write it as a.b.c.d/len)"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        let prefix = if let Ok(len) = len.parse::<u8>() {
+            if len > 32 {
+                return Err(format!("prefix length {len} is over 32"));
+            }
+            len
+        } else {
+            let mask: Ipv4Addr = len
+                .parse()
+                .map_err(|_| format!("{len:?} is neither a prefix length nor a netmask"))?;
+            let bits = u32::from(mask);
+            let ones = bits.leading_ones();
+            if bits.checked_shl(ones).unwrap_or(0) != 0 {
+                return Err(format!("netmask {mask} is not contiguous"));
+            }
+            ones as u8
+        };
+        Ok(Ipv4Cidr { addr, prefix })
+    }
+
+    pub fn mask(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    pub fn network(&self) -> Ipv4Cidr {
+        Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::from(self.addr) & self.mask()),
+            prefix: self.prefix,
+        }
+    }
+
+    pub fn is_network(&self) -> bool {
+        self.network().addr == self.addr
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+
+    /// Whether `addr` is usable as a host address on its network (not the network or broadcast
+    /// address, where those exist).
+    pub fn is_host_address(&self) -> bool {
+        if self.prefix >= 31 {
+            return true;
+        }
+        let host = u32::from(self.addr) & !self.mask();
+        host != 0 && host != !self.mask()
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+
+/// Why `name` cannot be a Linux interface or OVS port name, if it cannot.
+pub fn ifname_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".into());
+    }
+    if name.len() > MAX_IFNAME {
+        return Some(format!(
+            "is {} bytes long; Linux allows at most {MAX_IFNAME}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Some("is not a usable name".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Some(format!(
+            "contains {c:?}; use letters, digits, '-', '_' and '.' only"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_prefix_forms_parse_to_the_same_network() {
+        let a = Ipv4Cidr::parse("10.20.20.0/24").unwrap();
+        let b = Ipv4Cidr::parse("10.20.20.0/255.255.255.0").unwrap();
+        assert_eq!(a, b);
+        assert!(a.is_network());
+        assert!(a.contains("10.20.20.77".parse().unwrap()));
+        assert!(!a.contains("10.20.21.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_forms_are_refused() {
+        assert!(Ipv4Cidr::parse("10.20.20.0").is_err());
+        assert!(Ipv4Cidr::parse("10.20.20.0/33").is_err());
+        assert!(Ipv4Cidr::parse("10.20.20.0/255.0.255.0").is_err());
+        assert!(Ipv4Cidr::parse("10.20.300.0/24").is_err());
+    }
+
+    #[test]
+    fn host_addresses() {
+        assert!(Ipv4Cidr::parse("10.0.0.1/24").unwrap().is_host_address());
+        assert!(!Ipv4Cidr::parse("10.0.0.0/24").unwrap().is_host_address());
+        assert!(!Ipv4Cidr::parse("10.0.0.255/24").unwrap().is_host_address());
+        assert!(Ipv4Cidr::parse("10.0.0.0/31").unwrap().is_host_address());
+        assert_eq!(Ipv4Cidr::parse("0.0.0.0/0").unwrap().mask(), 0);
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!(ifname_problem("priv0").is_none());
+        assert!(ifname_problem("a23456789012345").is_none());
+        assert!(ifname_problem("a234567890123456")
+            .unwrap()
+            .contains("16 bytes"));
+        assert!(ifname_problem("eth 0").is_some());
+        assert!(ifname_problem("a/b").is_some());
+        assert!(ifname_problem("").is_some());
+    }
+}

@@ -1,0 +1,616 @@
+//! Profiles: TOML in, validated [`Fleet`] out.
+//!
+//! Parsing and validation are separate steps: serde turns each file into raw values that keep
+//! their source spans, then validation checks every rule and collects every problem, each with the
+//! `file:line:col` it is about and a hint, before anything is rendered. Reading the files the
+//! profiles name (PSKs, verbatim interfaces files) is the only I/O here.
+
+use crate::diag::{Diagnostic, Loc, SourceMap};
+use crate::model::*;
+use crate::net::{ifname_problem, Ipv4Cidr};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    host: RawHost,
+    #[serde(default)]
+    bridges: Vec<RawBridge>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Spanned<String>,
+    underlay_ip: Spanned<String>,
+    interfaces_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBridge {
+    name: Spanned<String>,
+    datapath: Option<Spanned<String>>,
+    rstp: Option<bool>,
+    #[serde(default)]
+    host_interfaces: Vec<Spanned<RawHostInterface>>,
+    #[serde(default)]
+    physical_interfaces: Vec<Spanned<String>>,
+    #[serde(default)]
+    gre: Vec<Spanned<RawGre>>,
+    forwarder: Option<Spanned<RawForwarder>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawHostInterface {
+    Name(String),
+    Table(RawHostInterfaceTable),
+}
+
+// Inside an untagged enum serde buffers values, which loses spans: the element's span is used.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostInterfaceTable {
+    name: String,
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGre {
+    remote_ip: Spanned<String>,
+    psk: Option<Spanned<String>>,
+    psk_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwarder {
+    from: Spanned<String>,
+    via: Spanned<String>,
+    source: Spanned<String>,
+}
+
+/// Loads and validates every `hosts/*.toml` under `dir`. On failure, returns every problem found.
+pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
+    let hosts_dir = dir.join("hosts");
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&hosts_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            return Err(vec![Diagnostic::error(
+                None,
+                format!(
+                    "cannot read profiles directory {}: {e}",
+                    hosts_dir.display()
+                ),
+            )
+            .hint(
+                "pass the directory that holds hosts/<host>.toml, e.g. `profiles`",
+            )]);
+        }
+    };
+    paths.sort();
+    if paths.is_empty() {
+        return Err(vec![Diagnostic::error(
+            None,
+            format!("no host profiles (*.toml) in {}", hosts_dir.display()),
+        )
+        .hint("create hosts/<host>.toml; see docs/profiles.md")]);
+    }
+    let mut diags = Vec::new();
+    let mut hosts = Vec::new();
+    for path in &paths {
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                if let Some(host) = parse_host(path, &rel, &text, &mut diags) {
+                    hosts.push(host);
+                }
+            }
+            Err(e) => diags.push(Diagnostic::error(
+                None,
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        }
+    }
+    check_fleet(&hosts, &mut diags);
+    if diags.is_empty() {
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Fleet { hosts })
+    } else {
+        Err(diags)
+    }
+}
+
+/// Checks that need every host at once.
+fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
+    let mut by_ip: BTreeMap<Ipv4Addr, &Host> = BTreeMap::new();
+    for host in hosts {
+        if let Some(first) = by_ip.insert(host.underlay_ip, host) {
+            diags.push(
+                Diagnostic::error(
+                    Some(host.loc.clone()),
+                    format!(
+                        "underlay_ip {} of host {:?} is also host {:?}'s ({})",
+                        host.underlay_ip, host.name, first.name, first.loc
+                    ),
+                )
+                .hint("every host needs its own underlay address"),
+            );
+        }
+    }
+}
+
+/// Parses and validates one host profile. `path` is where it is read from (for messages and to
+/// resolve relative paths); `rel` is its path relative to the profiles directory.
+pub fn parse_host(path: &Path, rel: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Host> {
+    let map = SourceMap::new(path.display().to_string(), text);
+    let raw: RawProfile = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let loc = e.span().map(|s| map.loc(s.start));
+            diags.push(
+                Diagnostic::error(loc, e.message().trim_end().to_string())
+                    .hint("see docs/profiles.md for every key a profile may have"),
+            );
+            return None;
+        }
+    };
+    let before = diags.len();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut v = Validator {
+        map: &map,
+        base,
+        diags,
+        ports: BTreeMap::new(),
+    };
+    let host = v.host(&raw, path, rel);
+    (diags.len() == before).then_some(host).flatten()
+}
+
+struct Validator<'a> {
+    map: &'a SourceMap,
+    base: &'a Path,
+    diags: &'a mut Vec<Diagnostic>,
+    /// Every port name on the host (bridge local ports included) and where it was first named.
+    ports: BTreeMap<String, (Loc, String)>,
+}
+
+impl Validator<'_> {
+    fn at<T>(&self, s: &Spanned<T>) -> Option<Loc> {
+        self.map.span(&s.span())
+    }
+
+    fn err(&mut self, loc: Option<Loc>, msg: impl Into<String>, hint: impl Into<String>) {
+        self.diags.push(Diagnostic::error(loc, msg).hint(hint));
+    }
+
+    fn host(&mut self, raw: &RawProfile, path: &Path, rel: &str) -> Option<Host> {
+        let name = raw.host.name.get_ref();
+        let name_loc = self.at(&raw.host.name);
+        if let Some(problem) = hostname_problem(name) {
+            self.err(
+                name_loc.clone(),
+                format!("host name {name:?} {problem}"),
+                "use a DNS label: letters, digits and '-', at most 63 bytes",
+            );
+        }
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        if stem.as_deref() != Some(name.as_str()) {
+            self.err(
+                name_loc.clone(),
+                format!(
+                    "host name {name:?} differs from the file name {:?}",
+                    path.file_name().unwrap_or_default()
+                ),
+                format!("name the file hosts/{name}.toml, so each host has exactly one profile"),
+            );
+        }
+        let underlay = self.ipv4(&raw.host.underlay_ip, "underlay_ip");
+        let interfaces_file = raw.host.interfaces_file.as_ref().and_then(|f| {
+            let bytes = self.read_file(f, "interfaces_file")?;
+            match String::from_utf8(bytes) {
+                Ok(text) => Some((f, text)),
+                Err(_) => {
+                    self.err(
+                        self.at(f),
+                        format!("interfaces_file {:?} is not UTF-8 text", f.get_ref()),
+                        "point it at an /etc/network/interfaces file",
+                    );
+                    None
+                }
+            }
+        });
+        let mut bridges = Vec::new();
+        for rb in &raw.bridges {
+            bridges.push(self.bridge(rb, underlay));
+        }
+        self.cross_bridge_gre(&bridges);
+        let interfaces_file = interfaces_file.map(|(f, text)| {
+            self.verbatim_conflicts(f, &text, &bridges);
+            VerbatimFile {
+                rel_path: f.get_ref().clone(),
+                text,
+            }
+        });
+        Some(Host {
+            name: name.clone(),
+            underlay_ip: underlay?,
+            profile_rel: rel.to_string(),
+            loc: name_loc.unwrap_or_else(|| self.map.line(1)),
+            interfaces_file,
+            bridges,
+        })
+    }
+
+    fn bridge(&mut self, rb: &RawBridge, underlay: Option<Ipv4Addr>) -> Bridge {
+        let name = rb.name.get_ref().clone();
+        self.port_name(&rb.name, &format!("bridge {name}"), "bridge");
+        let datapath = match rb.datapath.as_ref().map(|d| d.get_ref().as_str()) {
+            None | Some("system") => Datapath::System,
+            Some("netdev") => Datapath::Netdev,
+            Some(other) => {
+                let loc = rb.datapath.as_ref().and_then(|d| self.at(d));
+                self.err(
+                    loc,
+                    format!("datapath {other:?} is not known"),
+                    "use \"system\" (kernel, the default) or \"netdev\" (userspace)",
+                );
+                Datapath::System
+            }
+        };
+        let mut host_interfaces = Vec::new();
+        for hi in &rb.host_interfaces {
+            let (ifname, address) = match hi.get_ref() {
+                RawHostInterface::Name(n) => (n.clone(), None),
+                RawHostInterface::Table(t) => (t.name.clone(), t.address.clone()),
+            };
+            let loc = self.at(hi);
+            self.port_name_at(
+                &ifname,
+                loc.clone(),
+                &format!("bridge {name}"),
+                "host interface",
+            );
+            let address = address.and_then(|a| match Ipv4Cidr::parse(&a) {
+                Ok(c) if c.is_host_address() => Some(c),
+                Ok(c) => {
+                    self.err(
+                        loc.clone(),
+                        format!("address {c} of {ifname} is the network or broadcast address"),
+                        "give the interface a host address, e.g. 10.20.20.1/24",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err(
+                        loc.clone(),
+                        format!("address of {ifname}: {e}"),
+                        "write it as a.b.c.d/len, e.g. 10.20.20.1/24",
+                    );
+                    None
+                }
+            });
+            host_interfaces.push(HostInterface {
+                name: ifname,
+                address,
+            });
+        }
+        let mut physical_interfaces = Vec::new();
+        for pi in &rb.physical_interfaces {
+            self.port_name(pi, &format!("bridge {name}"), "physical interface");
+            physical_interfaces.push(pi.get_ref().clone());
+        }
+        let mut gre: Vec<Gre> = Vec::new();
+        for rg in &rb.gre {
+            let loc = self.at(rg);
+            let Some(remote_ip) = self.ipv4(&rg.get_ref().remote_ip, "remote_ip") else {
+                continue;
+            };
+            let remote_loc = self.at(&rg.get_ref().remote_ip);
+            if Some(remote_ip) == underlay {
+                self.err(
+                    remote_loc.clone(),
+                    format!("GRE remote_ip {remote_ip} is this host's own underlay_ip"),
+                    "a tunnel must lead to another host; remove this [[bridges.gre]] entry",
+                );
+                continue;
+            }
+            if let Some(first) = gre.iter().find(|g| g.remote_ip == remote_ip) {
+                self.err(
+                    remote_loc.clone(),
+                    format!(
+                        "bridge {name} has two GRE connections to {remote_ip} (first at {})",
+                        first.loc
+                    ),
+                    "remove the duplicate [[bridges.gre]] entry",
+                );
+                continue;
+            }
+            let psk = self.psk(rg.get_ref());
+            let port = gre_port_name(remote_ip);
+            self.port_name_at(&port, loc.clone(), &format!("bridge {name}"), "GRE port");
+            gre.push(Gre {
+                port,
+                remote_ip,
+                psk,
+                loc: loc.unwrap_or_else(|| self.map.line(1)),
+            });
+        }
+        let forwarder = rb
+            .forwarder
+            .as_ref()
+            .and_then(|f| self.forwarder(f, &name, &host_interfaces, &physical_interfaces));
+        Bridge {
+            name,
+            datapath,
+            rstp: rb.rstp.unwrap_or(false),
+            host_interfaces,
+            physical_interfaces,
+            gre,
+            forwarder,
+        }
+    }
+
+    /// One peer reached from two bridges: OVS cannot tell the two tunnels apart.
+    fn cross_bridge_gre(&mut self, bridges: &[Bridge]) {
+        let mut seen: BTreeMap<Ipv4Addr, (&str, &Loc)> = BTreeMap::new();
+        for b in bridges {
+            for g in &b.gre {
+                if let Some((other, first)) = seen.insert(g.remote_ip, (&b.name, &g.loc)) {
+                    if other != b.name {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Some(g.loc.clone()),
+                                format!(
+                                    "GRE to {} from bridge {} and from bridge {other} (at {first})",
+                                    g.remote_ip, b.name
+                                ),
+                                )
+                            .hint("OVS cannot tell two GRE tunnels to one peer apart; connect the peer from one bridge"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn psk(&mut self, rg: &RawGre) -> Option<Psk> {
+        let (value, loc, what) = match (&rg.psk, &rg.psk_file) {
+            (None, None) => return None,
+            (Some(a), Some(b)) => {
+                self.err(
+                    self.at(b),
+                    "both psk and psk_file are set",
+                    format!("keep one of them (psk is at {})", self.at(a)?),
+                );
+                return None;
+            }
+            (Some(p), None) => (p.get_ref().clone(), self.at(p), "psk".to_string()),
+            (None, Some(f)) => {
+                let bytes = self.read_file(f, "psk_file")?;
+                let Ok(text) = String::from_utf8(bytes) else {
+                    self.err(
+                        self.at(f),
+                        format!("psk_file {:?} is not text", f.get_ref()),
+                        "a PSK file holds the key as one line of text",
+                    );
+                    return None;
+                };
+                let key = text.strip_suffix('\n').unwrap_or(&text);
+                let key = key.strip_suffix('\r').unwrap_or(key).to_string();
+                (key, self.at(f), format!("PSK in {:?}", f.get_ref()))
+            }
+        };
+        if value.is_empty() {
+            self.err(
+                loc,
+                format!("{what} is empty"),
+                "generate one, e.g. `head -c 32 /dev/urandom | base64`",
+            );
+            return None;
+        }
+        if value.len() < MIN_PSK_LEN {
+            self.err(
+                loc,
+                format!(
+                    "{what} is {} bytes; at least {MIN_PSK_LEN} are required",
+                    value.len()
+                ),
+                "generate a longer one, e.g. `head -c 32 /dev/urandom | base64`",
+            );
+            return None;
+        }
+        if value.chars().any(|c| c.is_control() || c == '"') {
+            self.err(
+                loc,
+                format!("{what} contains a control character, a line break or '\"'"),
+                "IPsec configuration cannot carry those; use printable characters only",
+            );
+            return None;
+        }
+        Some(Psk::new(value))
+    }
+
+    fn forwarder(
+        &mut self,
+        f: &Spanned<RawForwarder>,
+        bridge: &str,
+        host_ifs: &[HostInterface],
+        phys: &[String],
+    ) -> Option<Forwarder> {
+        let raw = f.get_ref();
+        let from = raw.from.get_ref();
+        let via = raw.via.get_ref();
+        let from_if = host_ifs.iter().find(|h| &h.name == from);
+        if from_if.is_none() && !phys.contains(from) {
+            self.err(
+                self.at(&raw.from),
+                format!("forwarder from {from:?} is not an interface of bridge {bridge}"),
+                "name one of the bridge's host_interfaces or physical_interfaces",
+            );
+        }
+        if let Some(p) = ifname_problem(via) {
+            self.err(
+                self.at(&raw.via),
+                format!("forwarder via {via:?} {p}"),
+                "name the uplink device, e.g. eth0",
+            );
+        } else if via == from {
+            self.err(
+                self.at(&raw.via),
+                "forwarder via is the same interface as from",
+                "via is the uplink the traffic leaves by, e.g. eth0",
+            );
+        } else if let Some((first, owner)) = self.ports.get(via) {
+            let msg = format!("forwarder via {via:?} is a port of {owner} (at {first})");
+            self.err(
+                self.at(&raw.via),
+                msg,
+                "via is the uplink outside the bridge, e.g. eth0",
+            );
+        }
+        let source = match Ipv4Cidr::parse(raw.source.get_ref()) {
+            Ok(c) if c.is_network() => c,
+            Ok(c) => {
+                self.err(
+                    self.at(&raw.source),
+                    format!("forwarder source {c} has host bits set"),
+                    format!("did you mean {}?", c.network()),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.err(
+                    self.at(&raw.source),
+                    format!("forwarder source: {e}"),
+                    "write it as 10.20.20.0/24 or 10.20.20.0/255.255.255.0",
+                );
+                return None;
+            }
+        };
+        if let Some(addr) = from_if.and_then(|h| h.address) {
+            if !source.contains(addr.addr) {
+                self.err(
+                    self.at(&raw.source),
+                    format!("forwarder source {source} does not contain {from}'s address {addr}"),
+                    "the source network should be the network behind the from interface",
+                );
+            }
+        }
+        Some(Forwarder {
+            from: from.clone(),
+            via: via.clone(),
+            source,
+        })
+    }
+
+    /// A verbatim interfaces file must not define what the profile generates.
+    fn verbatim_conflicts(&mut self, f: &Spanned<String>, text: &str, bridges: &[Bridge]) {
+        let file = self.base.join(f.get_ref());
+        let map = SourceMap::new(file.display().to_string(), text);
+        let generated: Vec<&str> = bridges
+            .iter()
+            .flat_map(|b| &b.host_interfaces)
+            .filter(|h| h.address.is_some())
+            .map(|h| h.name.as_str())
+            .collect();
+        for (i, line) in text.lines().enumerate() {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("iface") {
+                if let Some(name) = words.next().filter(|n| generated.contains(n)) {
+                    let profile_loc = self.at(f);
+                    self.diags.push(
+                        Diagnostic::error(
+                            Some(map.line(i + 1)),
+                            format!(
+                                "interfaces file defines {name}, whose stanza the profile also generates from its address (interfaces_file named at {})",
+                                profile_loc.map(|l| l.to_string()).unwrap_or_default()
+                            ),
+                        )
+                        .hint("keep one: remove the address from host_interfaces, or the stanza from the file"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn ipv4(&mut self, s: &Spanned<String>, key: &str) -> Option<Ipv4Addr> {
+        match s.get_ref().parse::<Ipv4Addr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.err(
+                    self.at(s),
+                    format!("{key} {:?} is not an IPv4 address", s.get_ref()),
+                    "write a dotted quad such as 192.0.2.1",
+                );
+                None
+            }
+        }
+    }
+
+    fn read_file(&mut self, f: &Spanned<String>, key: &str) -> Option<Vec<u8>> {
+        let path = self.base.join(f.get_ref());
+        match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.err(
+                    self.at(f),
+                    format!("{key} {}: {e}", path.display()),
+                    "paths are relative to the profile that names them",
+                );
+                None
+            }
+        }
+    }
+
+    fn port_name(&mut self, s: &Spanned<String>, owner: &str, what: &str) {
+        let loc = self.at(s);
+        self.port_name_at(s.get_ref(), loc, owner, what);
+    }
+
+    fn port_name_at(&mut self, name: &str, loc: Option<Loc>, owner: &str, what: &str) {
+        if let Some(problem) = ifname_problem(name) {
+            self.err(
+                loc,
+                format!("{what} name {name:?} {problem}"),
+                "interface names are Linux device names",
+            );
+            return;
+        }
+        let here = loc.clone().unwrap_or_else(|| self.map.line(1));
+        if let Some((first, first_owner)) = self.ports.get(name) {
+            let msg =
+                format!("{what} {name:?} of {owner} is already used by {first_owner} (at {first})");
+            self.err(loc, msg, "a port or bridge name can appear once per host");
+            return;
+        }
+        self.ports
+            .insert(name.to_string(), (here, owner.to_string()));
+    }
+}
+
+fn hostname_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 63 {
+        return Some("must be 1 to 63 bytes");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some("must not start or end with '-'");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Some("contains characters other than letters, digits and '-'");
+    }
+    None
+}

@@ -1,0 +1,61 @@
+//! The ovs-bundle format, shared by the builder (which writes bundles) and the applier (which
+//! verifies and applies them).
+//!
+//! A bundle is a gzip-compressed ustar archive whose first member is `manifest.json`, whose second
+//! is its minisign signature `manifest.json.minisig`, and whose other members are exactly the files
+//! the manifest lists, in the manifest's order, each with the size and SHA-256 it states. See
+//! `docs/bundle-format.md` for the full specification.
+//!
+//! This crate does no I/O of its own: it turns bytes into verified values and values into bytes.
+
+pub mod archive;
+pub mod keys;
+pub mod manifest;
+pub mod state;
+pub mod time;
+pub mod verify;
+
+pub use archive::{write_archive, ArchiveMember, Limits, ParsedArchive};
+pub use keys::{KeyId, TrustedKey};
+pub use manifest::{FileEntry, Manifest, FORMAT_VERSION};
+pub use state::{Bridge, Interface, OvsState, Port, PortRole};
+pub use verify::{read_unverified, verify_bundle, VerifiedBundle, VerifyError, VerifyOptions};
+
+/// Name of the manifest member; always the first member of a bundle.
+pub const MANIFEST_NAME: &str = "manifest.json";
+/// Name of the signature member; always the second member of a bundle.
+pub const SIGNATURE_NAME: &str = "manifest.json.minisig";
+/// The `/etc/network/interfaces` content.
+pub const INTERFACES_NAME: &str = "interfaces";
+/// The desired OVS state (JSON, see [`state::OvsState`]). Holds PSKs, so it is mode 0600.
+pub const OVS_NAME: &str = "ovs.json";
+/// iptables-restore input filling this tool's own chains.
+pub const IPTABLES_NAME: &str = "iptables.rules";
+/// sysctl settings (present only when the host needs any, e.g. a NAT forwarder).
+pub const SYSCTL_NAME: &str = "sysctl.conf";
+
+/// Hex-encoded SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    to_hex(&sha2::Sha256::digest(data))
+}
+
+/// Lower-case hex encoding.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// iptables chains this tool owns, as `(table, built-in chain, owned chain)`. The builder fills the
+/// owned chains in `iptables.rules`; the applier replaces their contents and adds one jump from
+/// each built-in chain, so re-applying never duplicates a rule and rules of others stay untouched.
+pub const IPTABLES_CHAINS: [(&str, &str, &str); 3] = [
+    ("filter", "FORWARD", "OVSB-FORWARD"),
+    ("filter", "INPUT", "OVSB-INPUT"),
+    ("nat", "POSTROUTING", "OVSB-POSTROUTING"),
+];

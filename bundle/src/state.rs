@@ -1,0 +1,101 @@
+//! The desired state of the OVS rows this tool owns, as carried in `ovs.json`.
+//!
+//! Only rows listed here are ever created, changed or deleted by the applier; every row it writes
+//! carries [`OWNER_KEY`] in `external_ids`, so rows made by hand or by other tools are never touched.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `external_ids` key marking a row as owned by ovs-bundle; its value is the host name.
+pub const OWNER_KEY: &str = "ovs-bundle-owner";
+/// The OVS interface option that carries an IPsec pre-shared key.
+pub const PSK_OPTION: &str = "psk";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OvsState {
+    pub bridges: Vec<Bridge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    pub name: String,
+    /// OVS `datapath_type`: `system` (kernel) or `netdev` (userspace).
+    pub datapath_type: String,
+    /// Whether RSTP is enabled on the bridge.
+    #[serde(default)]
+    pub rstp: bool,
+    pub external_ids: BTreeMap<String, String>,
+    pub ports: Vec<Port>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum PortRole {
+    /// An OVS internal port that appears on the host as a network device.
+    Internal,
+    /// An existing device attached to the bridge.
+    Physical,
+    /// A GRE tunnel to a peer host.
+    Gre,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    pub name: String,
+    pub role: PortRole,
+    /// OVS Port `protected`: no forwarding between two protected ports (split horizon).
+    #[serde(default)]
+    pub protected: bool,
+    pub external_ids: BTreeMap<String, String>,
+    pub interface: Interface,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    /// OVS interface `type`: `internal`, `gre` or empty for a system device.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub options: BTreeMap<String, String>,
+}
+
+impl OvsState {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("state serializes");
+        out.push(b'\n');
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The same state with every PSK replaced by its fingerprint, for display.
+    pub fn redacted(&self) -> Self {
+        let mut copy = self.clone();
+        for port in copy.bridges.iter_mut().flat_map(|b| b.ports.iter_mut()) {
+            if let Some(psk) = port.interface.options.get_mut(PSK_OPTION) {
+                *psk = redact(psk);
+            }
+        }
+        copy
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = (&Bridge, &Port)> {
+        self.bridges
+            .iter()
+            .flat_map(|b| b.ports.iter().map(move |p| (b, p)))
+    }
+}
+
+/// How a secret is shown to people: never the value, only a short fingerprint, so that two ends
+/// holding different keys are still visibly different.
+pub fn redact(secret: &str) -> String {
+    format!(
+        "<redacted sha256:{}>",
+        &crate::sha256_hex(secret.as_bytes())[..8]
+    )
+}
