@@ -126,6 +126,8 @@ pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
         }
     }
     check_fleet(&hosts, &mut diags);
+    // Stable: a file's problems in the order they appear in it, files in name order.
+    diags.sort_by(|a, b| a.loc.cmp(&b.loc));
     if diags.is_empty() {
         hosts.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Fleet { hosts })
@@ -184,7 +186,8 @@ struct Validator<'a> {
     map: &'a SourceMap,
     base: &'a Path,
     diags: &'a mut Vec<Diagnostic>,
-    /// Every port name on the host (bridge local ports included) and where it was first named.
+    /// Every port name on the host (bridge local ports included), where it was first named, and
+    /// as what.
     ports: BTreeMap<String, (Loc, String)>,
 }
 
@@ -237,7 +240,6 @@ impl Validator<'_> {
         for rb in &raw.bridges {
             bridges.push(self.bridge(rb, underlay));
         }
-        self.cross_bridge_gre(&bridges);
         let interfaces_file = interfaces_file.map(|(f, text)| {
             self.verbatim_conflicts(f, &text, &bridges);
             VerbatimFile {
@@ -257,7 +259,7 @@ impl Validator<'_> {
 
     fn bridge(&mut self, rb: &RawBridge, underlay: Option<Ipv4Addr>) -> Bridge {
         let name = rb.name.get_ref().clone();
-        self.port_name(&rb.name, &format!("bridge {name}"), "bridge");
+        self.port_name(&rb.name, "", "bridge");
         let datapath = match rb.datapath.as_ref().map(|d| d.get_ref().as_str()) {
             None | Some("system") => Datapath::System,
             Some("netdev") => Datapath::Netdev,
@@ -316,6 +318,7 @@ impl Validator<'_> {
         let mut gre: Vec<Gre> = Vec::new();
         for rg in &rb.gre {
             let loc = self.at(rg);
+            let psk = self.psk(rg.get_ref());
             let Some(remote_ip) = self.ipv4(&rg.get_ref().remote_ip, "remote_ip") else {
                 continue;
             };
@@ -339,8 +342,16 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            let psk = self.psk(rg.get_ref());
             let port = gre_port_name(remote_ip);
+            if let Some((first, first_what)) = self.ports.get(&port) {
+                if first_what.starts_with("GRE port") {
+                    let msg = format!(
+                        "GRE to {remote_ip} from bridge {name}, and from another bridge at {first}"
+                    );
+                    self.err(loc, msg, "OVS cannot tell two GRE tunnels to one peer apart; connect the peer from one bridge");
+                    continue;
+                }
+            }
             self.port_name_at(&port, loc.clone(), &format!("bridge {name}"), "GRE port");
             gre.push(Gre {
                 port,
@@ -361,29 +372,6 @@ impl Validator<'_> {
             physical_interfaces,
             gre,
             forwarder,
-        }
-    }
-
-    /// One peer reached from two bridges: OVS cannot tell the two tunnels apart.
-    fn cross_bridge_gre(&mut self, bridges: &[Bridge]) {
-        let mut seen: BTreeMap<Ipv4Addr, (&str, &Loc)> = BTreeMap::new();
-        for b in bridges {
-            for g in &b.gre {
-                if let Some((other, first)) = seen.insert(g.remote_ip, (&b.name, &g.loc)) {
-                    if other != b.name {
-                        self.diags.push(
-                            Diagnostic::error(
-                                Some(g.loc.clone()),
-                                format!(
-                                    "GRE to {} from bridge {} and from bridge {other} (at {first})",
-                                    g.remote_ip, b.name
-                                ),
-                                )
-                            .hint("OVS cannot tell two GRE tunnels to one peer apart; connect the peer from one bridge"),
-                        );
-                    }
-                }
-            }
         }
     }
 
@@ -475,7 +463,7 @@ impl Validator<'_> {
                 "via is the uplink the traffic leaves by, e.g. eth0",
             );
         } else if let Some((first, owner)) = self.ports.get(via) {
-            let msg = format!("forwarder via {via:?} is a port of {owner} (at {first})");
+            let msg = format!("forwarder via {via:?} is {owner} at {first}");
             self.err(
                 self.at(&raw.via),
                 msg,
@@ -591,14 +579,19 @@ impl Validator<'_> {
             return;
         }
         let here = loc.clone().unwrap_or_else(|| self.map.line(1));
-        if let Some((first, first_owner)) = self.ports.get(name) {
-            let msg =
-                format!("{what} {name:?} of {owner} is already used by {first_owner} (at {first})");
-            self.err(loc, msg, "a port or bridge name can appear once per host");
+        let this = if owner.is_empty() {
+            format!("{what} {name:?}")
+        } else {
+            format!("{what} {name:?} on {owner}")
+        };
+        if let Some((first, first_this)) = self.ports.get(name) {
+            let msg = format!("{this} clashes with {first_this} at {first}");
+            let hint =
+                "a port or bridge name can appear once per host (a bridge's name is its own port)";
+            self.err(loc, msg, hint);
             return;
         }
-        self.ports
-            .insert(name.to_string(), (here, owner.to_string()));
+        self.ports.insert(name.to_string(), (here, this));
     }
 }
 

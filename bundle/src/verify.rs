@@ -65,7 +65,7 @@ pub enum VerifyError {
     Missing(String),
     #[error("bundle is for host {bundle:?}, not {expected:?}")]
     WrongHost { bundle: String, expected: String },
-    #[error("bundle expired at {expires} (Unix time; now {now}): rebuild it")]
+    #[error("bundle expired at {} (it is now {}): rebuild it with a later --expires-in", crate::time::format_utc(*expires), crate::time::format_utc(*now))]
     Expired { expires: u64, now: u64 },
 }
 

@@ -1,0 +1,66 @@
+//! One test per validation rule: `tests/errors/<case>/hosts/*.toml` must fail with exactly the
+//! diagnostics in `tests/errors/<case>/expected.txt` (paths shown relative to the case).
+//! `UPDATE_GOLDEN=1` rewrites the expected files.
+
+use builder::profile::load_fleet;
+use std::path::Path;
+
+fn check(case: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/errors")
+        .join(case);
+    let diags = match load_fleet(&dir) {
+        Ok(_) => panic!("{case}: profiles were accepted"),
+        Err(d) => d,
+    };
+    let prefix = format!("{}/", dir.display());
+    let got: String = diags
+        .iter()
+        .map(|d| format!("{d}\n").replace(&prefix, ""))
+        .collect();
+    let expected_path = dir.join("expected.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&expected_path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&expected_path).unwrap_or_default();
+    assert_eq!(got, want, "\n--- expected ---\n{want}--- got ---\n{got}");
+}
+
+macro_rules! cases {
+    ($($name:ident => $dir:literal,)*) => {
+        $(#[test] fn $name() { check($dir); })*
+    };
+}
+
+cases! {
+    bad_ip => "bad-ip",
+    bad_cidr => "bad-cidr",
+    ifname_too_long => "ifname-too-long",
+    ifname_invalid => "ifname-invalid",
+    duplicate_bridge => "duplicate-bridge",
+    duplicate_port => "duplicate-port",
+    interface_on_two_bridges => "interface-on-two-bridges",
+    gre_to_self => "gre-to-self",
+    duplicate_remote => "duplicate-remote",
+    remote_on_two_bridges => "remote-on-two-bridges",
+    forwarder_from_not_on_bridge => "forwarder-from-not-on-bridge",
+    forwarder_source_host_bits => "forwarder-source-host-bits",
+    psk_file_missing => "psk-file-missing",
+    psk_empty => "psk-empty",
+    psk_too_short => "psk-too-short",
+    psk_and_psk_file => "psk-and-psk-file",
+    verbatim_conflict => "verbatim-conflict",
+    unknown_key => "unknown-key",
+    host_name_mismatch => "host-name-mismatch",
+    datapath_unknown => "datapath-unknown",
+    duplicate_underlay => "duplicate-underlay",
+    all_at_once => "all-at-once",
+}
+
+#[test]
+fn every_error_case_has_a_test() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
+    let count = std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(count, 22, "add the new case to the cases! list above");
+}
