@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-need=(openvswitch-switch openvswitch-common iptables ifupdown minisign iproute2)
+need=(openvswitch-switch openvswitch-common iptables ifupdown minisign iproute2 iputils-ping util-linux)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,7 @@
 //! and the deterministic archive around them.
 
 use crate::model::Host;
-use crate::render::render_host;
+use crate::render::{render_host, Rendered};
 use crate::sign::SecretKey;
 use bundle::{sha256_hex, write_archive, ArchiveMember, FileEntry, Manifest, FORMAT_VERSION};
 use std::io::Write;
@@ -21,10 +21,14 @@ pub struct BuildParams {
 
 /// The bundle for `host`, as bytes. The same host, key and params always give the same bytes.
 pub fn build_host(host: &Host, key: &SecretKey, params: BuildParams) -> Vec<u8> {
-    let rendered = render_host(host);
+    assemble(&host.name, render_host(host), key, params)
+}
+
+/// A signed bundle for host `name` holding `rendered`.
+pub fn assemble(name: &str, rendered: Rendered, key: &SecretKey, params: BuildParams) -> Vec<u8> {
     let manifest = Manifest {
         format: FORMAT_VERSION,
-        host: host.name.clone(),
+        host: name.to_string(),
         serial: params.serial,
         expires: params.expires,
         builder: BUILDER_ID.to_string(),
@@ -42,7 +46,7 @@ pub fn build_host(host: &Host, key: &SecretKey, params: BuildParams) -> Vec<u8> 
     let manifest_bytes = manifest.to_bytes();
     let comment = format!(
         "ovs-bundle host={} serial={} manifest-sha256={}",
-        host.name,
+        name,
         params.serial,
         sha256_hex(&manifest_bytes)
     );

@@ -141,6 +141,8 @@ pub fn ovs_state(host: &Host) -> OvsState {
 
 /// iptables-restore input declaring (and so emptying) every owned chain, then filling them. A host
 /// without forwarders still gets the empty chains, so applying its bundle removes old rules.
+/// Rules are written in the canonical form `iptables-save` prints (addresses, then interfaces,
+/// then matches), so the applier can compare them with the live rules line by line.
 pub fn iptables(host: &Host) -> String {
     let mut rules: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for f in host.bridges.iter().filter_map(|b| b.forwarder.as_ref()) {
@@ -150,10 +152,10 @@ pub fn iptables(host: &Host) -> String {
         ));
         let fwd = rules.entry("OVSB-FORWARD").or_default();
         fwd.push(format!(
-            "-A OVSB-FORWARD -i {from} -o {via} -s {src} -j ACCEPT"
+            "-A OVSB-FORWARD -s {src} -i {from} -o {via} -j ACCEPT"
         ));
         fwd.push(format!(
-            "-A OVSB-FORWARD -i {via} -o {from} -d {src} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+            "-A OVSB-FORWARD -d {src} -i {via} -o {from} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
         ));
         rules
             .entry("OVSB-INPUT")

@@ -28,6 +28,6 @@ mod tests {
     fn known_dates() {
         assert_eq!(super::format_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::format_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(super::format_utc(1_795_000_000), "2026-11-18T09:06:40Z");
+        assert_eq!(super::format_utc(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 }

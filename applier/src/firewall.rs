@@ -1,0 +1,250 @@
+//! iptables: this tool's chains as read from `iptables-save`, as wanted by a bundle, and the
+//! `iptables-restore --noflush` input that turns one into the other, one atomic commit per table.
+//! Rules outside the `OVSB-*` chains are never written, apart from one jump into each.
+
+use bundle::IPTABLES_CHAINS;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The state of the owned chains: per chain, whether it exists, its rules, and whether its
+/// built-in chain jumps to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Chains {
+    pub chains: BTreeMap<String, Chain>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Chain {
+    pub exists: bool,
+    /// Rule lines exactly as `iptables-save` prints them (`-A OVSB-... ...`).
+    pub rules: Vec<String>,
+    pub jump: bool,
+}
+
+fn jump_rule(builtin: &str, chain: &str) -> String {
+    format!("-A {builtin} -j {chain}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("iptables.rules line {line}: {reason}")]
+pub struct RulesError {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl Chains {
+    /// The owned chains as `iptables-save` shows them.
+    pub fn from_save(save: &str) -> Chains {
+        let mut out = Chains::default();
+        let mut table = "";
+        for line in save.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t;
+                continue;
+            }
+            for (t, builtin, chain) in IPTABLES_CHAINS {
+                if t != table {
+                    continue;
+                }
+                let c = out.chains.entry(chain.to_string()).or_default();
+                if line.starts_with(&format!(":{chain} ")) {
+                    c.exists = true;
+                } else if line.starts_with(&format!("-A {chain} ")) {
+                    c.rules.push(line.to_string());
+                } else if line == jump_rule(builtin, chain) {
+                    c.jump = true;
+                }
+            }
+        }
+        for (_, _, chain) in IPTABLES_CHAINS {
+            out.chains.entry(chain.to_string()).or_default();
+        }
+        out
+    }
+
+    /// What a bundle's `iptables.rules` asks for: every owned chain, with its jump. Refuses any
+    /// line that would touch a chain this tool does not own.
+    pub fn from_bundle(rules: &str) -> Result<Chains, RulesError> {
+        let mut out = Chains::default();
+        for (_, _, chain) in IPTABLES_CHAINS {
+            out.chains.insert(
+                chain.to_string(),
+                Chain {
+                    exists: true,
+                    rules: Vec::new(),
+                    jump: true,
+                },
+            );
+        }
+        let mut table = String::new();
+        for (i, line) in rules.lines().enumerate() {
+            let err = |reason: String| RulesError {
+                line: i + 1,
+                reason,
+            };
+            let line = line.trim_end();
+            if line.is_empty() || line.starts_with('#') || line == "COMMIT" {
+                continue;
+            }
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.to_string();
+                continue;
+            }
+            let owner = |name: &str| {
+                IPTABLES_CHAINS
+                    .iter()
+                    .find(|(t, _, c)| *c == name && *t == table)
+                    .map(|(_, _, c)| *c)
+            };
+            if let Some(decl) = line.strip_prefix(':') {
+                let name = decl.split_whitespace().next().unwrap_or_default();
+                owner(name).ok_or_else(|| {
+                    err(format!(
+                        "declares chain {name} in table {table}, which ovs-bundle does not own"
+                    ))
+                })?;
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("-A"), Some(name)) => {
+                    let chain = owner(name).ok_or_else(|| {
+                        err(format!("appends to chain {name} in table {table}, which ovs-bundle does not own"))
+                    })?;
+                    out.chains
+                        .get_mut(chain)
+                        .expect("owned")
+                        .rules
+                        .push(line.to_string());
+                }
+                _ => {
+                    return Err(err(format!(
+                        "{line:?} is not a chain declaration or an -A rule"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rules that differ from `other`, as `(chain, change)` lines for people.
+    pub fn diff(&self, current: &Chains) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, builtin, chain) in IPTABLES_CHAINS {
+            let (want, have) = (&self.chains[chain], &current.chains[chain]);
+            if want.exists && !have.exists {
+                out.push(format!("+ chain {chain}"));
+            }
+            for r in &have.rules {
+                if !want.rules.contains(r) {
+                    out.push(format!("- {r}"));
+                }
+            }
+            for r in &want.rules {
+                if !have.rules.contains(r) {
+                    out.push(format!("+ {r}"));
+                }
+            }
+            if want.rules != have.rules && out.is_empty() {
+                out.push(format!("~ {chain}: rule order"));
+            }
+            if want.jump != have.jump {
+                out.push(format!(
+                    "{} {}",
+                    if want.jump { "+" } else { "-" },
+                    jump_rule(builtin, chain)
+                ));
+            }
+            if !want.exists && have.exists {
+                out.push(format!("- chain {chain}"));
+            }
+        }
+        out
+    }
+
+    /// `iptables-restore --noflush` input turning `current` into `self`.
+    pub fn restore_input(&self, current: &Chains) -> String {
+        let mut out = String::new();
+        let mut tables: Vec<&str> = IPTABLES_CHAINS.iter().map(|c| c.0).collect();
+        tables.dedup();
+        for table in tables {
+            out.push_str(&format!("*{table}\n"));
+            let chains: Vec<_> = IPTABLES_CHAINS.iter().filter(|c| c.0 == table).collect();
+            // Declaring a chain creates it, or empties it if it exists.
+            for (_, _, chain) in &chains {
+                if self.chains[*chain].exists || current.chains[*chain].exists {
+                    out.push_str(&format!(":{chain} - [0:0]\n"));
+                }
+            }
+            for (_, _, chain) in &chains {
+                for r in &self.chains[*chain].rules {
+                    out.push_str(r);
+                    out.push('\n');
+                }
+            }
+            for (_, builtin, chain) in &chains {
+                let (want, have) = (&self.chains[*chain], &current.chains[*chain]);
+                if want.jump && !have.jump {
+                    out.push_str(&format!("-I {builtin} 1 -j {chain}\n"));
+                }
+                if !want.jump && have.jump {
+                    out.push_str(&format!("-D {builtin} -j {chain}\n"));
+                }
+                if !want.exists && have.exists {
+                    out.push_str(&format!("-X {chain}\n"));
+                }
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAVE: &str =
+        "# Generated by iptables-save\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n\
+        :OVSB-FORWARD - [0:0]\n-A FORWARD -j OVSB-FORWARD\n-A FORWARD -i x -j DROP\n\
+        -A OVSB-FORWARD -i priv0 -j ACCEPT\nCOMMIT\n*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
+
+    #[test]
+    fn save_output_is_read_for_owned_chains_only() {
+        let c = Chains::from_save(SAVE);
+        let f = &c.chains["OVSB-FORWARD"];
+        assert!(f.exists && f.jump);
+        assert_eq!(f.rules, ["-A OVSB-FORWARD -i priv0 -j ACCEPT"]);
+        assert!(!c.chains["OVSB-POSTROUTING"].exists);
+    }
+
+    #[test]
+    fn restore_input_adds_missing_jumps_once_and_replaces_rules() {
+        let current = Chains::from_save(SAVE);
+        let want = Chains::from_bundle("*filter\n:OVSB-FORWARD - [0:0]\n:OVSB-INPUT - [0:0]\n-A OVSB-INPUT -i priv0 -j ACCEPT\nCOMMIT\n*nat\n:OVSB-POSTROUTING - [0:0]\nCOMMIT\n").unwrap();
+        let input = want.restore_input(&current);
+        assert!(
+            !input.contains("-I FORWARD"),
+            "jump exists already:\n{input}"
+        );
+        assert!(input.contains("-I INPUT 1 -j OVSB-INPUT"));
+        assert!(input.contains("-I POSTROUTING 1 -j OVSB-POSTROUTING"));
+        assert!(!input.contains("priv0 -j ACCEPT\n-A OVSB-FORWARD"));
+        // And back: chains that did not exist are removed with their jumps.
+        let back = current.restore_input(&want);
+        assert!(
+            back.contains("-D INPUT -j OVSB-INPUT\n-X OVSB-INPUT"),
+            "{back}"
+        );
+        assert!(back.contains("-A OVSB-FORWARD -i priv0 -j ACCEPT"));
+    }
+
+    #[test]
+    fn bundles_cannot_touch_chains_they_do_not_own() {
+        let err = Chains::from_bundle("*filter\n-A INPUT -j ACCEPT\nCOMMIT\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        let err = Chains::from_bundle("*filter\n:OVSB-POSTROUTING - [0:0]\nCOMMIT\n").unwrap_err();
+        assert!(err.reason.contains("does not own"), "{err}");
+        assert!(Chains::from_bundle("*filter\n-F FORWARD\n").is_err());
+    }
+}
