@@ -100,7 +100,11 @@ enum Cmd {
     Generations,
     /// At boot: finish an interrupted apply, install bundles from the incoming directory, and
     /// otherwise restore the current generation (iptables rules do not survive a reboot).
-    Boot,
+    Boot {
+        /// Cycle interfaces whose stanza changes (when networking is already up).
+        #[arg(long)]
+        cycle: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -263,7 +267,7 @@ fn run(cli: Cli) -> Result<u8> {
             );
             Ok(show_outcome(result, g.json))
         }
-        Cmd::Boot => Ok(boot(&mut app)),
+        Cmd::Boot { cycle } => Ok(boot(&mut app, cycle)),
     }
 }
 
@@ -331,7 +335,7 @@ fn show_outcome(result: Result<Outcome, ApplyError>, json: bool) -> u8 {
     }
 }
 
-fn boot(app: &mut Applier) -> u8 {
+fn boot(app: &mut Applier, cycle: bool) -> u8 {
     let incoming = app.store.incoming_dir();
     let mut bundles: Vec<PathBuf> = std::fs::read_dir(&incoming)
         .into_iter()
@@ -342,7 +346,7 @@ fn boot(app: &mut Applier) -> u8 {
     bundles.sort();
     let boot_opts = ApplyOpts {
         scope: Scope::Full,
-        cycle: false,
+        cycle,
         allow_downgrade: false,
     };
     let mut installed = false;

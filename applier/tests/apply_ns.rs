@@ -536,3 +536,42 @@ fn a_failure_at_any_step_leaves_the_host_fully_on_the_old_state() {
         assert_eq!(gens.lines().count(), 1, "{step}: {gens}");
     }
 }
+
+#[test]
+fn boot_installs_delivered_bundles_and_restores_rules_lost_in_a_reboot() {
+    let h = TestHost::new("t1");
+    let incoming = h.root.join("var/lib/ovs-bundle/incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    std::fs::copy(h.bundle("v1", &three_peers(), 1), incoming.join("t1.tgz")).unwrap();
+    check(h.applier(&["boot"]), "boot");
+    assert!(
+        !incoming.join("t1.tgz").exists(),
+        "delivered bundle left in incoming"
+    );
+    assert_eq!(h.ports("br-t").len(), 4);
+    let rules = h.iptables_save();
+    // A reboot loses every iptables rule; OVSDB and files persist.
+    for table in ["filter", "nat"] {
+        check(h.exec("iptables", &["-t", table, "-F"]), "iptables -F");
+        check(h.exec("iptables", &["-t", table, "-X"]), "iptables -X");
+    }
+    assert_eq!(h.applier(&["status"]).status.code(), Some(2));
+    check(h.applier(&["boot"]), "boot");
+    assert_eq!(h.iptables_save(), rules);
+    assert_eq!(h.applier(&["status"]).status.code(), Some(0));
+    // A tampered delivery is set aside; the host keeps its generation.
+    let mut bytes =
+        std::fs::read(h.bundle("v2", &profile(&[("10.99.0.2", None)], "10.20.0.1/24"), 2)).unwrap();
+    let n = bytes.len();
+    bytes[n - 20] ^= 1;
+    std::fs::write(incoming.join("t1.tgz"), bytes).unwrap();
+    let out = h.applier(&["boot"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("not installed, keeping the current generation"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(incoming.join("failed/t1.tgz").exists());
+    assert_eq!(h.ports("br-t").len(), 4);
+}
