@@ -135,7 +135,10 @@ fn log(msg: &str) {
 fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     let paths = Paths::new(&g.root);
-    let keys = load_trusted(&paths.trusted_dir(), &g.trusted_key)?;
+    let (keys, warnings) = load_trusted(&paths.trusted_dir(), &g.trusted_key)?;
+    for w in warnings {
+        log(&format!("warning: {w}"));
+    }
     let host = match &g.host {
         Some(h) => h.clone(),
         None => this_host()?,

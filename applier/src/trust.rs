@@ -14,23 +14,38 @@ pub enum TrustError {
     Parse(#[from] bundle::keys::KeyParseError),
 }
 
-/// Loads `extra` key files and, if `extra` is empty, every `*.pub` in `dir` (a missing directory
-/// holds no keys). Sorted by file name, so messages list keys in a stable order.
-pub fn load_trusted(dir: &Path, extra: &[PathBuf]) -> Result<Vec<TrustedKey>, TrustError> {
-    let mut files: Vec<PathBuf> = extra.to_vec();
-    if extra.is_empty() {
-        files = pub_files(dir)?;
+/// Loads `extra` key files, all of which must be valid; if `extra` is empty, every `*.pub` in
+/// `dir` (a missing directory holds no keys), where a damaged file is skipped and reported in the
+/// returned warnings, so one bad file cannot keep a host from restoring its network at boot.
+/// Sorted by file name, so messages list keys in a stable order.
+pub fn load_trusted(
+    dir: &Path,
+    extra: &[PathBuf],
+) -> Result<(Vec<TrustedKey>, Vec<String>), TrustError> {
+    if !extra.is_empty() {
+        let keys = extra
+            .iter()
+            .map(|p| load_one(p))
+            .collect::<Result<_, _>>()?;
+        return Ok((keys, Vec::new()));
     }
-    files
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|source| TrustError::Read {
-                path: p.display().to_string(),
-                source,
-            })?;
-            Ok(TrustedKey::parse(&text, &p.display().to_string())?)
-        })
-        .collect()
+    let mut keys = Vec::new();
+    let mut warnings = Vec::new();
+    for p in pub_files(dir)? {
+        match load_one(&p) {
+            Ok(k) => keys.push(k),
+            Err(e) => warnings.push(format!("ignoring trusted key: {e}")),
+        }
+    }
+    Ok((keys, warnings))
+}
+
+fn load_one(p: &Path) -> Result<TrustedKey, TrustError> {
+    let text = std::fs::read_to_string(p).map_err(|source| TrustError::Read {
+        path: p.display().to_string(),
+        source,
+    })?;
+    Ok(TrustedKey::parse(&text, &p.display().to_string())?)
 }
 
 fn pub_files(dir: &Path) -> Result<Vec<PathBuf>, TrustError> {

@@ -116,3 +116,28 @@ fn no_trusted_keys_names_the_directory() {
     assert_eq!(code, 14);
     assert!(err.contains("etc/ovs-bundle/trusted.d"), "{err}");
 }
+
+#[test]
+fn a_damaged_key_file_in_the_trusted_directory_is_skipped_with_a_warning() {
+    let (env, sk) = setup();
+    let b = bundle(&env, &sk, "gw1", None);
+    std::fs::write(
+        env.root.path().join("etc/ovs-bundle/trusted.d/broken.pub"),
+        "",
+    )
+    .unwrap();
+    let (code, _, err) = verify(&env, &b, &["--host", "gw1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: ignoring trusted key") && err.contains("broken.pub"),
+        "{err}"
+    );
+    // A key named on the command line must be valid.
+    let broken = env.root.path().join("etc/ovs-bundle/trusted.d/broken.pub");
+    let (code, _, err) = verify(
+        &env,
+        &b,
+        &["--host", "gw1", "--trusted-key", broken.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+}

@@ -1,0 +1,189 @@
+//! The test fleet: the shipped example profiles (gateway and two nodes, GRE with PSKs, a NAT
+//! forwarder), adapted to the guests' NICs, plus the variants the scenarios need, all built by the
+//! real `builder` binary and packed with the real `applier` onto a payload disk.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Fleet {
+    pub payload: PathBuf,
+    pub seed_dir: PathBuf,
+    pub pubkey: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+const NODE3: &str = r#"# Joins the private network in the GRE-only scenario.
+[host]
+name = "node3"
+underlay_ip = "192.0.2.4"
+
+[[bridges]]
+name = "private-br0"
+host_interfaces = [{ name = "priv0", address = "10.20.20.4/24" }]
+
+[[bridges.gre]]
+remote_ip = "192.0.2.1"
+psk_file = "../secrets/example-gw1-node3.psk"
+"#;
+
+const GW1_TO_NODE3: &str = r#"
+[[bridges.gre]]
+remote_ip = "192.0.2.4"
+psk_file = "../secrets/example-gw1-node3.psk"
+"#;
+
+const CI1: &str = r#"# Configured on first boot through cloud-init user data.
+[host]
+name = "ci1"
+underlay_ip = "192.0.2.50"
+
+[[bridges]]
+name = "private-br0"
+host_interfaces = [{ name = "priv0", address = "10.30.30.1/24" }]
+
+[[bridges.gre]]
+remote_ip = "192.0.2.51"
+
+[bridges.forwarder]
+from = "priv0"
+via = "eth0"
+source = "10.30.30.0/24"
+"#;
+
+impl Fleet {
+    pub fn prepare(shipped: &Path, work: &Path, bins: &Path) -> Result<Fleet> {
+        let builder = bins.join("builder");
+        let applier = bins.join("applier");
+        for b in [&builder, &applier] {
+            anyhow::ensure!(
+                b.exists(),
+                "{} missing: build with cargo build --release",
+                b.display()
+            );
+        }
+        let keys = work.join("keys");
+        std::fs::create_dir_all(&keys)?;
+        let (sk, pk) = (keys.join("fleet.key"), keys.join("fleet.pub"));
+        if !sk.exists() {
+            run(Command::new(&builder)
+                .args(["keygen", "--unencrypted", "--secret-key"])
+                .arg(&sk)
+                .arg("--public-key")
+                .arg(&pk))?;
+        }
+        let payload = work.join("payload");
+        let _ = std::fs::remove_dir_all(&payload);
+        std::fs::create_dir_all(&payload)?;
+        let build = |profiles: &Path, out: &str, serial: u64, host: Option<&str>| -> Result<()> {
+            let mut cmd = Command::new(&builder);
+            cmd.arg("build")
+                .arg(profiles)
+                .arg("--out")
+                .arg(payload.join(out))
+                .arg("--key")
+                .arg(&sk);
+            cmd.args(["--serial", &serial.to_string()]);
+            if let Some(h) = host {
+                cmd.args(["--host", h]);
+            }
+            run(&mut cmd).map(drop)
+        };
+        // v1: the shipped example, its gateway NATing out of a second NIC (eth1, the uplink).
+        let v1 = work.join("profiles-v1");
+        let _ = std::fs::remove_dir_all(&v1);
+        copy_dir(shipped, &v1)?;
+        let gw1 = v1.join("hosts/gw1.toml");
+        let text = std::fs::read_to_string(&gw1)?;
+        anyhow::ensure!(
+            text.contains("via = \"eth0\""),
+            "shipped gw1 profile changed: update vm-tests/src/fleet.rs"
+        );
+        std::fs::write(&gw1, text.replace("via = \"eth0\"", "via = \"eth1\""))?;
+        build(&v1, "v1", 1, None)?;
+        // v2: node3 joins; gw1 gains a tunnel to it.
+        let v2 = work.join("profiles-v2");
+        let _ = std::fs::remove_dir_all(&v2);
+        copy_dir(&v1, &v2)?;
+        std::fs::write(
+            v2.join("secrets/example-gw1-node3.psk"),
+            "EXAMPLE-ONLY-not-a-secret-gw1-node3\n",
+        )?;
+        std::fs::write(v2.join("hosts/node3.toml"), NODE3)?;
+        let gw1 = v2.join("hosts/gw1.toml");
+        let text = std::fs::read_to_string(&gw1)?;
+        let (head, forwarder) = text
+            .split_once("[bridges.forwarder]")
+            .context("gw1 has a forwarder")?;
+        std::fs::write(
+            &gw1,
+            format!("{head}{GW1_TO_NODE3}\n[bridges.forwarder]{forwarder}"),
+        )?;
+        build(&v2, "v2", 2, None)?;
+        // v3: node2 gains a second internal port (for the crash scenario).
+        let v3 = work.join("profiles-v3");
+        let _ = std::fs::remove_dir_all(&v3);
+        copy_dir(&v2, &v3)?;
+        let node2 = v3.join("hosts/node2.toml");
+        let text = std::fs::read_to_string(&node2)?;
+        std::fs::write(
+            &node2,
+            text.replace(
+                "host_interfaces = [{ name = \"priv0\", address = \"10.20.20.3/24\" }]",
+                "host_interfaces = [{ name = \"priv0\", address = \"10.20.20.3/24\" }, { name = \"aux0\", address = \"10.40.0.3/24\" }]",
+            ),
+        )?;
+        build(&v3, "v3", 3, Some("node2"))?;
+        // A tampered copy of gw1's v2 bundle.
+        let mut bytes = std::fs::read(payload.join("v2/gw1.tgz"))?;
+        let n = bytes.len();
+        bytes[n / 2] ^= 0x20;
+        std::fs::write(payload.join("tampered.tgz"), bytes)?;
+        // ci1, configured through cloud-init.
+        let ci = work.join("profiles-ci");
+        std::fs::create_dir_all(ci.join("hosts"))?;
+        std::fs::write(ci.join("hosts/ci1.toml"), CI1)?;
+        build(&ci, "ci", 1, None)?;
+        std::fs::copy(&applier, payload.join("applier"))?;
+        std::fs::copy(&pk, payload.join("test.pub"))?;
+        let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../applier/systemd");
+        copy_dir(&units, &payload.join("systemd"))?;
+        let img = work.join("payload.img");
+        let _ = std::fs::remove_file(&img);
+        run(Command::new("mke2fs")
+            .args(["-q", "-t", "ext4", "-d"])
+            .arg(&payload)
+            .arg(&img)
+            .arg("64M"))?;
+        Ok(Fleet {
+            payload: img,
+            seed_dir: payload,
+            pubkey: pk,
+        })
+    }
+}

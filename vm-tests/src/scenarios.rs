@@ -1,0 +1,457 @@
+//! The scenarios, run in order on one fleet of guests (gateway, three nodes, an uplink host),
+//! then the cloud-init boot on a systemd guest of its own.
+
+use crate::fleet::Fleet;
+use crate::guest::{Guest, Images, Spec};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub struct Ctx {
+    fleet: Fleet,
+    images: Images,
+    work: PathBuf,
+    artifacts: PathBuf,
+    guests: BTreeMap<String, Guest>,
+    hub: u16,
+}
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const PRIV: [(&str, &str); 4] = [
+    ("gw1", "10.20.20.1"),
+    ("node1", "10.20.20.2"),
+    ("node2", "10.20.20.3"),
+    ("node3", "10.20.20.4"),
+];
+
+impl Ctx {
+    pub fn new(fleet: Fleet, images: Images, work: PathBuf, artifacts: PathBuf) -> Ctx {
+        let hub = 20000 + (std::process::id() % 15000) as u16 * 3;
+        Ctx {
+            fleet,
+            images,
+            work,
+            artifacts,
+            guests: BTreeMap::new(),
+            hub,
+        }
+    }
+
+    fn g(&mut self, name: &str) -> Result<&mut Guest> {
+        self.guests
+            .get_mut(name)
+            .with_context(|| format!("guest {name} is not running"))
+    }
+
+    fn boot_all(&mut self, specs: Vec<Spec>) -> Result<()> {
+        for (i, spec) in specs.iter().enumerate() {
+            let dir = self.work.join("guests").join(&spec.name);
+            let g = Guest::boot(
+                spec,
+                &self.images,
+                &self.fleet.payload,
+                &dir,
+                16 + i as u8 + self.guests.len() as u8,
+            )?;
+            self.guests.insert(spec.name.clone(), g);
+        }
+        for spec in &specs {
+            let g = self.g(&spec.name)?;
+            g.wait_ready(BOOT_TIMEOUT)?;
+        }
+        Ok(())
+    }
+
+    fn boot_fleet(&mut self) -> Result<()> {
+        if self.guests.contains_key("gw1") {
+            return Ok(());
+        }
+        let (under, uplink) = (self.hub, self.hub + 1);
+        let node = |name: &str, ip: &str| Spec {
+            name: name.into(),
+            nics: vec![(under, Some(format!("{ip}/24")))],
+            systemd: false,
+            extra_disks: vec![],
+        };
+        let specs = vec![
+            Spec {
+                name: "gw1".into(),
+                nics: vec![
+                    (under, Some("192.0.2.1/24".into())),
+                    (uplink, Some("198.51.100.1/24".into())),
+                ],
+                systemd: false,
+                extra_disks: vec![],
+            },
+            node("node1", "192.0.2.2"),
+            node("node2", "192.0.2.3"),
+            node("node3", "192.0.2.4"),
+            Spec {
+                name: "up1".into(),
+                nics: vec![(uplink, Some("198.51.100.2/24".into()))],
+                systemd: false,
+                extra_disks: vec![],
+            },
+        ];
+        self.boot_all(specs)?;
+        for name in ["gw1", "node1", "node2", "node3"] {
+            self.g(name)?
+                .ok("mkdir -p /etc/ovs-bundle/trusted.d && cp /payload/test.pub /etc/ovs-bundle/trusted.d/fleet.pub && sync")?;
+        }
+        Ok(())
+    }
+
+    /// Keeps what a person needs to see why a scenario failed.
+    fn collect(&mut self, scenario: &str) {
+        let dir = self.artifacts.join(scenario);
+        let _ = std::fs::create_dir_all(&dir);
+        let names: Vec<String> = self.guests.keys().cloned().collect();
+        for name in names {
+            let Some(g) = self.guests.get_mut(&name) else {
+                continue;
+            };
+            let _ = std::fs::copy(
+                g.dir.join("console.log"),
+                dir.join(format!("{name}-console.log")),
+            );
+            let cmd = "for f in /var/log/charon.log /var/log/applier-boot.log /var/log/ovs-ctl.log /var/log/openvswitch/ovs-vswitchd.log /var/log/openvswitch/ovs-monitor-ipsec.log; do echo \"== $f\"; tail -n 200 $f 2>/dev/null; done; echo '== state'; ovs-vsctl show; ipsec status; iptables-save; ip addr; applier generations";
+            if let Ok((_, out)) = g.run_timeout(cmd, Duration::from_secs(20)) {
+                let _ = std::fs::write(dir.join(format!("{name}-logs.txt")), out);
+            }
+        }
+    }
+
+    pub fn shutdown(&mut self) {
+        for g in self.guests.values_mut() {
+            g.stop();
+        }
+        self.guests.clear();
+    }
+}
+
+/// Runs `script` on `guest` until it exits 0, up to `tries` times a second apart.
+fn until_ok(g: &mut Guest, script: &str, tries: u32) -> Result<String> {
+    let mut last = String::new();
+    for _ in 0..tries {
+        let (rc, out) = g.run(script)?;
+        if rc == 0 {
+            return Ok(out);
+        }
+        last = out;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    bail!(
+        "{}: `{script}` never succeeded; last output:\n{last}",
+        g.name
+    )
+}
+
+fn apply(g: &mut Guest, args: &str) -> Result<String> {
+    g.ok(&format!("applier apply {args} 2>&1"))
+}
+
+type Scenario = fn(&mut Ctx) -> Result<()>;
+
+pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
+    let list: [(u32, &str, Scenario); 6] = [
+        (
+            1,
+            "original example: gateway + two nodes, GRE over IPsec",
+            original_example,
+        ),
+        (2, "NAT forwarder", nat_forwarder),
+        (3, "GRE-only update while traffic flows", gre_only_update),
+        (5, "refusals on a live host", refusals),
+        (6, "crash mid-apply, then reboot", crash_and_reboot),
+        (4, "boot via cloud-init, then reboot", cloud_init_boot),
+    ];
+    let mut results = Vec::new();
+    for (n, name, f) in list {
+        if !only.is_empty() && !only.contains(&n) {
+            continue;
+        }
+        let start = Instant::now();
+        let r = f(ctx);
+        let secs = start.elapsed().as_secs_f64();
+        match &r {
+            Ok(()) => println!("scenario {n} ({name}): PASS in {secs:.0} s"),
+            Err(e) => {
+                println!("scenario {n} ({name}): FAIL in {secs:.0} s: {e:#}");
+                ctx.collect(&format!("scenario-{n}"));
+                println!(
+                    "  logs: {}",
+                    ctx.artifacts.join(format!("scenario-{n}")).display()
+                );
+            }
+        }
+        results.push(r.is_ok());
+    }
+    Ok(results)
+}
+
+fn wait_for_sas(ctx: &mut Ctx, name: &str, want: usize) -> Result<()> {
+    let g = ctx.g(name)?;
+    until_ok(
+        g,
+        &format!("[ \"$(ipsec status | grep -c INSTALLED)\" -ge {want} ]"),
+        90,
+    )
+    .with_context(|| format!("{name}: IPsec SAs not installed"))
+    .map(drop)
+}
+
+fn ping_all(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
+    for from in hosts {
+        for (to, addr) in PRIV.iter().filter(|(h, _)| hosts.contains(h) && h != from) {
+            let g = ctx.g(from)?;
+            until_ok(g, &format!("ping -c 1 -W 2 {addr}"), 30)
+                .with_context(|| format!("{from} cannot reach {to} ({addr})"))?;
+        }
+    }
+    Ok(())
+}
+
+fn original_example(ctx: &mut Ctx) -> Result<()> {
+    ctx.boot_fleet()?;
+    for name in ["gw1", "node1", "node2"] {
+        let out = apply(ctx.g(name)?, &format!("/payload/v1/{name}.tgz"))?;
+        if !out.contains("generation 1 is current") {
+            bail!("{name}: unexpected apply output:\n{out}");
+        }
+    }
+    wait_for_sas(ctx, "gw1", 2)?;
+    wait_for_sas(ctx, "node1", 1)?;
+    wait_for_sas(ctx, "node2", 1)?;
+    ping_all(ctx, &["gw1", "node1", "node2"])?;
+    // On the underlay, the tunnels carry only ESP: never plain GRE.
+    ctx.g("gw1")?.ok("(timeout 10 tcpdump -lni eth0 'ip proto 47 or ip proto 50' >/tmp/cap 2>/dev/null &); sleep 2")?;
+    ctx.g("node1")?
+        .ok("ping -c 5 -i 0.3 10.20.20.1 >/dev/null")?;
+    ctx.g("node2")?
+        .ok("ping -c 5 -i 0.3 10.20.20.2 >/dev/null")?;
+    let out = ctx
+        .g("gw1")?
+        .ok("sleep 9; echo esp=$(grep -c ESP /tmp/cap) gre=$(grep -c GRE /tmp/cap)")?;
+    let count = |k: &str| -> usize {
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    if count("esp=") < 10 || count("gre=") != 0 {
+        bail!("underlay capture on gw1: {out}");
+    }
+    for name in ["gw1", "node1", "node2"] {
+        let (rc, out) = ctx.g(name)?.run("applier status")?;
+        if rc != 0 {
+            bail!("{name}: status reports drift after apply:\n{out}");
+        }
+    }
+    Ok(())
+}
+
+fn nat_forwarder(ctx: &mut Ctx) -> Result<()> {
+    ctx.boot_fleet()?;
+    let rules = ctx.g("gw1")?.ok("iptables -t nat -S OVSB-POSTROUTING")?;
+    if !rules.contains("-A OVSB-POSTROUTING -s 10.20.20.0/24 -o eth1 -j MASQUERADE") {
+        bail!("gw1 NAT rules:\n{rules}");
+    }
+    // node1 has no route of its own to the uplink network: only through gw1's private address.
+    let n1 = ctx.g("node1")?;
+    let (rc, _) = n1.run("ping -c 1 -W 1 198.51.100.2")?;
+    if rc == 0 {
+        bail!("node1 reached the uplink without the forwarder");
+    }
+    n1.ok("ip route replace default via 10.20.20.1")?;
+    ctx.g("up1")?
+        .ok("(timeout 20 tcpdump -lni eth0 icmp >/tmp/icmp 2>/dev/null &); sleep 2")?;
+    until_ok(ctx.g("node1")?, "ping -c 1 -W 2 198.51.100.2", 20)?;
+    let seen = ctx.g("up1")?.ok("sleep 1; cat /tmp/icmp")?;
+    if !seen.contains("198.51.100.1 > 198.51.100.2: ICMP echo request")
+        || seen.contains("10.20.20.")
+    {
+        bail!("the uplink should see only gw1's address as the source:\n{seen}");
+    }
+    ctx.g("node1")?.ok("ip route del default")?;
+    Ok(())
+}
+
+fn gre_only_update(ctx: &mut Ctx) -> Result<()> {
+    ctx.boot_fleet()?;
+    apply(ctx.g("node3")?, "/payload/v2/node3.tgz")?;
+    let ofports = "for p in gre-c0000202 gre-c0000203; do ovs-vsctl get Interface $p ofport; done";
+    let before = ctx.g("gw1")?.ok(ofports)?;
+    // Traffic between two existing hosts (through gw1) while every host takes the update.
+    ctx.g("node1")?
+        .ok("(ping -i 0.2 -c 75 -W 1 10.20.20.3 >/tmp/during.log 2>&1 &); sleep 1")?;
+    let out = apply(ctx.g("gw1")?, "--gre-only /payload/v2/gw1.tgz")?;
+    if !out.contains("+ port private-br0/gre-c0000204")
+        || out.lines().filter(|l| l.starts_with("  ")).count() != 1
+    {
+        bail!("gw1's GRE-only plan should add exactly the tunnel to node3:\n{out}");
+    }
+    for n in ["node1", "node2"] {
+        apply(ctx.g(n)?, &format!("--gre-only /payload/v2/{n}.tgz"))?;
+    }
+    let log = until_ok(
+        ctx.g("node1")?,
+        "! pgrep -x ping >/dev/null && cat /tmp/during.log",
+        40,
+    )?;
+    if !log.contains(" 0% packet loss") {
+        bail!("packets lost between node1 and node2 during the GRE-only update:\n{log}");
+    }
+    let after = ctx.g("gw1")?.ok(ofports)?;
+    if before != after {
+        bail!("unchanged tunnels changed ofport: {before:?} -> {after:?}");
+    }
+    wait_for_sas(ctx, "node3", 1)?;
+    ping_all(ctx, &["gw1", "node1", "node2", "node3"])?;
+    let (rc, out) = ctx.g("gw1")?.run("applier status")?;
+    if rc != 0 {
+        bail!("gw1 drift after the GRE-only update:\n{out}");
+    }
+    Ok(())
+}
+
+fn refusals(ctx: &mut Ctx) -> Result<()> {
+    ctx.boot_fleet()?;
+    let g = ctx.g("gw1")?;
+    let snapshot = "ovs-vsctl show; iptables-save | grep -v '^#'; cat /etc/network/interfaces; applier generations";
+    let before = g.ok(snapshot)?;
+    for (bundle, codes, what) in [
+        ("/payload/tampered.tgz", &[10, 11][..], "tampered"),
+        ("/payload/v1/node1.tgz", &[12][..], "another host's"),
+        ("/payload/v1/gw1.tgz", &[15][..], "older serial"),
+    ] {
+        let (rc, out) = g.run(&format!("applier apply {bundle}"))?;
+        if !codes.contains(&rc) {
+            bail!("{what} bundle: exit {rc}, expected {codes:?}:\n{out}");
+        }
+    }
+    let after = g.ok(snapshot)?;
+    if before != after {
+        bail!("state changed by refused bundles:\n--- before\n{before}\n--- after\n{after}");
+    }
+    let (rc, out) = g.run("applier status")?;
+    if rc != 0 {
+        bail!("status after refusals:\n{out}");
+    }
+    Ok(())
+}
+
+fn crash_and_reboot(ctx: &mut Ctx) -> Result<()> {
+    ctx.boot_fleet()?;
+    let g = ctx.g("node2")?;
+    let (rc, out) =
+        g.run("OVS_BUNDLE_TEST_KILL_AT=interfaces applier apply /payload/v3/node2.tgz")?;
+    if rc != 137 {
+        bail!("apply was not killed half-way (exit {rc}):\n{out}");
+    }
+    let half = g.ok("ovs-vsctl list-ports private-br0; test -f /var/lib/ovs-bundle/in-progress.json && echo marker")?;
+    if !half.contains("aux0") || !half.contains("marker") {
+        bail!("expected a half-applied host with its marker:\n{half}");
+    }
+    // Power loss: reboot at once, no sync.
+    let _ = g.run_timeout("echo b > /proc/sysrq-trigger", Duration::from_secs(3));
+    g.disconnect();
+    g.wait_ready(BOOT_TIMEOUT)?;
+    let log = g.ok("cat /var/log/applier-boot.log")?;
+    if !log.contains("undid an interrupted apply of generation") {
+        bail!("boot did not recover the interrupted apply:\n{log}");
+    }
+    let state = g.ok("ovs-vsctl list-ports private-br0; applier generations; applier status")?;
+    if state.contains("aux0") {
+        bail!("half-applied port survived recovery:\n{state}");
+    }
+    // gw1 still holds SAs from before the power loss: node2's first packets start a new IKE
+    // exchange (auto=route), which replaces them.
+    ping_all(ctx, &["node2", "gw1", "node1"])?;
+    wait_for_sas(ctx, "node2", 1)?;
+    Ok(())
+}
+
+fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
+    // The fleet is done: free the CPUs for a systemd boot.
+    ctx.shutdown();
+    let seed = crate_seed(ctx)?;
+    let spec = Spec {
+        name: "ci1".into(),
+        nics: vec![(ctx.hub + 2, None)],
+        systemd: true,
+        extra_disks: vec![seed],
+    };
+    ctx.boot_all(vec![spec])?;
+    let g = ctx.g("ci1")?;
+    let check = "applier generations | grep -q '^\\*' && ip -4 addr show priv0 | grep -q 10.30.30.1/24 && \
+                 iptables -t nat -S OVSB-POSTROUTING | grep -q MASQUERADE && ovs-vsctl list-ports private-br0 | grep -q gre-c0000233";
+    until_ok(g, check, 180).context("ci1 not configured by its cloud-init user data")?;
+    let _ = g.run_timeout("systemctl reboot", Duration::from_secs(5));
+    g.disconnect();
+    std::thread::sleep(Duration::from_secs(5));
+    g.wait_ready(BOOT_TIMEOUT)?;
+    until_ok(g, check, 120).context("ci1's network did not come back after a reboot")?;
+    let (rc, out) = g.run("systemctl is-active ovs-bundle.service; applier status")?;
+    if rc != 0 {
+        bail!("after reboot:\n{out}");
+    }
+    Ok(())
+}
+
+/// A NoCloud seed (a vfat volume labelled CIDATA): network config, and user data that installs
+/// the applier and its units from the payload disk and delivers ci1's bundle and trusted key the
+/// way operators do, through write_files into the incoming directory.
+fn crate_seed(ctx: &Ctx) -> Result<PathBuf> {
+    use base64::Engine;
+    let b64 = |p: PathBuf| -> Result<String> {
+        Ok(base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(&p).with_context(|| p.display().to_string())?))
+    };
+    let bundle = b64(ctx.fleet.seed_dir.join("ci/ci1.tgz"))?;
+    let key = b64(ctx.fleet.pubkey.clone())?;
+    let dir = ctx.work.join("seed");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("meta-data"),
+        "instance-id: ci1-test\nlocal-hostname: ci1\n",
+    )?;
+    std::fs::write(
+        dir.join("network-config"),
+        "version: 2\nethernets:\n  eth0:\n    match:\n      name: eth0\n    addresses: [192.0.2.50/24]\n",
+    )?;
+    let user = format!(
+        "#cloud-config\n\
+         bootcmd:\n\
+         \x20 - [sh, -c, 'mkdir -p /payload && mount -o ro /dev/vdb /payload && install -m 755 /payload/applier /usr/local/sbin/applier && cp /payload/systemd/* /etc/systemd/system/ && systemctl daemon-reload && systemctl enable ovs-bundle.service ovs-bundle-incoming.path && systemctl start --no-block ovs-bundle-incoming.path']\n\
+         write_files:\n\
+         \x20 - path: /etc/ovs-bundle/trusted.d/fleet.pub\n    encoding: b64\n    permissions: '0644'\n    content: {key}\n\
+         \x20 - path: /var/lib/ovs-bundle/incoming/ci1.tgz\n    encoding: b64\n    permissions: '0600'\n    content: {bundle}\n"
+    );
+    std::fs::write(dir.join("user-data"), user)?;
+    let img = ctx.work.join("seed.img");
+    let _ = std::fs::remove_file(&img);
+    let run = |cmd: &mut std::process::Command| -> Result<()> {
+        let out = cmd
+            .output()
+            .with_context(|| format!("{cmd:?} (install dosfstools and mtools)"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    run(std::process::Command::new("mkfs.vfat")
+        .args(["-n", "CIDATA", "-C"])
+        .arg(&img)
+        .arg("4096"))?;
+    for f in ["meta-data", "user-data", "network-config"] {
+        run(std::process::Command::new("mcopy")
+            .arg("-i")
+            .arg(&img)
+            .arg(dir.join(f))
+            .arg(format!("::{f}")))?;
+    }
+    Ok(img)
+}
