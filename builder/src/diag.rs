@@ -43,6 +43,15 @@ impl Diagnostic {
         }
     }
 
+    pub fn note(loc: Option<Loc>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Note,
+            loc,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self

@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod diag;
+pub mod fleet;
 pub mod inspect;
 pub mod model;
 pub mod net;

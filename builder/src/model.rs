@@ -10,6 +10,8 @@ use std::net::Ipv4Addr;
 pub struct Fleet {
     /// Hosts in name order.
     pub hosts: Vec<Host>,
+    /// Notes from validation (e.g. a loop that RSTP breaks): worth showing, not errors.
+    pub notes: Vec<crate::diag::Diagnostic>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +50,7 @@ impl Datapath {
 #[derive(Debug, Clone)]
 pub struct Bridge {
     pub name: String,
+    pub loc: Loc,
     pub datapath: Datapath,
     pub rstp: bool,
     pub host_interfaces: Vec<HostInterface>,
@@ -60,6 +63,7 @@ pub struct Bridge {
 pub struct HostInterface {
     pub name: String,
     pub address: Option<Ipv4Cidr>,
+    pub loc: Loc,
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +71,12 @@ pub struct Gre {
     pub port: String,
     pub remote_ip: Ipv4Addr,
     pub psk: Option<Psk>,
+    /// Where the connection was declared: a `[[bridges.gre]]` entry or a `[[mesh]]`.
     pub loc: Loc,
+    /// OVS Port `protected` (split horizon): set on mesh tunnels.
+    pub protected: bool,
+    /// The peer is outside this fleet: exempt from the cross-host checks.
+    pub external: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +84,7 @@ pub struct Forwarder {
     pub from: String,
     pub via: String,
     pub source: Ipv4Cidr,
+    pub loc: Loc,
 }
 
 /// A pre-shared key. Its `Debug` and `Display` never show the value.

@@ -5,7 +5,7 @@
 //! `file:line:col` it is about and a hint, before anything is rendered. Reading the files the
 //! profiles name (PSKs, verbatim interfaces files) is the only I/O here.
 
-use crate::diag::{Diagnostic, Loc, SourceMap};
+use crate::diag::{Diagnostic, Loc, Severity, SourceMap};
 use crate::model::*;
 use crate::net::{ifname_problem, Ipv4Cidr};
 use serde::Deserialize;
@@ -66,6 +66,7 @@ struct RawGre {
     remote_ip: Spanned<String>,
     psk: Option<Spanned<String>>,
     psk_file: Option<Spanned<String>>,
+    external: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,33 +126,22 @@ pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
             )),
         }
     }
-    check_fleet(&hosts, &mut diags);
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    if diags.is_empty() {
+        crate::fleet::expand_meshes(dir, &mut hosts, &mut diags);
+    }
+    if diags.is_empty() {
+        crate::fleet::check_fleet(&hosts, &mut diags);
+    }
     // Stable: a file's problems in the order they appear in it, files in name order.
     diags.sort_by(|a, b| a.loc.cmp(&b.loc));
-    if diags.is_empty() {
-        hosts.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Fleet { hosts })
+    let (errors, notes): (Vec<_>, Vec<_>) = diags
+        .into_iter()
+        .partition(|d| d.severity == Severity::Error);
+    if errors.is_empty() {
+        Ok(Fleet { hosts, notes })
     } else {
-        Err(diags)
-    }
-}
-
-/// Checks that need every host at once.
-fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
-    let mut by_ip: BTreeMap<Ipv4Addr, &Host> = BTreeMap::new();
-    for host in hosts {
-        if let Some(first) = by_ip.insert(host.underlay_ip, host) {
-            diags.push(
-                Diagnostic::error(
-                    Some(host.loc.clone()),
-                    format!(
-                        "underlay_ip {} of host {:?} is also host {:?}'s ({})",
-                        host.underlay_ip, host.name, first.name, first.loc
-                    ),
-                )
-                .hint("every host needs its own underlay address"),
-            );
-        }
+        Err(errors.into_iter().chain(notes).collect())
     }
 }
 
@@ -308,6 +298,7 @@ impl Validator<'_> {
             host_interfaces.push(HostInterface {
                 name: ifname,
                 address,
+                loc: loc.unwrap_or_else(|| self.map.line(1)),
             });
         }
         let mut physical_interfaces = Vec::new();
@@ -331,19 +322,19 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            if let Some(first) = gre.iter().find(|g| g.remote_ip == remote_ip) {
-                self.err(
-                    remote_loc.clone(),
-                    format!(
-                        "bridge {name} has two GRE connections to {remote_ip} (first at {})",
-                        first.loc
-                    ),
-                    "remove the duplicate [[bridges.gre]] entry",
-                );
-                continue;
-            }
             let port = gre_port_name(remote_ip);
             if let Some((first, first_what)) = self.ports.get(&port) {
+                if *first_what == format!("GRE port {port:?} on bridge {name}") {
+                    let msg = format!(
+                        "bridge {name} has two GRE connections to {remote_ip} (first at {first})"
+                    );
+                    self.err(
+                        remote_loc,
+                        msg,
+                        "remove the duplicate [[bridges.gre]] entry",
+                    );
+                    continue;
+                }
                 if first_what.starts_with("GRE port") {
                     let msg = format!(
                         "GRE to {remote_ip} from bridge {name}, and from another bridge at {first}"
@@ -358,6 +349,8 @@ impl Validator<'_> {
                 remote_ip,
                 psk,
                 loc: loc.unwrap_or_else(|| self.map.line(1)),
+                protected: false,
+                external: rg.get_ref().external.unwrap_or(false),
             });
         }
         let forwarder = rb
@@ -365,6 +358,7 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|f| self.forwarder(f, &name, &host_interfaces, &physical_interfaces));
         Bridge {
+            loc: self.at(&rb.name).unwrap_or_else(|| self.map.line(1)),
             name,
             datapath,
             rstp: rb.rstp.unwrap_or(false),
@@ -389,47 +383,23 @@ impl Validator<'_> {
             (Some(p), None) => (p.get_ref().clone(), self.at(p), "psk".to_string()),
             (None, Some(f)) => {
                 let bytes = self.read_file(f, "psk_file")?;
-                let Ok(text) = String::from_utf8(bytes) else {
-                    self.err(
-                        self.at(f),
-                        format!("psk_file {:?} is not text", f.get_ref()),
-                        "a PSK file holds the key as one line of text",
-                    );
-                    return None;
-                };
-                let key = text.strip_suffix('\n').unwrap_or(&text);
-                let key = key.strip_suffix('\r').unwrap_or(key).to_string();
-                (key, self.at(f), format!("PSK in {:?}", f.get_ref()))
+                let what = format!("PSK in {:?}", f.get_ref());
+                match psk_file_text(bytes, &what) {
+                    Ok(key) => (key, self.at(f), what),
+                    Err((msg, hint)) => {
+                        self.err(self.at(f), msg, hint);
+                        return None;
+                    }
+                }
             }
         };
-        if value.is_empty() {
-            self.err(
-                loc,
-                format!("{what} is empty"),
-                "generate one, e.g. `head -c 32 /dev/urandom | base64`",
-            );
-            return None;
+        match check_psk(value, &what) {
+            Ok(psk) => Some(psk),
+            Err((msg, hint)) => {
+                self.err(loc, msg, hint);
+                None
+            }
         }
-        if value.len() < MIN_PSK_LEN {
-            self.err(
-                loc,
-                format!(
-                    "{what} is {} bytes; at least {MIN_PSK_LEN} are required",
-                    value.len()
-                ),
-                "generate a longer one, e.g. `head -c 32 /dev/urandom | base64`",
-            );
-            return None;
-        }
-        if value.chars().any(|c| c.is_control() || c == '"') {
-            self.err(
-                loc,
-                format!("{what} contains a control character, a line break or '\"'"),
-                "IPsec configuration cannot carry those; use printable characters only",
-            );
-            return None;
-        }
-        Some(Psk::new(value))
     }
 
     fn forwarder(
@@ -502,6 +472,7 @@ impl Validator<'_> {
             from: from.clone(),
             via: via.clone(),
             source,
+            loc: self.at(f).unwrap_or_else(|| self.map.line(1)),
         })
     }
 
@@ -593,6 +564,42 @@ impl Validator<'_> {
         }
         self.ports.insert(name.to_string(), (here, this));
     }
+}
+
+/// The key in a PSK file: its one line, without the line break.
+pub(crate) fn psk_file_text(bytes: Vec<u8>, what: &str) -> Result<String, (String, String)> {
+    let text = String::from_utf8(bytes).map_err(|_| {
+        (
+            format!("{what} is not text"),
+            "a PSK file holds the key as one line of text".to_string(),
+        )
+    })?;
+    let key = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(key.strip_suffix('\r').unwrap_or(key).to_string())
+}
+
+/// A PSK, if it is one IPsec can use: long enough, printable, no quote.
+pub(crate) fn check_psk(value: String, what: &str) -> Result<Psk, (String, String)> {
+    let generate = "generate one, e.g. `head -c 32 /dev/urandom | base64`".to_string();
+    if value.is_empty() {
+        return Err((format!("{what} is empty"), generate));
+    }
+    if value.len() < MIN_PSK_LEN {
+        return Err((
+            format!(
+                "{what} is {} bytes; at least {MIN_PSK_LEN} are required",
+                value.len()
+            ),
+            "generate a longer one, e.g. `head -c 32 /dev/urandom | base64`".to_string(),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() || c == '"') {
+        return Err((
+            format!("{what} contains a control character, a line break or '\"'"),
+            "IPsec configuration cannot carry those; use printable characters only".to_string(),
+        ));
+    }
+    Ok(Psk::new(value))
 }
 
 fn hostname_problem(name: &str) -> Option<&'static str> {

@@ -125,7 +125,9 @@ pub fn ovs_state(host: &Host) -> OvsState {
                 if let Some(psk) = &g.psk {
                     options.insert(PSK_OPTION.to_string(), psk.expose().to_string());
                 }
-                ports.push(port(&g.port, PortRole::Gre, "gre", options));
+                let mut p = port(&g.port, PortRole::Gre, "gre", options);
+                p.protected = g.protected;
+                ports.push(p);
             }
             Bridge {
                 name: b.name.clone(),

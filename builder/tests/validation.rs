@@ -56,11 +56,20 @@ cases! {
     datapath_unknown => "datapath-unknown",
     duplicate_underlay => "duplicate-underlay",
     all_at_once => "all-at-once",
+    link_asymmetric => "link-asymmetric",
+    remote_unknown => "remote-unknown",
+    psk_mismatch => "psk-mismatch",
+    loop_triangle => "loop-triangle",
+    address_collision => "address-collision",
+    subnet_overlap => "subnet-overlap",
+    forwarder_too_narrow => "forwarder-too-narrow",
+    mesh_errors => "mesh-errors",
+    mesh_doubles_a_link => "mesh-doubles-a-link",
 }
 
 #[test]
 fn every_error_case_has_a_test() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 22, "add the new case to the cases! list above");
+    assert_eq!(count, 31, "add the new case to the cases! list above");
 }
