@@ -121,3 +121,62 @@ mod tests {
         assert!(parse_duration("h").is_err());
     }
 }
+
+/// How a host's new bundle differs from the one built before it (in the output directory): what
+/// an operator needs to know to roll it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// No earlier bundle (or an unreadable one).
+    New,
+    /// Same contents (perhaps a new serial): applying it changes nothing.
+    Unchanged,
+    /// Only GRE tunnels differ: `applier apply --gre-only` suffices.
+    GreOnly,
+    /// Anything else differs: a full apply is needed.
+    Full,
+}
+
+impl Change {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Change::New => "new",
+            Change::Unchanged => "contents unchanged",
+            Change::GreOnly => "changed: only GRE tunnels, `applier apply --gre-only` suffices",
+            Change::Full => "changed: needs a full `applier apply`",
+        }
+    }
+}
+
+/// Compares the files of `new` (a bundle) with those of `old`.
+pub fn classify(old: Option<&[u8]>, new: &[u8]) -> Change {
+    let limits = bundle::Limits::default();
+    let (Some(Ok(old)), Ok(new)) = (
+        old.map(|o| bundle::read_unverified(o, &limits)),
+        bundle::read_unverified(new, &limits),
+    ) else {
+        return Change::New;
+    };
+    if old.files == new.files {
+        return Change::Unchanged;
+    }
+    let others_same = old
+        .files
+        .iter()
+        .all(|(k, v)| k == bundle::OVS_NAME || new.files.get(k) == Some(v))
+        && new.files.keys().all(|k| old.files.contains_key(k));
+    let without_gre = |b: &bundle::VerifiedBundle| {
+        b.file(bundle::OVS_NAME)
+            .and_then(|d| bundle::OvsState::from_bytes(d).ok())
+            .map(|mut s| {
+                for br in &mut s.bridges {
+                    br.ports.retain(|p| p.role != bundle::PortRole::Gre);
+                }
+                s
+            })
+    };
+    if others_same && without_gre(&old).is_some() && without_gre(&old) == without_gre(&new) {
+        Change::GreOnly
+    } else {
+        Change::Full
+    }
+}

@@ -4,6 +4,7 @@
 //! key) and `build::write_bundle`. The builder never links the code that changes a host.
 
 pub mod build;
+pub mod cloudinit;
 pub mod diag;
 pub mod fleet;
 pub mod inspect;

@@ -1,7 +1,7 @@
 //! `builder`: command-line front end. Parses arguments and dispatches; the work is in the library.
 
 use anyhow::{bail, Context, Result};
-use builder::build::{build_host, parse_duration, write_bundle, BuildParams};
+use builder::build::{build_host, classify, parse_duration, write_bundle, BuildParams};
 use builder::diag::Diagnostic;
 use builder::profile::load_fleet;
 use builder::sign::{is_encrypted, keygen, load_secret_key, Passphrase, Protection};
@@ -59,6 +59,33 @@ enum Cmd {
     },
     /// Show a bundle's manifest and contents, PSKs redacted.
     Inspect { bundle: PathBuf },
+    /// Write #cloud-config user data that configures HOST on first boot.
+    CloudInit {
+        host: String,
+        /// The profiles directory.
+        #[arg(long, value_name = "DIR", default_value = "profiles")]
+        profiles: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Secret key to sign with (default: ./keys/builder.key, as for build).
+        #[arg(long, value_name = "SECRET")]
+        key: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        #[arg(long, value_name = "N")]
+        serial: Option<u64>,
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        /// Do not install packages (the image has them).
+        #[arg(long)]
+        no_packages: bool,
+        /// A command to run early at boot, e.g. to install the applier (repeatable).
+        #[arg(long, value_name = "CMD")]
+        bootcmd: Vec<String>,
+        /// Largest user data allowed, in bytes (EC2: 16384).
+        #[arg(long, value_name = "BYTES", default_value_t = builder::cloudinit::EC2_USER_DATA_LIMIT)]
+        max_size: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +131,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Check { dir } => match load_fleet(&dir) {
             Ok(fleet) => {
+                for n in &fleet.notes {
+                    eprintln!("{n}");
+                }
                 println!(
                     "{}: {} host(s), all valid",
                     dir.display(),
@@ -136,47 +166,75 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => fleet.hosts.iter().collect(),
             };
-            let key_path = match key {
-                Some(k) => k,
-                None => default_key()?,
-            };
-            let passphrase = if is_encrypted(&key_path)? {
-                match passphrase_file {
-                    Some(f) => Passphrase::Given(read_passphrase(&f)?),
-                    None => {
-                        require_terminal()?;
-                        Passphrase::Prompt
-                    }
-                }
-            } else {
-                Passphrase::None
-            };
-            let sk = load_secret_key(&key_path, passphrase)?;
-            let now = unix_now();
-            let params = BuildParams {
-                serial: serial.unwrap_or(now),
-                expires: match expires_in {
-                    Some(d) => Some(now + parse_duration(&d).map_err(anyhow::Error::msg)?),
-                    None => None,
-                },
-            };
+            let sk = signing_key(key, passphrase_file)?;
+            let params = build_params(serial, expires_in)?;
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("creating output directory {}", out.display()))?;
+            for n in &fleet.notes {
+                eprintln!("{n}");
+            }
             for h in hosts {
                 let bytes = build_host(h, &sk, params);
                 let path = out.join(format!("{}.tgz", h.name));
-                let changed = write_bundle(&path, &bytes)
+                let change = classify(std::fs::read(&path).ok().as_deref(), &bytes);
+                write_bundle(&path, &bytes)
                     .with_context(|| format!("writing bundle {}", path.display()))?;
                 println!(
-                    "{}: {} ({} bytes, serial {}, signed by key {}){}",
+                    "{}: {} ({} bytes, serial {}, signed by key {}): {}",
                     h.name,
                     path.display(),
                     bytes.len(),
                     params.serial,
                     sk.id(),
-                    if changed { "" } else { ", unchanged" }
+                    change.describe()
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CloudInit {
+            host,
+            profiles,
+            out,
+            key,
+            passphrase_file,
+            serial,
+            expires_in,
+            no_packages,
+            bootcmd,
+            max_size,
+        } => {
+            let fleet = match load_fleet(&profiles) {
+                Ok(f) => f,
+                Err(diags) => return Ok(report(&diags)),
+            };
+            let Some(h) = fleet.hosts.iter().find(|h| h.name == host) else {
+                bail!("no host {host:?} under {}", profiles.display());
+            };
+            let sk = signing_key(key, passphrase_file)?;
+            let params = build_params(serial, expires_in)?;
+            let bytes = build_host(h, &sk, params);
+            let opts = builder::cloudinit::CloudInitOpts {
+                packages: !no_packages,
+                bootcmd,
+                max_size,
+            };
+            let (data, compressed) = builder::cloudinit::user_data(
+                h,
+                &bytes,
+                params.serial,
+                &sk.public_key_file(),
+                &sk.id().to_string(),
+                &opts,
+            )?;
+            // The user data holds the bundle, and so PSKs.
+            write_bundle(&out, &data).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{host}: {} ({} bytes{}, limit {max_size}; bundle serial {})",
+                out.display(),
+                data.len(),
+                if compressed { ", gzip-compressed" } else { "" },
+                params.serial
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Inspect { bundle } => {
@@ -188,6 +246,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn signing_key(
+    key: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+) -> Result<builder::sign::SecretKey> {
+    let key_path = match key {
+        Some(k) => k,
+        None => default_key()?,
+    };
+    let passphrase = if is_encrypted(&key_path)? {
+        match passphrase_file {
+            Some(f) => Passphrase::Given(read_passphrase(&f)?),
+            None => {
+                require_terminal()?;
+                Passphrase::Prompt
+            }
+        }
+    } else {
+        Passphrase::None
+    };
+    Ok(load_secret_key(&key_path, passphrase)?)
+}
+
+fn build_params(serial: Option<u64>, expires_in: Option<String>) -> Result<BuildParams> {
+    let now = unix_now();
+    Ok(BuildParams {
+        serial: serial.unwrap_or(now),
+        expires: match expires_in {
+            Some(d) => Some(now + parse_duration(&d).map_err(anyhow::Error::msg)?),
+            None => None,
+        },
+    })
 }
 
 fn report(diags: &[Diagnostic]) -> ExitCode {

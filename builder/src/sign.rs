@@ -161,6 +161,19 @@ impl SecretKey {
         self.id
     }
 
+    /// The matching public key, as a minisign public key file.
+    pub fn public_key_file(&self) -> String {
+        let mut raw = Vec::with_capacity(42);
+        raw.extend_from_slice(b"Ed");
+        raw.extend_from_slice(&self.id.0);
+        raw.extend_from_slice(self.signing.verifying_key().as_bytes());
+        format!(
+            "untrusted comment: minisign public key {}\n{}\n",
+            self.id,
+            base64_encode(&raw)
+        )
+    }
+
     /// A minisign signature file (prehashed `ED` algorithm) over `data`. Deterministic.
     pub fn sign(&self, data: &[u8], trusted_comment: &str) -> String {
         use blake2::Digest;

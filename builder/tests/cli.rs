@@ -87,6 +87,70 @@ fn build_without_key_creates_an_example_key_once_and_is_reproducible_across_runs
 }
 
 #[test]
+fn build_says_which_hosts_changed_and_whether_gre_only_suffices() {
+    let cwd = tempfile::tempdir().unwrap();
+    let p = cwd.path().join("p");
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    };
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+    copy(&shipped.join("hosts"), &p.join("hosts"));
+    copy(&shipped.join("secrets"), &p.join("secrets"));
+    let build = |serial: &str| {
+        let out = builder(
+            cwd.path(),
+            &[
+                "build",
+                p.to_str().unwrap(),
+                "--out",
+                "o",
+                "--serial",
+                serial,
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_eq!(build("1").matches(": new").count(), 3);
+    // The gw1-node2 key is rotated: both ends change tunnels only; node1 is untouched.
+    std::fs::write(
+        p.join("secrets/example-gw1-node2.psk"),
+        "EXAMPLE-ONLY-rotated-key-0123456789\n",
+    )
+    .unwrap();
+    let n2 = p.join("hosts/node2.toml");
+    let out = build("2");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("gw1:") && l.ends_with("`applier apply --gre-only` suffices")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("node2:") && l.ends_with("`applier apply --gre-only` suffices")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("node1:") && l.ends_with("contents unchanged")),
+        "{out}"
+    );
+    // An address change needs a full apply.
+    let t = std::fs::read_to_string(&n2).unwrap();
+    std::fs::write(&n2, t.replace("10.20.20.3/24", "10.20.20.33/24")).unwrap();
+    let out = build("3");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("node2:") && l.ends_with("needs a full `applier apply`")),
+        "{out}"
+    );
+}
+
+#[test]
 fn keygen_refuses_to_overwrite() {
     let cwd = tempfile::tempdir().unwrap();
     let args = [
@@ -161,4 +225,135 @@ fn inspect_redacts_psks() {
 fn usage_errors_exit_64() {
     let out = builder(Path::new("."), &["build"]);
     assert_eq!(out.status.code(), Some(64));
+}
+
+fn big_profile(dir: &Path, tunnels: usize) {
+    std::fs::create_dir_all(dir.join("hosts")).unwrap();
+    let mut p = String::from(
+        "[host]\nname = \"big\"\nunderlay_ip = \"192.0.2.1\"\n\n[[bridges]]\nname = \"br0\"\n",
+    );
+    for i in 0..tunnels {
+        p.push_str(&format!(
+            "\n[[bridges.gre]]\nremote_ip = \"10.{}.{}.{}\"\nexternal = true\npsk = \"{}\"\n",
+            i / 65536,
+            i / 256 % 256,
+            i % 256,
+            // Keys as random as real ones, so they do not compress away.
+            &bundle::sha256_hex(format!("key {i}").as_bytes())[..40]
+        ));
+    }
+    std::fs::write(dir.join("hosts/big.toml"), p).unwrap();
+}
+
+#[test]
+fn cloud_init_user_data_carries_a_verifiable_bundle_and_fits_or_fails_clearly() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = builder(
+        cwd.path(),
+        &[
+            "cloud-init",
+            "gw1",
+            "--profiles",
+            &profiles(),
+            "--out",
+            "gw1.yaml",
+            "--serial",
+            "3",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = std::fs::read_to_string(cwd.path().join("gw1.yaml")).unwrap();
+    assert!(yaml.starts_with("#cloud-config\n"), "{yaml}");
+    assert!(yaml.contains("packages: [openvswitch-switch, iptables, ifupdown, openvswitch-ipsec, strongswan, libstrongswan-standard-plugins]"));
+    assert!(yaml.contains("  - path: /var/lib/ovs-bundle/incoming/gw1.tgz\n    permissions: '0600'\n    encoding: b64\n"));
+    assert!(yaml.contains(
+        "  - [systemctl, enable, ovs-bundle.service]\n  - [systemctl, enable, --now, ovs-bundle-incoming.path]\n"
+    ));
+    assert!(yaml.len() <= 16384);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cwd.path().join("gw1.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "user data holds PSKs");
+    // The key and the bundle it carries verify against each other.
+    let key_text: String = yaml
+        .split("content: |\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    let key = bundle::TrustedKey::parse(&key_text, "user-data").unwrap();
+    let b64 = yaml
+        .split("encoding: b64\n    content: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let opts = bundle::VerifyOptions {
+        host: Some("gw1".into()),
+        ..Default::default()
+    };
+    let verified = bundle::verify_bundle(&bytes, &[key], &opts).unwrap();
+    assert_eq!(verified.manifest.serial, 3);
+
+    // Over the limit as plain text, but compressible: compressed to fit.
+    big_profile(&cwd.path().join("mid"), 60);
+    let mut args: Vec<String> = [
+        "cloud-init",
+        "big",
+        "--profiles",
+        "mid",
+        "--out",
+        "mid.gz",
+        "--no-packages",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for i in 0..200 {
+        args.push("--bootcmd".into());
+        args.push(format!(
+            "echo preparing step {i} of the image for ovs-bundle >> /var/log/first-boot.log"
+        ));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = builder(cwd.path(), &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("gzip-compressed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let data = std::fs::read(cwd.path().join("mid.gz")).unwrap();
+    assert_eq!(&data[..2], &[0x1f, 0x8b]);
+    assert!(data.len() <= 16384);
+    // Too big even compressed: one clear error, nothing written.
+    big_profile(&cwd.path().join("huge"), 1000);
+    let out = builder(
+        cwd.path(),
+        &[
+            "cloud-init",
+            "big",
+            "--profiles",
+            "huge",
+            "--out",
+            "huge.yaml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("over the limit of 16384 bytes")
+            && err.contains("deliver the bundle another way"),
+        "{err}"
+    );
+    assert!(!cwd.path().join("huge.yaml").exists());
 }

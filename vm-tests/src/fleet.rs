@@ -8,9 +8,13 @@ use std::process::Command;
 
 pub struct Fleet {
     pub payload: PathBuf,
-    pub seed_dir: PathBuf,
-    pub pubkey: PathBuf,
+    /// `builder cloud-init` output for the cloud-init scenario.
+    pub ci_user_data: PathBuf,
 }
+
+/// What an image without the applier package runs first: install it from the payload disk.
+const INSTALL_APPLIER: &str = "mkdir -p /payload && (mountpoint -q /payload || mount -o ro /dev/vdb /payload) && \
+    install -m 755 /payload/applier /usr/local/sbin/applier && cp /payload/systemd/* /etc/systemd/system/";
 
 fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
@@ -69,6 +73,7 @@ host_interfaces = [{ name = "priv0", address = "10.30.30.1/24" }]
 
 [[bridges.gre]]
 remote_ip = "192.0.2.51"
+external = true
 
 [bridges.forwarder]
 from = "priv0"
@@ -155,7 +160,7 @@ impl Fleet {
             &node2,
             text.replace(
                 "host_interfaces = [{ name = \"priv0\", address = \"10.20.20.3/24\" }]",
-                "host_interfaces = [{ name = \"priv0\", address = \"10.20.20.3/24\" }, { name = \"aux0\", address = \"10.40.0.3/24\" }]",
+                "host_interfaces = [{ name = \"priv0\", address = \"10.20.20.3/24\" }, { name = \"aux0\", address = \"10.20.20.103/24\" }]",
             ),
         )?;
         build(&v3, "v3", 3, Some("node2"))?;
@@ -164,11 +169,48 @@ impl Fleet {
         let n = bytes.len();
         bytes[n / 2] ^= 0x20;
         std::fs::write(payload.join("tampered.tgz"), bytes)?;
-        // ci1, configured through cloud-init.
+        // v4: the three original hosts in one full mesh with per-pair keys, from fleet.toml.
+        let v4 = work.join("profiles-v4");
+        let _ = std::fs::remove_dir_all(&v4);
+        copy_dir(&v1, &v4)?;
+        for h in ["gw1", "node1", "node2"] {
+            let path = v4.join(format!("hosts/{h}.toml"));
+            let text = std::fs::read_to_string(&path)?;
+            let kept: Vec<&str> = text.split("\n[[bridges.gre]]").collect();
+            let forwarder = text
+                .split_once("[bridges.forwarder]")
+                .map(|(_, f)| format!("\n[bridges.forwarder]{f}"))
+                .unwrap_or_default();
+            std::fs::write(&path, format!("{}\n{forwarder}", kept[0].trim_end()))?;
+        }
+        std::fs::write(
+            v4.join("secrets/fleet.secret"),
+            "EXAMPLE-ONLY-vm-test-fleet-secret-0123456789\n",
+        )?;
+        std::fs::write(
+            v4.join("fleet.toml"),
+            "[[mesh]]\nbridge = \"private-br0\"\nmembers = [\"gw1\", \"node1\", \"node2\"]\npsk_secret_file = \"secrets/fleet.secret\"\n",
+        )?;
+        build(&v4, "v4", 4, None)?;
+        // ci1's user data, from `builder cloud-init`. The image has the packages; the applier
+        // and its units come from the payload disk, as an operator's own bootcmd would fetch them.
         let ci = work.join("profiles-ci");
         std::fs::create_dir_all(ci.join("hosts"))?;
         std::fs::write(ci.join("hosts/ci1.toml"), CI1)?;
-        build(&ci, "ci", 1, None)?;
+        run(Command::new(&builder)
+            .args(["cloud-init", "ci1", "--profiles"])
+            .arg(&ci)
+            .arg("--key")
+            .arg(&sk)
+            .args([
+                "--serial",
+                "1",
+                "--no-packages",
+                "--bootcmd",
+                INSTALL_APPLIER,
+                "--out",
+            ])
+            .arg(work.join("ci1-user-data")))?;
         std::fs::copy(&applier, payload.join("applier"))?;
         std::fs::copy(&pk, payload.join("test.pub"))?;
         let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../applier/systemd");
@@ -182,8 +224,7 @@ impl Fleet {
             .arg("64M"))?;
         Ok(Fleet {
             payload: img,
-            seed_dir: payload,
-            pubkey: pk,
+            ci_user_data: work.join("ci1-user-data"),
         })
     }
 }

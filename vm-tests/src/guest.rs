@@ -231,6 +231,35 @@ impl Guest {
         self.agent = None;
     }
 
+    /// Runs `how` (a reboot command, or a crash) and waits until the guest is back with a new
+    /// boot id: answers from the old boot, while it shuts down, do not count.
+    pub fn reboot(&mut self, how: &str, timeout: Duration) -> Result<()> {
+        let boot_id = |g: &mut Guest| {
+            g.run_timeout(
+                "cat /proc/sys/kernel/random/boot_id",
+                Duration::from_secs(10),
+            )
+            .map(|(_, o)| o)
+        };
+        let before = boot_id(self)?;
+        let _ = self.run_timeout(how, Duration::from_secs(3));
+        let start = Instant::now();
+        loop {
+            self.disconnect();
+            std::thread::sleep(Duration::from_secs(2));
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                bail!(
+                    "{}: did not come back from `{how}` within {timeout:?}",
+                    self.name
+                );
+            }
+            if self.wait_ready(left).is_ok() && boot_id(self).is_ok_and(|id| id != before) {
+                return Ok(());
+            }
+        }
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -130,11 +130,19 @@ impl Ctx {
     }
 }
 
-/// Runs `script` on `guest` until it exits 0, up to `tries` times a second apart.
+/// Runs `script` on `guest` until it exits 0, up to `tries` times a second apart. A lost agent
+/// connection is re-established and counts as a failed try.
 fn until_ok(g: &mut Guest, script: &str, tries: u32) -> Result<String> {
     let mut last = String::new();
     for _ in 0..tries {
-        let (rc, out) = g.run(script)?;
+        let (rc, out) = match g.run(script) {
+            Ok(r) => r,
+            Err(e) => {
+                g.disconnect();
+                g.wait_ready(Duration::from_secs(30))?;
+                (-1, e.to_string())
+            }
+        };
         if rc == 0 {
             return Ok(out);
         }
@@ -154,7 +162,7 @@ fn apply(g: &mut Guest, args: &str) -> Result<String> {
 type Scenario = fn(&mut Ctx) -> Result<()>;
 
 pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
-    let list: [(u32, &str, Scenario); 6] = [
+    let list: [(u32, &str, Scenario); 7] = [
         (
             1,
             "original example: gateway + two nodes, GRE over IPsec",
@@ -164,6 +172,7 @@ pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
         (3, "GRE-only update while traffic flows", gre_only_update),
         (5, "refusals on a live host", refusals),
         (6, "crash mid-apply, then reboot", crash_and_reboot),
+        (7, "three-host full mesh from fleet.toml", full_mesh),
         (4, "boot via cloud-init, then reboot", cloud_init_boot),
     ];
     let mut results = Vec::new();
@@ -354,9 +363,7 @@ fn crash_and_reboot(ctx: &mut Ctx) -> Result<()> {
         bail!("expected a half-applied host with its marker:\n{half}");
     }
     // Power loss: reboot at once, no sync.
-    let _ = g.run_timeout("echo b > /proc/sysrq-trigger", Duration::from_secs(3));
-    g.disconnect();
-    g.wait_ready(BOOT_TIMEOUT)?;
+    g.reboot("echo b > /proc/sysrq-trigger", BOOT_TIMEOUT)?;
     let log = g.ok("cat /var/log/applier-boot.log")?;
     if !log.contains("undid an interrupted apply of generation") {
         bail!("boot did not recover the interrupted apply:\n{log}");
@@ -387,29 +394,23 @@ fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
     let check = "applier generations | grep -q '^\\*' && ip -4 addr show priv0 | grep -q 10.30.30.1/24 && \
                  iptables -t nat -S OVSB-POSTROUTING | grep -q MASQUERADE && ovs-vsctl list-ports private-br0 | grep -q gre-c0000233";
     until_ok(g, check, 180).context("ci1 not configured by its cloud-init user data")?;
-    let _ = g.run_timeout("systemctl reboot", Duration::from_secs(5));
-    g.disconnect();
-    std::thread::sleep(Duration::from_secs(5));
-    g.wait_ready(BOOT_TIMEOUT)?;
+    g.reboot("systemctl reboot", BOOT_TIMEOUT)?;
     until_ok(g, check, 120).context("ci1's network did not come back after a reboot")?;
     let (rc, out) = g.run("systemctl is-active ovs-bundle.service; applier status")?;
     if rc != 0 {
         bail!("after reboot:\n{out}");
     }
+    // systemd breaks ordering cycles by dropping jobs: the shipped units must cause none.
+    let (_, cycles) = g.run("journalctl -b --no-pager | grep -i 'ordering cycle'")?;
+    if !cycles.trim().is_empty() {
+        bail!("the units cause an ordering cycle:\n{cycles}");
+    }
     Ok(())
 }
 
-/// A NoCloud seed (a vfat volume labelled CIDATA): network config, and user data that installs
-/// the applier and its units from the payload disk and delivers ci1's bundle and trusted key the
-/// way operators do, through write_files into the incoming directory.
+/// A NoCloud seed (a vfat volume labelled CIDATA): network config, and the user data
+/// `builder cloud-init` wrote, which delivers ci1's bundle and trusted key through write_files.
 fn crate_seed(ctx: &Ctx) -> Result<PathBuf> {
-    use base64::Engine;
-    let b64 = |p: PathBuf| -> Result<String> {
-        Ok(base64::engine::general_purpose::STANDARD
-            .encode(std::fs::read(&p).with_context(|| p.display().to_string())?))
-    };
-    let bundle = b64(ctx.fleet.seed_dir.join("ci/ci1.tgz"))?;
-    let key = b64(ctx.fleet.pubkey.clone())?;
     let dir = ctx.work.join("seed");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(
@@ -420,15 +421,7 @@ fn crate_seed(ctx: &Ctx) -> Result<PathBuf> {
         dir.join("network-config"),
         "version: 2\nethernets:\n  eth0:\n    match:\n      name: eth0\n    addresses: [192.0.2.50/24]\n",
     )?;
-    let user = format!(
-        "#cloud-config\n\
-         bootcmd:\n\
-         \x20 - [sh, -c, 'mkdir -p /payload && mount -o ro /dev/vdb /payload && install -m 755 /payload/applier /usr/local/sbin/applier && cp /payload/systemd/* /etc/systemd/system/ && systemctl daemon-reload && systemctl enable ovs-bundle.service ovs-bundle-incoming.path && systemctl start --no-block ovs-bundle-incoming.path']\n\
-         write_files:\n\
-         \x20 - path: /etc/ovs-bundle/trusted.d/fleet.pub\n    encoding: b64\n    permissions: '0644'\n    content: {key}\n\
-         \x20 - path: /var/lib/ovs-bundle/incoming/ci1.tgz\n    encoding: b64\n    permissions: '0600'\n    content: {bundle}\n"
-    );
-    std::fs::write(dir.join("user-data"), user)?;
+    std::fs::copy(&ctx.fleet.ci_user_data, dir.join("user-data"))?;
     let img = ctx.work.join("seed.img");
     let _ = std::fs::remove_file(&img);
     let run = |cmd: &mut std::process::Command| -> Result<()> {
@@ -454,4 +447,35 @@ fn crate_seed(ctx: &Ctx) -> Result<PathBuf> {
             .arg(format!("::{f}")))?;
     }
     Ok(img)
+}
+
+fn full_mesh(ctx: &mut Ctx) -> Result<()> {
+    ctx.boot_fleet()?;
+    for name in ["gw1", "node1", "node2"] {
+        let out = apply(ctx.g(name)?, &format!("/payload/v4/{name}.tgz"))?;
+        if !out.contains("is current") {
+            bail!("{name}: {out}");
+        }
+        let ports = ctx.g(name)?.ok("for p in $(ovs-vsctl list-ports private-br0 | grep gre-); do echo $p $(ovs-vsctl get Port $p protected); done")?;
+        if ports.lines().count() != 2 || ports.lines().any(|l| !l.ends_with(" true")) {
+            bail!("{name}: expected two protected tunnels:\n{ports}");
+        }
+    }
+    // Every guest reaches every other directly; with split horizon the mesh is no loop.
+    ping_all(ctx, &["gw1", "node1", "node2"])?;
+    for name in ["gw1", "node1", "node2"] {
+        wait_for_sas(ctx, name, 2)?;
+        let (rc, out) = ctx.g(name)?.run("applier status")?;
+        if rc != 0 {
+            bail!("{name}: drift:\n{out}");
+        }
+    }
+    // A broadcast storm would show as a flood of ARP on the underlay; count a quiet second.
+    let (rc, out) = ctx
+        .g("gw1")?
+        .run("timeout 3 tcpdump -ni eth0 -c 500 'ip proto 50' 2>/dev/null | wc -l")?;
+    if rc > 1 || out.trim().parse::<u32>().unwrap_or(500) >= 500 {
+        bail!("underlay busy without traffic (a loop?): {out}");
+    }
+    Ok(())
 }
