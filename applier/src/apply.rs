@@ -94,6 +94,7 @@ pub struct Applier<'a> {
     pub loc: Locations,
     pub store: Store,
     pub keys: Vec<TrustedKey>,
+    pub revoked: Vec<bundle::KeyId>,
     pub host: String,
     pub now: u64,
     /// Progress messages for the log (never secrets).
@@ -105,6 +106,7 @@ impl Applier<'_> {
         let opts = VerifyOptions {
             host: Some(self.host.clone()),
             now: check_expiry.then_some(self.now),
+            revoked: self.revoked.clone(),
             ..VerifyOptions::default()
         };
         bundle::verify_bundle(bytes, &self.keys, &opts)
@@ -371,6 +373,9 @@ impl Applier<'_> {
                 .iptables_restore(input, true)
                 .map_err(ApplyError::Unchanged)?;
         }
+        if !plan.ovs.is_empty() {
+            self.probe_vswitchd().map_err(ApplyError::Unchanged)?;
+        }
         // Restoring needs the full "before" even for a GRE-only apply.
         let before = if opts.scope == Scope::GreOnly {
             Snapshot {
@@ -431,6 +436,18 @@ impl Applier<'_> {
             ));
         }
         Ok(plan)
+    }
+
+    /// Asks ovs-vswitchd to acknowledge a configuration round (a `next_cfg` bump, nothing else),
+    /// so that a stopped ovs-vswitchd is found before anything changes rather than half-way.
+    fn probe_vswitchd(&mut self) -> Result<(), SysError> {
+        let ops = [
+            serde_json::json!({"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["next_cfg", "+=", 1]]}),
+            serde_json::json!({"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["next_cfg"]}),
+        ];
+        let results = self.sys.ovs_transact(&ops)?;
+        let cfg = ovs::committed_cfg(&results).unwrap_or(0);
+        self.sys.ovs_wait_applied(cfg)
     }
 
     fn execute(&mut self, plan: &HostPlan, current: &Current) -> Result<(), (String, SysError)> {

@@ -98,6 +98,8 @@ enum Cmd {
     Rollback,
     /// List the generations.
     Generations,
+    /// List the trusted and revoked keys with their key ids.
+    Keys,
     /// At boot: finish an interrupted apply, install bundles from the incoming directory, and
     /// otherwise restore the current generation (iptables rules do not survive a reboot).
     Boot {
@@ -136,8 +138,30 @@ fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     let paths = Paths::new(&g.root);
     let (keys, warnings) = load_trusted(&paths.trusted_dir(), &g.trusted_key)?;
-    for w in warnings {
+    let (revoked_keys, more) = applier::trust::load_revoked(&paths.revoked_dir())?;
+    for w in warnings.iter().chain(&more) {
         log(&format!("warning: {w}"));
+    }
+    let revoked: Vec<bundle::KeyId> = revoked_keys.iter().map(|k| k.id).collect();
+    if let Cmd::Keys = cli.cmd {
+        for k in &keys {
+            let state = if revoked.contains(&k.id) {
+                "revoked"
+            } else {
+                "trusted"
+            };
+            println!("{}  {state:<8} {}", k.id, k.source);
+        }
+        for k in revoked_keys
+            .iter()
+            .filter(|r| !keys.iter().any(|k| k.id == r.id))
+        {
+            println!("{}  {:<8} {}", k.id, "revoked", k.source);
+        }
+        if keys.is_empty() {
+            println!("no trusted keys in {}", paths.trusted_dir().display());
+        }
+        return Ok(exit::OK);
     }
     let host = match &g.host {
         Some(h) => h.clone(),
@@ -148,6 +172,7 @@ fn run(cli: Cli) -> Result<u8> {
         let opts = VerifyOptions {
             host: Some(host),
             now: Some(unix_now()),
+            revoked: revoked.clone(),
             ..VerifyOptions::default()
         };
         return Ok(match verify_bundle(&bytes, &keys, &opts) {
@@ -208,6 +233,7 @@ fn run(cli: Cli) -> Result<u8> {
         loc,
         store: store.clone(),
         keys,
+        revoked,
         host,
         now: unix_now(),
         log: Box::new(log),
@@ -224,7 +250,7 @@ fn run(cli: Cli) -> Result<u8> {
         }
     }
     match cli.cmd {
-        Cmd::Verify { .. } | Cmd::Generations => unreachable!("handled above"),
+        Cmd::Verify { .. } | Cmd::Generations | Cmd::Keys => unreachable!("handled above"),
         Cmd::Plan { bundle, flags }
         | Cmd::Apply {
             bundle,

@@ -66,3 +66,18 @@ fn pub_files(dir: &Path) -> Result<Vec<PathBuf>, TrustError> {
     files.sort();
     Ok(files)
 }
+
+/// Every readable `*.pub` in the revoked directory: keys whose signatures are refused.
+pub fn load_revoked(dir: &Path) -> Result<(Vec<TrustedKey>, Vec<String>), TrustError> {
+    let mut keys = Vec::new();
+    let mut warnings = Vec::new();
+    for p in pub_files(dir)? {
+        match load_one(&p) {
+            Ok(k) => keys.push(k),
+            Err(e) => warnings.push(format!(
+                "cannot read revoked key, so it is not known as revoked: {e}"
+            )),
+        }
+    }
+    Ok((keys, warnings))
+}

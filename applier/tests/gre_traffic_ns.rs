@@ -31,7 +31,7 @@ fn underlay(h: &TestHost, veth: &str, ip: &str) {
 fn profile(name: &str, me: &str, peer: &str, addr: &str) -> String {
     format!(
         "[host]\nname = \"{name}\"\nunderlay_ip = \"{me}\"\n\n[[bridges]]\nname = \"br-t\"\ndatapath = \"netdev\"\n\
-         host_interfaces = [{{ name = \"priv0\", address = \"{addr}\" }}]\n\n[[bridges.gre]]\nremote_ip = \"{peer}\"\n"
+         host_interfaces = [{{ name = \"priv0\", address = \"{addr}\" }}]\n\n[[bridges.gre]]\nremote_ip = \"{peer}\"\nexternal = true\n"
     )
 }
 

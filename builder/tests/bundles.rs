@@ -394,3 +394,32 @@ fn a_signed_manifest_listing_a_bomb_is_stopped_before_it_fills_memory() {
     let err = refuse(&k, &bomb);
     assert!(err.to_string().contains("gzip bomb"), "{err}");
 }
+
+#[test]
+fn oversized_manifest_and_signature_are_refused_before_parsing() {
+    let k = keys();
+    let big_manifest = vec![b' '; (1 << 20) + 1];
+    let (_, s) = signed_manifest(&k, &[]);
+    let err = refuse(
+        &k,
+        &craft(&[
+            file("manifest.json", &big_manifest),
+            file("manifest.json.minisig", &s),
+        ]),
+    );
+    assert!(
+        err.to_string()
+            .contains("\"manifest.json\" is 1048577 bytes, over the limit of 1048576"),
+        "{err}"
+    );
+    let (m, _) = signed_manifest(&k, &[]);
+    let big_sig = vec![b'A'; (4 << 10) + 1];
+    let err = refuse(
+        &k,
+        &craft(&[
+            file("manifest.json", &m),
+            file("manifest.json.minisig", &big_sig),
+        ]),
+    );
+    assert!(err.to_string().contains("over the limit of 4096"), "{err}");
+}

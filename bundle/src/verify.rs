@@ -17,6 +17,8 @@ pub struct VerifyOptions {
     pub host: Option<String>,
     /// Current Unix time; `None` skips the expiry check (e.g. `builder inspect`).
     pub now: Option<u64>,
+    /// Keys whose signatures are refused even if also trusted (revoked keys).
+    pub revoked: Vec<KeyId>,
     pub limits: Limits,
 }
 
@@ -49,6 +51,8 @@ pub enum VerifyError {
     BadSignatureFormat(String),
     #[error("no trusted keys: add the builder's public key to the trusted keys directory or pass --trusted-key")]
     NoTrustedKeys,
+    #[error("bundle is signed by key {signer}, which is revoked")]
+    Revoked { signer: KeyId },
     #[error("bundle is signed by key {signer}, which is not trusted (trusted: {trusted})")]
     UntrustedKey { signer: KeyId, trusted: String },
     #[error("signature by key {signer} does not match the manifest: the bundle was altered after signing")]
@@ -75,6 +79,7 @@ impl VerifyError {
         match self {
             VerifyError::NoTrustedKeys => 14,
             VerifyError::UntrustedKey { .. }
+            | VerifyError::Revoked { .. }
             | VerifyError::BadSignature { .. }
             | VerifyError::Tampered { .. } => 10,
             VerifyError::WrongHost { .. } => 12,
@@ -109,11 +114,14 @@ fn check_authenticity(
     opts: &VerifyOptions,
 ) -> Result<VerifiedBundle, VerifyError> {
     let (manifest_member, signature, rest) = split(compressed, &opts.limits)?;
+    let signer = signature_key_id(&signature)
+        .ok_or_else(|| VerifyError::BadSignatureFormat("no key id".into()))?;
+    if opts.revoked.contains(&signer) {
+        return Err(VerifyError::Revoked { signer });
+    }
     if keys.is_empty() {
         return Err(VerifyError::NoTrustedKeys);
     }
-    let signer = signature_key_id(&signature)
-        .ok_or_else(|| VerifyError::BadSignatureFormat("no key id".into()))?;
     let key = keys
         .iter()
         .find(|k| k.id == signer)

@@ -88,7 +88,8 @@ impl TestHost {
     }
 
     fn in_ns(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
+        // By absolute path: tests may give the command a PATH without it.
+        let mut cmd = Command::new("/bin/ip");
         cmd.args(["netns", "exec", &self.ns, program]);
         ovs_env(&mut cmd, &self.ovs);
         cmd
@@ -188,8 +189,11 @@ impl TestHost {
             .arg(&self.root)
             .arg("--ovsdb")
             .arg(format!("unix:{}", self.sock().display()))
-            .args(["--host", &self.name, "--timeout", "20"])
-            .args(args);
+            .args(["--host", &self.name]);
+        if !args.contains(&"--timeout") {
+            cmd.args(["--timeout", "20"]);
+        }
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
