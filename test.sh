@@ -24,6 +24,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "test.sh: unit, golden, CLI and namespace tests"
 cargo test --workspace
 
+echo "test.sh: fuzzing each target briefly"
+fuzz/run 20
+
 if [[ -x vm-tests/run ]]; then
   echo "test.sh: VM tests"
   vm-tests/run

@@ -3,7 +3,7 @@
 //! independent tools: ovs-vsctl, iptables-save, the files themselves.
 
 mod common;
-use common::{check, text, TestHost};
+use common::{check, host, text, TestHost};
 
 const PSK_A: &str = "namespace-test-psk-aaaaaaaa";
 
@@ -48,7 +48,7 @@ fn apply(h: &TestHost, bundle: &std::path::Path, extra: &[&str]) -> String {
 
 #[test]
 fn first_apply_configures_ovs_iptables_interfaces_and_sysctl() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     let b = h.bundle("v1", &three_peers(), 1);
     let out = apply(&h, &b, &[]);
     assert!(out.contains("applied: generation 1 is current"), "{out}");
@@ -130,7 +130,7 @@ fn first_apply_configures_ovs_iptables_interfaces_and_sysctl() {
 
 #[test]
 fn reapplying_is_a_noop_with_zero_writes() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     let b = h.bundle("v1", &three_peers(), 1);
     apply(&h, &b, &[]);
     let (cfg, uuid, rules) = (h.next_cfg(), h.port_uuid("gre-0a630002"), h.iptables_save());
@@ -162,7 +162,7 @@ fn reapplying_is_a_noop_with_zero_writes() {
 
 #[test]
 fn changing_one_tunnel_updates_only_that_row_in_place() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let before: Vec<(String, String)> = ["gre-0a630002", "gre-0a630003", "gre-0a630004", "priv0"]
         .iter()
@@ -204,7 +204,7 @@ fn changing_one_tunnel_updates_only_that_row_in_place() {
 
 #[test]
 fn removing_a_peer_deletes_exactly_its_port() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let keep = (h.port_uuid("gre-0a630002"), h.port_uuid("gre-0a630004"));
     let fewer = profile(
@@ -230,7 +230,7 @@ fn removing_a_peer_deletes_exactly_its_port() {
 
 #[test]
 fn gre_only_touches_nothing_but_tunnels() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     h.vsctl_ok(&[
         "add-port",
@@ -266,7 +266,7 @@ fn gre_only_touches_nothing_but_tunnels() {
 
 #[test]
 fn a_rule_iptables_rejects_leaves_ovs_untouched() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let (cfg, ports) = (h.next_cfg(), h.ports("br-t"));
     let more = profile(
@@ -296,7 +296,7 @@ fn a_rule_iptables_rejects_leaves_ovs_untouched() {
 
 #[test]
 fn an_interface_ovs_cannot_create_rolls_everything_back() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let ports = h.ports("br-t");
     let rules = h.iptables_save();
@@ -329,7 +329,7 @@ fn an_interface_ovs_cannot_create_rolls_everything_back() {
 
 #[test]
 fn a_killed_apply_is_recovered_by_the_next_run() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let ports = h.ports("br-t");
     // Changes every part: tunnels, address, the forwarder's uplink.
@@ -376,7 +376,7 @@ fn a_killed_apply_is_recovered_by_the_next_run() {
 
 #[test]
 fn status_reports_drift() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     assert_eq!(h.applier(&["status"]).status.code(), Some(0));
     h.vsctl_ok(&["del-port", "br-t", "gre-0a630003"]);
@@ -407,7 +407,7 @@ fn status_reports_drift() {
 
 #[test]
 fn rollback_returns_to_the_previous_generation() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let fewer = profile(&[("10.99.0.2", Some(PSK_A))], "10.20.0.1/24");
     apply(&h, &h.bundle("v2", &fewer, 2), &[]);
@@ -419,7 +419,7 @@ fn rollback_returns_to_the_previous_generation() {
 
 #[test]
 fn a_second_apply_waits_for_the_lock_then_fails_clearly() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     let b = h.bundle("v1", &three_peers(), 1);
     std::fs::create_dir_all(h.root.join("var/lib/ovs-bundle")).unwrap();
     let lock = h.root.join("var/lib/ovs-bundle/lock");
@@ -446,7 +446,7 @@ fn a_second_apply_waits_for_the_lock_then_fails_clearly() {
 
 #[test]
 fn a_thousand_tunnels_go_in_one_transaction_and_replies_are_reassembled() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     let peers: Vec<String> = (0..1000)
         .map(|i| format!("10.100.{}.{}", i / 250, i % 250 + 1))
         .collect();
@@ -471,7 +471,7 @@ fn a_thousand_tunnels_go_in_one_transaction_and_replies_are_reassembled() {
 
 #[test]
 fn a_failure_at_any_step_leaves_the_host_fully_on_the_old_state() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let old = (h.ports("br-t"), h.iptables_save(), h.interfaces());
     let uuid = h.port_uuid("gre-0a630002");
@@ -543,7 +543,7 @@ fn a_failure_at_any_step_leaves_the_host_fully_on_the_old_state() {
 
 #[test]
 fn boot_installs_delivered_bundles_and_restores_rules_lost_in_a_reboot() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     let incoming = h.root.join("var/lib/ovs-bundle/incoming");
     std::fs::create_dir_all(&incoming).unwrap();
     std::fs::copy(h.bundle("v1", &three_peers(), 1), incoming.join("t1.tgz")).unwrap();

@@ -3,7 +3,7 @@
 //! bundles create the tunnel bridges. After `applier apply` on both, traffic crosses the tunnel.
 
 mod common;
-use common::{check, text, TestHost};
+use common::{check, host, text, TestHost};
 use std::process::Command;
 
 fn underlay(h: &TestHost, veth: &str, ip: &str) {
@@ -37,8 +37,8 @@ fn profile(name: &str, me: &str, peer: &str, addr: &str) -> String {
 
 #[test]
 fn two_hosts_pass_traffic_over_gre_after_apply() {
-    let a = TestHost::new("a");
-    let b = TestHost::new("b");
+    let a = host("a");
+    let b = host("b");
     let (va, vb) = (
         format!("va{}", std::process::id() % 100000),
         format!("vb{}", std::process::id() % 100000),

@@ -4,7 +4,7 @@
 //! applies at once): each gives one clear error and changes nothing.
 
 mod common;
-use common::{check, text, TestHost};
+use common::{check, host, text, TestHost};
 use std::path::Path;
 
 const PSK: &str = "hardening-secret-psk-Zq8Wm3";
@@ -42,7 +42,7 @@ fn state(h: &TestHost) -> (Vec<String>, String, Option<String>, String) {
 
 #[test]
 fn revoked_keys_are_refused_and_listed() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     check(apply(&h, &h.bundle("v1", &v1(), 1)), "apply");
     let keys = check(h.applier(&["keys"]), "keys");
     assert!(
@@ -83,7 +83,7 @@ fn revoked_keys_are_refused_and_listed() {
 
 #[test]
 fn lower_serials_are_refused_unless_downgrade_is_asked_for_loudly() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     check(apply(&h, &h.bundle("v2", &v2(), 20)), "apply");
     let before = state(&h);
     let old = h.bundle("v1", &v1(), 10);
@@ -114,7 +114,7 @@ fn lower_serials_are_refused_unless_downgrade_is_asked_for_loudly() {
 
 #[test]
 fn expired_bundles_are_not_installed_but_the_current_one_is_still_restored_at_boot() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     let dir = h.dir.path().join("expiring");
     std::fs::create_dir_all(dir.join("hosts")).unwrap();
     std::fs::write(dir.join("hosts/t1.toml"), v1()).unwrap();
@@ -152,7 +152,7 @@ fn expired_bundles_are_not_installed_but_the_current_one_is_still_restored_at_bo
 
 #[test]
 fn psks_never_reach_argv_logs_output_or_open_files() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     let b = h.bundle("v1", &v1(), 1);
     // Watch every process's command line while the apply runs.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -242,7 +242,7 @@ fn psks_never_reach_argv_logs_output_or_open_files() {
 
 #[test]
 fn ovsdb_server_down_is_one_clear_error_and_no_change() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     check(apply(&h, &h.bundle("v1", &v1(), 1)), "apply");
     let (rules, file) = (h.iptables_save(), h.interfaces());
     h.stop("ovsdb-server");
@@ -261,7 +261,7 @@ fn ovsdb_server_down_is_one_clear_error_and_no_change() {
 
 #[test]
 fn ovs_vswitchd_down_is_found_before_anything_changes() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     check(apply(&h, &h.bundle("v1", &v1(), 1)), "apply");
     let before = state(&h);
     h.stop("ovs-vswitchd");
@@ -283,7 +283,7 @@ fn ovs_vswitchd_down_is_found_before_anything_changes() {
 
 #[test]
 fn missing_iptables_is_one_clear_error_and_no_change() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     check(apply(&h, &h.bundle("v1", &v1(), 1)), "apply");
     let before = state(&h);
     let out = h.applier_env(
@@ -304,7 +304,7 @@ fn missing_iptables_is_one_clear_error_and_no_change() {
 
 #[test]
 fn a_full_disk_is_one_clear_error_and_no_change() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     check(apply(&h, &h.bundle("v1", &v1(), 1)), "apply");
     // The state directory on a tiny tmpfs of its own, filled up.
     let state_dir = h.root.join("var/lib/ovs-bundle");
@@ -360,7 +360,7 @@ fn a_full_disk_is_one_clear_error_and_no_change() {
 
 #[test]
 fn two_applies_at_once_run_one_after_the_other_never_interleaved() {
-    let h = TestHost::new("t1");
+    let h = host("t1");
     let (a, b) = (h.bundle("v1", &v1(), 1), h.bundle("v2", &v2(), 2));
     let run = |bundle: std::path::PathBuf| {
         let h = &h;

@@ -180,3 +180,29 @@ pub fn classify(old: Option<&[u8]>, new: &[u8]) -> Change {
         Change::Full
     }
 }
+
+/// Builds every host's bundle, spread over the machine's cores (a 1,000-host full mesh renders
+/// and compresses hundreds of megabytes). Results are in `hosts` order and identical to
+/// building one by one.
+pub fn build_all(hosts: &[&Host], key: &SecretKey, params: BuildParams) -> Vec<Vec<u8>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(hosts.len().max(1));
+    let chunk = hosts.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = hosts
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|h| build_host(h, key, params))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a build thread panicked"))
+            .collect()
+    })
+}

@@ -180,6 +180,7 @@ pub fn expand_meshes(dir: &Path, hosts: &mut [Host], diags: &mut Vec<Diagnostic>
             .iter()
             .map(|&(h, _)| (hosts[h].underlay_ip, hosts[h].name.clone()))
             .collect();
+        let mut pair_keys: HashMap<(usize, usize), Psk> = HashMap::new();
         for (i, &(h, b)) in members.iter().enumerate() {
             let me = hosts[h].name.clone();
             let mut added = Vec::with_capacity(members.len());
@@ -205,9 +206,17 @@ pub fn expand_meshes(dir: &Path, hosts: &mut [Host], diags: &mut Vec<Diagnostic>
                 let psk = match &key {
                     MeshKey::Plain => None,
                     MeshKey::Shared(p) => Some(p.clone()),
-                    MeshKey::Derived(secret) => {
-                        Some(Psk::new(derive_psk(secret, bridge, &me, peer)))
+                    // Each pair's key is derived once and used at both ends.
+                    MeshKey::Derived(secret) if i < j => {
+                        let k = Psk::new(derive_psk(secret, bridge, &me, peer));
+                        pair_keys.insert((i, j), k.clone());
+                        Some(k)
                     }
+                    MeshKey::Derived(secret) => Some(
+                        pair_keys
+                            .remove(&(j, i))
+                            .unwrap_or_else(|| Psk::new(derive_psk(secret, bridge, &me, peer))),
+                    ),
                 };
                 added.push(Gre {
                     port,
@@ -439,19 +448,28 @@ fn check_loops(hosts: &[Host], links: &[(End, End)], diags: &mut Vec<Diagnostic>
             (y, x)
         }
     };
-    let mut leaving: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+    // Per bridge, the arcs leaving it: all of them, and those leaving by an unprotected port
+    // (the only ones a frame that came in by a protected port may take). Keeping both lists
+    // makes a full mesh, where every port is protected, cost nothing here.
+    let mut leaving: HashMap<(usize, usize), (Vec<usize>, Vec<usize>)> = HashMap::new();
     for a in 0..links.len() * 2 {
         let (from, _) = arc_ends(a);
-        leaving.entry((from.host, from.bridge)).or_default().push(a);
+        let entry = leaving.entry((from.host, from.bridge)).or_default();
+        entry.0.push(a);
+        if !from.protected {
+            entry.1.push(a);
+        }
     }
     let next = |a: usize| -> Vec<usize> {
         let (_, at) = arc_ends(a);
-        leaving
-            .get(&(at.host, at.bridge))
-            .into_iter()
-            .flatten()
+        let Some((all, unprotected)) = leaving.get(&(at.host, at.bridge)) else {
+            return Vec::new();
+        };
+        let candidates = if at.protected { unprotected } else { all };
+        candidates
+            .iter()
             .copied()
-            .filter(|&b| b / 2 != a / 2 && !(at.protected && arc_ends(b).0.protected))
+            .filter(|&b| b / 2 != a / 2)
             .collect()
     };
     let n = links.len() * 2;

@@ -1,7 +1,7 @@
 //! `builder`: command-line front end. Parses arguments and dispatches; the work is in the library.
 
 use anyhow::{bail, Context, Result};
-use builder::build::{build_host, classify, parse_duration, write_bundle, BuildParams};
+use builder::build::{build_all, build_host, classify, parse_duration, write_bundle, BuildParams};
 use builder::diag::Diagnostic;
 use builder::profile::load_fleet;
 use builder::sign::{is_encrypted, keygen, load_secret_key, Passphrase, Protection};
@@ -173,8 +173,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for n in &fleet.notes {
                 eprintln!("{n}");
             }
-            for h in hosts {
-                let bytes = build_host(h, &sk, params);
+            let built = build_all(&hosts, &sk, params);
+            for (h, bytes) in hosts.iter().zip(built) {
                 let path = out.join(format!("{}.tgz", h.name));
                 let change = classify(std::fs::read(&path).ok().as_deref(), &bytes);
                 write_bundle(&path, &bytes)

@@ -423,3 +423,13 @@ fn oversized_manifest_and_signature_are_refused_before_parsing() {
     );
     assert!(err.to_string().contains("over the limit of 4096"), "{err}");
 }
+
+#[test]
+fn building_in_parallel_gives_the_same_bytes_as_one_by_one() {
+    let k = keys();
+    let fleet = load_fleet(&profiles()).unwrap();
+    let hosts: Vec<_> = fleet.hosts.iter().collect();
+    let parallel = builder::build::build_all(&hosts, &k.sk, P);
+    let serial: Vec<_> = hosts.iter().map(|h| build_host(h, &k.sk, P)).collect();
+    assert_eq!(parallel, serial);
+}

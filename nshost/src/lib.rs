@@ -1,0 +1,312 @@
+//! Test and benchmark hosts: a network namespace with its own ovsdb-server and ovs-vswitchd (userspace
+//! datapath), a root directory standing in for `/`, and bundles built by the real builder.
+//! Nothing here touches the machine outside the namespace and the temporary directory.
+
+use builder::build::{build_host, BuildParams};
+use builder::sign::{keygen, load_secret_key, Passphrase, Protection, SecretKey};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+pub struct TestHost {
+    pub name: String,
+    /// The applier binary to run.
+    pub applier_bin: PathBuf,
+    pub ns: String,
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub ovs: PathBuf,
+    pub key: SecretKey,
+    pub key_dir: PathBuf,
+}
+
+fn ovs_env(cmd: &mut Command, ovs: &Path) {
+    for var in ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"] {
+        cmd.env(var, ovs);
+    }
+}
+
+pub fn check(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl TestHost {
+    /// A new namespace with OVS running in it. `name` is the host name bundles are built for;
+    /// `applier_bin` the applier binary its `applier` methods run.
+    pub fn new(name: &str, applier_bin: impl Into<PathBuf>) -> TestHost {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = format!(
+            "ovsb{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let root = dir.path().join("root");
+        let ovs = dir.path().join("ovs");
+        std::fs::create_dir_all(root.join("etc/ovs-bundle/trusted.d")).unwrap();
+        std::fs::create_dir_all(root.join("etc/network")).unwrap();
+        std::fs::create_dir_all(&ovs).unwrap();
+        check(
+            Command::new("ip")
+                .args(["netns", "add", &ns])
+                .output()
+                .unwrap(),
+            "ip netns add",
+        );
+        let key_dir = dir.path().join("keys");
+        std::fs::create_dir_all(&key_dir).unwrap();
+        keygen(
+            &key_dir.join("k.key"),
+            &root.join("etc/ovs-bundle/trusted.d/test.pub"),
+            Protection::Unencrypted,
+        )
+        .unwrap();
+        let key = load_secret_key(&key_dir.join("k.key"), Passphrase::None).unwrap();
+        let host = TestHost {
+            name: name.into(),
+            applier_bin: applier_bin.into(),
+            ns,
+            dir,
+            root,
+            ovs,
+            key,
+            key_dir,
+        };
+        host.start_ovs();
+        host
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.ovs.join("db.sock")
+    }
+
+    fn in_ns(&self, program: &str) -> Command {
+        // By absolute path: tests may give the command a PATH without it.
+        let mut cmd = Command::new("/bin/ip");
+        cmd.args(["netns", "exec", &self.ns, program]);
+        ovs_env(&mut cmd, &self.ovs);
+        cmd
+    }
+
+    fn start_ovs(&self) {
+        let db = self.ovs.join("conf.db");
+        if !db.exists() {
+            check(
+                Command::new("ovsdb-tool")
+                    .args(["create"])
+                    .arg(&db)
+                    .arg("/usr/share/openvswitch/vswitch.ovsschema")
+                    .output()
+                    .unwrap(),
+                "ovsdb-tool create",
+            );
+        }
+        let o = |f: &str| self.ovs.join(f).display().to_string();
+        check(
+            self.in_ns("ovsdb-server")
+                .arg(&db)
+                .arg(format!("--remote=punix:{}", o("db.sock")))
+                .arg(format!("--pidfile={}", o("ovsdb-server.pid")))
+                .arg(format!("--log-file={}", o("ovsdb-server.log")))
+                .arg(format!("--unixctl={}", o("ovsdb-server.ctl")))
+                .args(["--detach", "--no-chdir"])
+                .output()
+                .unwrap(),
+            "ovsdb-server",
+        );
+        check(self.vsctl(&["--no-wait", "init"]), "ovs-vsctl init");
+        self.start_vswitchd();
+    }
+
+    pub fn start_vswitchd(&self) {
+        let o = |f: &str| self.ovs.join(f).display().to_string();
+        check(
+            self.in_ns("ovs-vswitchd")
+                .arg(format!("unix:{}", o("db.sock")))
+                .arg(format!("--pidfile={}", o("ovs-vswitchd.pid")))
+                .arg(format!("--log-file={}", o("ovs-vswitchd.log")))
+                .arg(format!("--unixctl={}", o("ovs-vswitchd.ctl")))
+                .args(["--detach", "--no-chdir"])
+                .output()
+                .unwrap(),
+            "ovs-vswitchd",
+        );
+    }
+
+    pub fn stop(&self, daemon: &str) {
+        if let Ok(pid) = std::fs::read_to_string(self.ovs.join(format!("{daemon}.pid"))) {
+            let pid = pid.trim().parse::<i32>().unwrap();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = std::fs::remove_file(self.ovs.join(format!("{daemon}.pid")));
+        }
+    }
+
+    /// `ovs-vsctl` against this host's database: the independent reader.
+    pub fn vsctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("ovs-vsctl");
+        cmd.arg(format!("--db=unix:{}", self.sock().display()))
+            .arg("--timeout=20")
+            .args(args);
+        ovs_env(&mut cmd, &self.ovs);
+        cmd.output().unwrap()
+    }
+
+    pub fn vsctl_ok(&self, args: &[&str]) -> String {
+        check(self.vsctl(args), &format!("ovs-vsctl {args:?}"))
+            .trim()
+            .to_string()
+    }
+
+    /// A command run inside the namespace.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        self.in_ns(program).args(args).output().unwrap()
+    }
+
+    /// The applier binary, inside the namespace, pointed at this host's root and OVS.
+    pub fn applier(&self, args: &[&str]) -> Output {
+        self.applier_env(args, &[])
+    }
+
+    pub fn applier_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let bin = self.applier_bin.display().to_string();
+        let mut cmd = self.in_ns(&bin);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--ovsdb")
+            .arg(format!("unix:{}", self.sock().display()))
+            .args(["--host", &self.name]);
+        if !args.contains(&"--timeout") {
+            cmd.args(["--timeout", "20"]);
+        }
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// Writes `profile` as this host's profile (plus any extra files) and builds its bundle.
+    pub fn bundle(&self, tag: &str, profile: &str, serial: u64) -> PathBuf {
+        let dir = self.dir.path().join("profiles").join(tag);
+        std::fs::create_dir_all(dir.join("hosts")).unwrap();
+        std::fs::write(dir.join(format!("hosts/{}.toml", self.name)), profile).unwrap();
+        let fleet = builder::profile::load_fleet(&dir).unwrap_or_else(|d| {
+            panic!(
+                "test profile invalid: {}",
+                d.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        let bytes = build_host(
+            &fleet.hosts[0],
+            &self.key,
+            BuildParams {
+                serial,
+                expires: None,
+            },
+        );
+        let path = self.dir.path().join(format!("{tag}.tgz"));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// A bundle with one rendered file replaced, signed with the trusted key: for injecting
+    /// content the builder would never produce.
+    pub fn bundle_with(
+        &self,
+        tag: &str,
+        profile: &str,
+        serial: u64,
+        file: &str,
+        content: &str,
+    ) -> PathBuf {
+        let dir = self.dir.path().join("profiles").join(tag);
+        std::fs::create_dir_all(dir.join("hosts")).unwrap();
+        std::fs::write(dir.join(format!("hosts/{}.toml", self.name)), profile).unwrap();
+        let fleet = builder::profile::load_fleet(&dir).unwrap();
+        let mut rendered = builder::render::render_host(&fleet.hosts[0]);
+        for f in &mut rendered.files {
+            if f.0 == file {
+                f.2 = content.as_bytes().to_vec();
+            }
+        }
+        let bytes = builder::build::assemble(
+            &self.name,
+            rendered,
+            &self.key,
+            BuildParams {
+                serial,
+                expires: None,
+            },
+        );
+        let path = self.dir.path().join(format!("{tag}.tgz"));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    pub fn iptables_save(&self) -> String {
+        let out = check(self.exec("iptables-save", &[]), "iptables-save");
+        out.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn interfaces(&self) -> Option<String> {
+        std::fs::read_to_string(self.root.join("etc/network/interfaces")).ok()
+    }
+
+    /// `column` of interface `name`, as ovs-vsctl prints it.
+    pub fn iface(&self, name: &str, column: &str) -> String {
+        self.vsctl_ok(&["get", "Interface", name, column])
+    }
+
+    pub fn port_uuid(&self, name: &str) -> String {
+        self.vsctl_ok(&["get", "Port", name, "_uuid"])
+    }
+
+    pub fn ports(&self, bridge: &str) -> Vec<String> {
+        self.vsctl_ok(&["list-ports", bridge])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn next_cfg(&self) -> i64 {
+        self.vsctl_ok(&["get", "Open_vSwitch", ".", "next_cfg"])
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.stop("ovs-vswitchd");
+        self.stop("ovsdb-server");
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
