@@ -373,16 +373,21 @@ impl Applier<'_> {
                 .iptables_restore(input, true)
                 .map_err(ApplyError::Unchanged)?;
         }
-        if !plan.ovs.is_empty() {
-            self.probe_vswitchd().map_err(ApplyError::Unchanged)?;
+        if !plan.ovs.is_empty() && current.live.cur_cfg < current.live.next_cfg {
+            // ovs-vswitchd has not applied the last change yet: it is stopped or stuck, and a
+            // change now could not be confirmed.
+            return Err(ApplyError::Unchanged(SysError::Ovs(format!(
+                "ovs-vswitchd has not applied configuration {} (it reports {}): is ovs-vswitchd running?",
+                current.live.next_cfg, current.live.cur_cfg
+            ))));
         }
         // Restoring needs the full "before" even for a GRE-only apply.
         let before = if opts.scope == Scope::GreOnly {
+            let files =
+                crate::plan::read_host_files(self.sys, &self.loc).map_err(ApplyError::Unchanged)?;
             Snapshot {
                 ovs: current.live.owned_state(),
-                ..read_current(self.sys, &self.loc, Scope::Full)
-                    .map_err(ApplyError::Unchanged)?
-                    .snapshot()
+                ..files
             }
         } else {
             current.snapshot()
@@ -414,7 +419,6 @@ impl Applier<'_> {
                 .map_err(|e| ("switching generations".to_string(), e))
         })();
         if let Err((step, error)) = result {
-            (self.log)(&format!("{step} failed: {error}; rolling back"));
             let rollback = self.restore(&marker.before, &marker.cycled);
             if !rollback.is_empty() {
                 return Err(ApplyError::RollbackFailed {
@@ -438,18 +442,6 @@ impl Applier<'_> {
         Ok(plan)
     }
 
-    /// Asks ovs-vswitchd to acknowledge a configuration round (a `next_cfg` bump, nothing else),
-    /// so that a stopped ovs-vswitchd is found before anything changes rather than half-way.
-    fn probe_vswitchd(&mut self) -> Result<(), SysError> {
-        let ops = [
-            serde_json::json!({"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["next_cfg", "+=", 1]]}),
-            serde_json::json!({"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["next_cfg"]}),
-        ];
-        let results = self.sys.ovs_transact(&ops)?;
-        let cfg = ovs::committed_cfg(&results).unwrap_or(0);
-        self.sys.ovs_wait_applied(cfg)
-    }
-
     fn execute(&mut self, plan: &HostPlan, current: &Current) -> Result<(), (String, SysError)> {
         let ovs_step = |e| ("the OVS transaction".to_string(), e);
         if !plan.ovs.is_empty() {
@@ -459,20 +451,21 @@ impl Applier<'_> {
             let wait_step = |e| ("waiting for ovs-vswitchd".to_string(), e);
             self.sys.step("ovs-wait").map_err(wait_step)?;
             self.sys.ovs_wait_applied(cfg).map_err(wait_step)?;
-            let live = self.sys.ovs_read().map_err(wait_step)?;
-            let errors: Vec<String> = plan
+            let names: Vec<&str> = plan
                 .ovs
                 .iter()
                 .filter_map(|c| match c {
                     ovs::OvsChange::AddPort { port, .. }
-                    | ovs::OvsChange::UpdatePort { port, .. } => Some(&port.name),
+                    | ovs::OvsChange::UpdatePort { port, .. } => Some(port.name.as_str()),
                     _ => None,
                 })
-                .filter_map(|name| {
-                    let e = live.iface_by_name(name)?.error.clone()?;
-                    Some(format!("interface {name}: {e}"))
-                })
                 .collect();
+            // Only the interfaces this apply added or changed, not the whole table.
+            let results = self
+                .sys
+                .ovs_transact(&ovs::error_ops(&names))
+                .map_err(wait_step)?;
+            let errors = ovs::interface_errors(&names, &results);
             if !errors.is_empty() {
                 return Err(("ovs-vswitchd".into(), SysError::Ovs(errors.join("; "))));
             }
@@ -535,9 +528,11 @@ impl Applier<'_> {
                     let ops = ovs::transaction(&changes, &live, "ovs-bundle: rollback");
                     match self.sys.ovs_transact(&ops) {
                         Ok(results) => {
+                            // The database holds the old rows again; an ovs-vswitchd that is
+                            // down reads them when it starts, so not hearing back is no failure.
                             if let Some(cfg) = ovs::committed_cfg(&results) {
                                 if let Err(e) = self.sys.ovs_wait_applied(cfg) {
-                                    errors.push(format!("OVS rows restored, but {e}"));
+                                    (self.log)(&format!("warning: OVS rows restored, but {e}"));
                                 }
                             }
                         }

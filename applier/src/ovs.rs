@@ -677,6 +677,26 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
     all
 }
 
+/// `select` operations reading the `error` column of the named interfaces.
+pub fn error_ops(names: &[&str]) -> Vec<Value> {
+    names
+        .iter()
+        .map(|n| json!({"op": "select", "table": "Interface", "where": [["name", "==", n]], "columns": ["error"]}))
+        .collect()
+}
+
+/// `interface NAME: ERROR` for each interface ovs-vswitchd reports an error on.
+pub fn interface_errors(names: &[&str], results: &[Value]) -> Vec<String> {
+    names
+        .iter()
+        .zip(results)
+        .filter_map(|(n, r)| {
+            let e = optional(&r["rows"][0]["error"])?;
+            Some(format!("interface {n}: {}", e.as_str()?))
+        })
+        .collect()
+}
+
 /// The `next_cfg` the transaction's last operation read back.
 pub fn committed_cfg(results: &[Value]) -> Option<i64> {
     results.last()?["rows"][0]["next_cfg"].as_i64()

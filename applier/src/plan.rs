@@ -129,8 +129,20 @@ pub fn read_current(
             ip_forward: None,
         });
     }
+    let files = read_host_files(sys, loc)?;
     Ok(Current {
         live,
+        chains: files.chains,
+        interfaces: files.interfaces,
+        sysctl: files.sysctl,
+        ip_forward: files.ip_forward,
+    })
+}
+
+/// Everything but OVS: the chains, the interfaces file, the sysctl drop-in and value.
+pub fn read_host_files(sys: &mut dyn System, loc: &Locations) -> Result<Snapshot, SysError> {
+    Ok(Snapshot {
+        ovs: OvsState::default(),
         chains: Chains::from_save(&sys.iptables_save()?),
         interfaces: sys.read_file(&loc.paths.interfaces_file())?,
         sysctl: sys.read_file(&loc.paths.sysctl_dropin())?,

@@ -260,25 +260,37 @@ fn ovsdb_server_down_is_one_clear_error_and_no_change() {
 }
 
 #[test]
-fn ovs_vswitchd_down_is_found_before_anything_changes() {
+fn ovs_vswitchd_down_is_one_clear_error_and_the_host_as_it_was() {
     let h = host("t1");
     check(apply(&h, &h.bundle("v1", &v1(), 1)), "apply");
     let before = state(&h);
     h.stop("ovs-vswitchd");
-    let out = h.applier(&[
-        "--timeout",
-        "3",
-        "apply",
-        h.bundle("v2", &v2(), 2).to_str().unwrap(),
-    ]);
+    let v2b = h.bundle("v2", &v2(), 2);
+    let out = h.applier(&["--timeout", "3", "apply", v2b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // The change is made in OVSDB, not confirmed, and undone: one error, the rows as they were,
+    // nothing else touched.
     assert!(
-        err.contains("is ovs-vswitchd running?") && err.contains("nothing was changed"),
+        err.contains("is ovs-vswitchd running?") && err.contains("rolled back"),
+        "{err}"
+    );
+    let other = err
+        .lines()
+        .filter(|l| !l.contains("warning: OVS rows restored"));
+    assert_eq!(other.count(), 1, "{err}");
+    assert_eq!(state(&h), before);
+    // Tried again, it is refused before any change: vswitchd never caught up.
+    let out = h.applier(&["--timeout", "3", "apply", v2b.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("has not applied configuration") && err.contains("nothing was changed"),
         "{err}"
     );
     assert_eq!(state(&h), before);
+    h.start_vswitchd();
+    check(apply(&h, &v2b), "apply once ovs-vswitchd is back");
 }
 
 #[test]
