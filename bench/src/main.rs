@@ -312,6 +312,18 @@ fn bench_builder(builder: &Path, work: &Path, hosts: usize, runs: usize) -> Resu
             .flatten()
             .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
             .sum::<u64>();
+        // What was built must verify: the last host's bundle, with the applier.
+        let last = format!("h{}", hosts - 1);
+        check(
+            Command::new(builder.with_file_name("applier"))
+                .arg("verify")
+                .arg(out.join(format!("{last}.tgz")))
+                .arg("--trusted-key")
+                .arg(work.join("bench.pub"))
+                .args(["--host", &last])
+                .output()?,
+            "verifying a built bundle",
+        );
         let _ = std::fs::remove_dir_all(&out);
     }
     Ok(
