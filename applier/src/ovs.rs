@@ -377,9 +377,11 @@ pub fn plan(
             Some(_) => {}
         }
     }
+    let mut deleted_bridges: BTreeSet<&str> = BTreeSet::new();
     if scope == Scope::Full {
         for lb in live.bridges.iter().filter(|lb| owned(&lb.external_ids)) {
             if !desired.bridges.iter().any(|b| b.name == lb.name) {
+                deleted_bridges.insert(&lb.name);
                 changes.push(OvsChange::DeleteBridge {
                     name: lb.name.clone(),
                     uuid: lb.uuid.clone(),
@@ -387,19 +389,13 @@ pub fn plan(
             }
         }
     }
-    let deleted_bridges: BTreeSet<String> = changes
-        .iter()
-        .filter_map(|c| match c {
-            OvsChange::DeleteBridge { name, .. } => Some(name.clone()),
-            _ => None,
-        })
-        .collect();
 
     // Owned ports no longer wanted (or wanted on another bridge, or of another kind).
+    let mut deleted_ports: BTreeSet<&String> = BTreeSet::new();
     for lb in live
         .bridges
         .iter()
-        .filter(|lb| !deleted_bridges.contains(&lb.name))
+        .filter(|lb| !deleted_bridges.contains(lb.name.as_str()))
     {
         for pu in &lb.ports {
             let Some(lp) = live.ports.get(pu) else {
@@ -425,6 +421,7 @@ pub fn plan(
                     && lp.interfaces.len() == 1
             });
             if !keep {
+                deleted_ports.insert(&lp.uuid);
                 changes.push(OvsChange::DeletePort {
                     bridge: lb.name.clone(),
                     bridge_uuid: lb.uuid.clone(),
@@ -434,13 +431,6 @@ pub fn plan(
             }
         }
     }
-    let deleted_ports: BTreeSet<String> = changes
-        .iter()
-        .filter_map(|c| match c {
-            OvsChange::DeletePort { uuid, .. } => Some(uuid.clone()),
-            _ => None,
-        })
-        .collect();
 
     for (name, (b, p)) in &desired_ports {
         match live.port(name) {
