@@ -332,14 +332,28 @@ fn a_killed_apply_is_recovered_by_the_next_run() {
     let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let ports = h.ports("br-t");
-    // Changes every part: tunnels, address, the forwarder's uplink.
+    // Changes every part: tunnels, the address, and no more forwarder (rules and sysctl go),
+    // so that every step of an apply has work to do and can be interrupted.
     let more = profile(
         &[("10.99.0.2", Some(PSK_A)), ("10.99.0.7", None)],
         "10.20.0.8/24",
-    )
-    .replace("eth0", "eth1");
+    );
+    let more = more
+        .split("\n[bridges.forwarder]")
+        .next()
+        .unwrap()
+        .to_string();
     let b2 = h.bundle("v2", &more, 2);
-    for step in ["ovs-wait", "iptables", "interfaces", "switch"] {
+    for step in [
+        "generation",
+        "ovs-transact",
+        "ovs-wait",
+        "iptables",
+        "sysctl",
+        "interfaces",
+        "ifupdown",
+        "switch",
+    ] {
         let out = h.applier_env(
             &["apply", b2.to_str().unwrap()],
             &[("OVS_BUNDLE_TEST_KILL_AT", step)],
