@@ -29,6 +29,29 @@ fn profile(peers: &[(&str, Option<&str>)], address: &str) -> String {
     p
 }
 
+/// The steps of an apply, as the test hooks name them.
+const APPLY_STEPS: [&str; 8] = [
+    "generation",
+    "ovs-transact",
+    "ovs-wait",
+    "iptables",
+    "sysctl",
+    "interfaces",
+    "ifupdown",
+    "switch",
+];
+
+/// A successor of `three_peers` that changes every part: tunnels (the first one's key becomes
+/// `psk`), the address, and no more forwarder (rules and sysctl go), so that every step of an
+/// apply has work to do and can be interrupted.
+fn changes_every_part(psk: &str) -> String {
+    let p = profile(
+        &[("10.99.0.2", Some(psk)), ("10.99.0.7", None)],
+        "10.20.0.8/24",
+    );
+    p.split("\n[bridges.forwarder]").next().unwrap().to_string()
+}
+
 fn three_peers() -> String {
     profile(
         &[
@@ -332,28 +355,8 @@ fn a_killed_apply_is_recovered_by_the_next_run() {
     let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let ports = h.ports("br-t");
-    // Changes every part: tunnels, the address, and no more forwarder (rules and sysctl go),
-    // so that every step of an apply has work to do and can be interrupted.
-    let more = profile(
-        &[("10.99.0.2", Some(PSK_A)), ("10.99.0.7", None)],
-        "10.20.0.8/24",
-    );
-    let more = more
-        .split("\n[bridges.forwarder]")
-        .next()
-        .unwrap()
-        .to_string();
-    let b2 = h.bundle("v2", &more, 2);
-    for step in [
-        "generation",
-        "ovs-transact",
-        "ovs-wait",
-        "iptables",
-        "sysctl",
-        "interfaces",
-        "ifupdown",
-        "switch",
-    ] {
+    let b2 = h.bundle("v2", &changes_every_part(PSK_A), 2);
+    for step in APPLY_STEPS {
         let out = h.applier_env(
             &["apply", b2.to_str().unwrap()],
             &[("OVS_BUNDLE_TEST_KILL_AT", step)],
@@ -488,30 +491,8 @@ fn a_failure_at_any_step_leaves_the_host_fully_on_the_old_state() {
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let old = (h.ports("br-t"), h.iptables_save(), h.interfaces());
     let uuid = h.port_uuid("gre-0a630002");
-    // Every part changes: tunnels, the address, and no more forwarder (rules and sysctl go).
-    let more = profile(
-        &[
-            ("10.99.0.2", Some("another-psk-cccccccccccc")),
-            ("10.99.0.7", None),
-        ],
-        "10.20.0.8/24",
-    );
-    let more = more
-        .split("\n[bridges.forwarder]")
-        .next()
-        .unwrap()
-        .to_string();
-    let b2 = h.bundle("v2", &more, 2);
-    for step in [
-        "generation",
-        "ovs-transact",
-        "ovs-wait",
-        "iptables",
-        "sysctl",
-        "interfaces",
-        "ifupdown",
-        "switch",
-    ] {
+    let b2 = h.bundle("v2", &changes_every_part("another-psk-cccccccccccc"), 2);
+    for step in APPLY_STEPS {
         let out = h.applier_env(
             &["apply", b2.to_str().unwrap()],
             &[("OVS_BUNDLE_TEST_FAIL_AT", step)],
