@@ -205,29 +205,8 @@ impl TestHost {
 
     /// Writes `profile` as this host's profile (plus any extra files) and builds its bundle.
     pub fn bundle(&self, tag: &str, profile: &str, serial: u64) -> PathBuf {
-        let dir = self.dir.path().join("profiles").join(tag);
-        std::fs::create_dir_all(dir.join("hosts")).unwrap();
-        std::fs::write(dir.join(format!("hosts/{}.toml", self.name)), profile).unwrap();
-        let fleet = builder::profile::load_fleet(&dir).unwrap_or_else(|d| {
-            panic!(
-                "test profile invalid: {}",
-                d.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        });
-        let bytes = build_host(
-            &fleet.hosts[0],
-            &self.key,
-            BuildParams {
-                serial,
-                expires: None,
-            },
-        );
-        let path = self.dir.path().join(format!("{tag}.tgz"));
-        std::fs::write(&path, bytes).unwrap();
-        path
+        let host = self.load_profile(tag, profile);
+        self.write_bundle(tag, build_host(&host, &self.key, Self::params(serial)))
     }
 
     /// A bundle with one rendered file replaced, signed with the trusted key: for injecting
@@ -240,25 +219,42 @@ impl TestHost {
         file: &str,
         content: &str,
     ) -> PathBuf {
-        let dir = self.dir.path().join("profiles").join(tag);
-        std::fs::create_dir_all(dir.join("hosts")).unwrap();
-        std::fs::write(dir.join(format!("hosts/{}.toml", self.name)), profile).unwrap();
-        let fleet = builder::profile::load_fleet(&dir).unwrap();
-        let mut rendered = builder::render::render_host(&fleet.hosts[0]);
+        let host = self.load_profile(tag, profile);
+        let mut rendered = builder::render::render_host(&host);
         for f in &mut rendered.files {
             if f.0 == file {
                 f.2 = content.as_bytes().to_vec();
             }
         }
-        let bytes = builder::build::assemble(
-            &self.name,
-            rendered,
-            &self.key,
-            BuildParams {
-                serial,
-                expires: None,
-            },
-        );
+        let bytes = builder::build::assemble(&self.name, rendered, &self.key, Self::params(serial));
+        self.write_bundle(tag, bytes)
+    }
+
+    fn params(serial: u64) -> BuildParams {
+        BuildParams {
+            serial,
+            expires: None,
+        }
+    }
+
+    /// This host's profile `profile`, written under `profiles/<tag>/` and validated.
+    fn load_profile(&self, tag: &str, profile: &str) -> builder::model::Host {
+        let dir = self.dir.path().join("profiles").join(tag);
+        std::fs::create_dir_all(dir.join("hosts")).unwrap();
+        std::fs::write(dir.join(format!("hosts/{}.toml", self.name)), profile).unwrap();
+        let fleet = builder::profile::load_fleet(&dir).unwrap_or_else(|d| {
+            panic!(
+                "test profile invalid: {}",
+                d.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        fleet.hosts.into_iter().next().expect("one host")
+    }
+
+    fn write_bundle(&self, tag: &str, bytes: Vec<u8>) -> PathBuf {
         let path = self.dir.path().join(format!("{tag}.tgz"));
         std::fs::write(&path, bytes).unwrap();
         path
