@@ -14,7 +14,8 @@ pub struct Fleet {
 
 /// What an image without the applier package runs first: install it from the payload disk.
 const INSTALL_APPLIER: &str = "mkdir -p /payload && (mountpoint -q /payload || mount -o ro /dev/vdb /payload) && \
-    install -m 755 /payload/applier /usr/local/sbin/applier && cp /payload/systemd/* /etc/systemd/system/";
+    install -m 755 /payload/applier /usr/local/sbin/applier && cp -r /payload/systemd/* /etc/systemd/system/ && \
+    cp /payload/strongswan.d/* /etc/strongswan.d/";
 
 fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
@@ -215,6 +216,8 @@ impl Fleet {
         std::fs::copy(&pk, payload.join("test.pub"))?;
         let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../applier/systemd");
         copy_dir(&units, &payload.join("systemd"))?;
+        let strongswan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../applier/strongswan.d");
+        copy_dir(&strongswan, &payload.join("strongswan.d"))?;
         let img = work.join("payload.img");
         let _ = std::fs::remove_file(&img);
         run(Command::new("mke2fs")

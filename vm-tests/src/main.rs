@@ -3,6 +3,7 @@
 //! is what the profiles say. One line per scenario with its duration, then a summary.
 //!
 //! Usage: vm-tests [--only N]... (from `vm-tests/run`, which builds the guest and the binaries).
+//! With OVSB_VM_TRACE set, every retry of a waiting check is printed to stderr.
 
 mod fleet;
 mod guest;
