@@ -431,8 +431,15 @@ fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
     until_ok(g, check, 120).context("ci1's network did not come back after a reboot")?;
     vswitchd_forwards(g)?;
     // The shipped drop-in is what holds vswitchd back on a fast boot: systemd must have used it.
-    g.ok("systemctl show -p DropInPaths ovs-vswitchd.service | grep -q ovs-vswitchd.service.d/ovs-bundle.conf")
-        .context("ci1: the ovs-vswitchd drop-in was not loaded")?;
+    let (rc, out) = g.run(
+        "systemctl show -p DropInPaths -p ExecStartPre ovs-vswitchd.service; \
+         systemctl show -p DropInPaths ovs-vswitchd.service | grep -q ovs-vswitchd.service.d/ovs-bundle.conf && \
+         systemctl show -p ExecStartPre ovs-vswitchd.service | grep -q 'awk.* status=0 ' && \
+         systemctl is-active ovs-vswitchd.service",
+    )?;
+    if rc != 0 {
+        bail!("ci1: the ovs-vswitchd drop-in was not loaded, or its wait failed:\n{out}");
+    }
     let (rc, out) = g.run("systemctl is-active ovs-bundle.service; applier status")?;
     if rc != 0 {
         bail!("after reboot:\n{out}");
