@@ -255,6 +255,13 @@ impl Guest {
                 );
             }
             if self.wait_ready(left).is_ok() && boot_id(self).is_ok_and(|id| id != before) {
+                if std::env::var_os("OVSB_VM_TRACE").is_some() {
+                    eprintln!(
+                        "  {}: back from `{how}` after {:?}",
+                        self.name,
+                        start.elapsed()
+                    );
+                }
                 return Ok(());
             }
         }
