@@ -110,35 +110,31 @@ impl TestHost {
                 "ovsdb-tool create",
             );
         }
-        let o = |f: &str| self.ovs.join(f).display().to_string();
-        check(
-            self.in_ns("ovsdb-server")
-                .arg(&db)
-                .arg(format!("--remote=punix:{}", o("db.sock")))
-                .arg(format!("--pidfile={}", o("ovsdb-server.pid")))
-                .arg(format!("--log-file={}", o("ovsdb-server.log")))
-                .arg(format!("--unixctl={}", o("ovsdb-server.ctl")))
-                .args(["--detach", "--no-chdir"])
-                .output()
-                .unwrap(),
-            "ovsdb-server",
-        );
+        let remote = format!("--remote=punix:{}", self.ovs.join("db.sock").display());
+        self.start_daemon("ovsdb-server", &[db.display().to_string(), remote]);
         check(self.vsctl(&["--no-wait", "init"]), "ovs-vsctl init");
         self.start_vswitchd();
     }
 
     pub fn start_vswitchd(&self) {
-        let o = |f: &str| self.ovs.join(f).display().to_string();
+        let db = format!("unix:{}", self.ovs.join("db.sock").display());
+        self.start_daemon("ovs-vswitchd", &[db]);
+    }
+
+    /// Starts an OVS daemon in the namespace, detached, with its pid file, log and control
+    /// socket named after it in this host's own OVS directory.
+    fn start_daemon(&self, name: &str, args: &[String]) {
+        let o = |ext: &str| self.ovs.join(format!("{name}.{ext}")).display().to_string();
         check(
-            self.in_ns("ovs-vswitchd")
-                .arg(format!("unix:{}", o("db.sock")))
-                .arg(format!("--pidfile={}", o("ovs-vswitchd.pid")))
-                .arg(format!("--log-file={}", o("ovs-vswitchd.log")))
-                .arg(format!("--unixctl={}", o("ovs-vswitchd.ctl")))
+            self.in_ns(name)
+                .args(args)
+                .arg(format!("--pidfile={}", o("pid")))
+                .arg(format!("--log-file={}", o("log")))
+                .arg(format!("--unixctl={}", o("ctl")))
                 .args(["--detach", "--no-chdir"])
                 .output()
                 .unwrap(),
-            "ovs-vswitchd",
+            name,
         );
     }
 

@@ -444,9 +444,9 @@ fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
     vswitchd_forwards(g)?;
     // The shipped drop-in is what holds vswitchd back on a fast boot: systemd must have used it.
     let (rc, out) = g.run(
-        "systemctl show -p DropInPaths -p ExecStartPre ovs-vswitchd.service; \
-         systemctl show -p DropInPaths ovs-vswitchd.service | grep -q ovs-vswitchd.service.d/ovs-bundle.conf && \
-         systemctl show -p ExecStartPre ovs-vswitchd.service | grep -q 'awk.* status=0 ' && \
+        "show=$(systemctl show -p DropInPaths -p ExecStartPre ovs-vswitchd.service); echo \"$show\"; \
+         echo \"$show\" | grep -q '^DropInPaths=.*ovs-vswitchd.service.d/ovs-bundle.conf' && \
+         echo \"$show\" | grep -q '^ExecStartPre=.*awk.* status=0 ' && \
          systemctl is-active ovs-vswitchd.service",
     )?;
     if rc != 0 {
