@@ -5,17 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-need=(openvswitch-switch openvswitch-common iptables ifupdown minisign iproute2 iputils-ping util-linux)
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "test.sh: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# Every tool the tests use, the VM tests' included, so that nothing runs before all are there.
+# scripts/ensure-tools decides from the tools, installs in one apt transaction and checks again.
+mapfile -t needs < <(grep -hv '^#' scripts/test-needs vm-tests/needs)
+scripts/ensure-tools test.sh "${needs[@]}"
 
 echo "test.sh: rustfmt and clippy"
 cargo fmt --all -- --check
