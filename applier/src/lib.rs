@@ -1,17 +1,20 @@
 //! The applier: verifies bundles and applies them to a host, atomically.
 //!
-//! `plan` holds the explicit desired/current/plan types, `apply` the engine that executes a plan
-//! with rollback and crash recovery, `system` the one seam through which every side effect goes,
-//! `ovs`/`ovsdb` the OVSDB side, `firewall` the iptables side, `store` the generations on disk.
+//! `state` holds what this tool owns on a host as one value, `plan` the plan between two states,
+//! `engine` the engine that executes a plan (apply and rollback alike) with crash recovery,
+//! `system` the one typed seam through which every side effect goes, `ovs`/`ovsdb` the OVSDB side,
+//! `store` the generations on disk, `boot` the boot-time policy and `cmd` the commands.
 
-pub mod apply;
-pub mod exit;
-pub mod firewall;
+pub mod boot;
+pub mod cli;
+pub mod cmd;
+pub mod engine;
 pub mod lock;
 pub mod ovs;
 pub mod ovsdb;
 pub mod paths;
 pub mod plan;
+pub mod state;
 pub mod store;
 pub mod system;
 pub mod trust;

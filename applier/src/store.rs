@@ -2,9 +2,8 @@
 //! is current, the highest serial applied, and the in-progress marker that makes a crash
 //! mid-apply recoverable. Every write is atomic and goes through the [`System`] seam.
 
-use crate::firewall::Chains;
+use crate::state::HostState;
 use crate::system::{SysError, System};
-use bundle::OvsState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -26,25 +25,22 @@ pub struct GenMeta {
     pub gre_only_base: Option<u64>,
 }
 
-/// The host's state before an apply started: what a rollback or crash recovery restores.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Snapshot {
-    pub ovs: OvsState,
-    pub chains: Chains,
-    pub interfaces: Option<Vec<u8>>,
-    pub sysctl: Option<Vec<u8>>,
-    pub ip_forward: Option<Vec<u8>>,
-}
-
 /// Written before the first change of an apply, removed after the last: if it is found, that
 /// apply was interrupted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marker {
     pub target: u64,
     pub previous: Option<u64>,
-    pub before: Snapshot,
+    pub before: HostState,
     /// Interfaces that the apply cycles with ifdown/ifup, to cycle again when restoring.
     pub cycled: Vec<String>,
+    /// Whether the apply created generation `target` (undoing it removes that generation; a
+    /// rollback to an existing generation must not).
+    #[serde(default)]
+    pub created: bool,
+    /// The highest serial recorded before the apply, put back when it is undone.
+    #[serde(default)]
+    pub highest_before: Option<u64>,
 }
 
 impl Store {
@@ -57,17 +53,13 @@ impl Store {
     }
 
     /// Creates the state directory, readable by root only (generations hold PSKs).
-    pub fn init(&self) -> std::io::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
+    pub fn init(&self, sys: &mut dyn System) -> Result<(), SysError> {
         for d in [
             self.dir.clone(),
             self.dir.join("generations"),
             self.dir.join("incoming"),
         ] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&d)?;
+            sys.create_dir(&d, 0o700)?;
         }
         Ok(())
     }
@@ -116,15 +108,20 @@ impl Store {
     }
 
     /// Generation numbers present, ascending.
-    pub fn generations(&self) -> Vec<u64> {
-        let mut out: Vec<u64> = std::fs::read_dir(self.dir.join("generations"))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .filter(|n| self.gen_dir(*n).join("meta.json").exists())
-            .collect();
+    pub fn generations(&self, sys: &mut dyn System) -> Result<Vec<u64>, SysError> {
+        let mut out = Vec::new();
+        for name in sys.list_dir(&self.dir.join("generations"))? {
+            let Ok(n) = name.parse::<u64>() else { continue };
+            if sys
+                .list_dir(&self.gen_dir(n))?
+                .iter()
+                .any(|f| f == "meta.json")
+            {
+                out.push(n);
+            }
+        }
         out.sort_unstable();
-        out
+        Ok(out)
     }
 
     pub fn meta(&self, sys: &mut dyn System, n: u64) -> Result<GenMeta, SysError> {
@@ -147,8 +144,8 @@ impl Store {
         })
     }
 
-    pub fn next_number(&self) -> u64 {
-        self.generations().last().map_or(1, |n| n + 1)
+    pub fn next_number(&self, sys: &mut dyn System) -> Result<u64, SysError> {
+        Ok(self.generations(sys)?.last().map_or(1, |n| n + 1))
     }
 
     /// Writes a generation's files. It counts as present only once `meta.json` exists, which is
@@ -168,25 +165,35 @@ impl Store {
     pub fn remove_generation(&self, sys: &mut dyn System, n: u64) -> Result<(), SysError> {
         sys.remove_file(&self.gen_dir(n).join("meta.json"))?;
         sys.remove_file(&self.bundle_path(n))?;
-        let _ = std::fs::remove_dir(self.gen_dir(n));
-        Ok(())
+        sys.remove_dir(&self.gen_dir(n))
     }
 
-    /// Makes `n` current and records `serial` if it is the highest yet: the commit point.
+    /// The commit point: records `serial` if it is the highest yet, then makes `n` current. The
+    /// serial goes first, so no crash can leave `n` current without its serial recorded (the
+    /// replay ratchet); a crash between the two is undone like any interrupted apply, which puts
+    /// the recorded serial back ([`Store::set_highest_serial`]).
     pub fn switch(&self, sys: &mut dyn System, n: u64, serial: u64) -> Result<(), SysError> {
+        if self.highest_serial(sys)?.is_none_or(|h| serial > h) {
+            self.set_highest_serial(sys, Some(serial))?;
+        }
         sys.write_file(
             &self.dir.join("current"),
             format!("{n}\n").as_bytes(),
             0o600,
-        )?;
-        if self.highest_serial(sys)?.is_none_or(|h| serial > h) {
-            sys.write_file(
-                &self.dir.join("highest-serial"),
-                format!("{serial}\n").as_bytes(),
-                0o600,
-            )?;
+        )
+    }
+
+    /// Records `serial` as the highest applied (`None`: nothing applied yet).
+    pub fn set_highest_serial(
+        &self,
+        sys: &mut dyn System,
+        serial: Option<u64>,
+    ) -> Result<(), SysError> {
+        let path = self.dir.join("highest-serial");
+        match serial {
+            Some(s) => sys.write_file(&path, format!("{s}\n").as_bytes(), 0o600),
+            None => sys.remove_file(&path),
         }
-        Ok(())
     }
 
     pub fn marker(&self, sys: &mut dyn System) -> Result<Option<Marker>, SysError> {

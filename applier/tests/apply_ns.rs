@@ -29,7 +29,7 @@ fn profile(peers: &[(&str, Option<&str>)], address: &str) -> String {
     p
 }
 
-/// The steps of an apply, as the test hooks name them.
+/// The steps of an apply, as the kill hook names them.
 const APPLY_STEPS: [&str; 8] = [
     "generation",
     "ovs-transact",
@@ -350,7 +350,13 @@ fn an_interface_ovs_cannot_create_rolls_everything_back() {
     );
 }
 
+// Failure injected at every step (not only at these boundaries) is tested on the in-memory fake
+// host: `applier::engine` unit tests. Here the real binary is killed at each step boundary.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the kill hook: cargo test --features ovs-bundle-applier/test-hooks"
+)]
 fn a_killed_apply_is_recovered_by_the_next_run() {
     let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
@@ -483,56 +489,6 @@ fn a_thousand_tunnels_go_in_one_transaction_and_replies_are_reassembled() {
     );
     assert!(again.contains("\"unchanged\""), "{again}");
     assert_eq!(h.next_cfg(), cfg);
-}
-
-#[test]
-fn a_failure_at_any_step_leaves_the_host_fully_on_the_old_state() {
-    let h = host("t1");
-    apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
-    let old = (h.ports("br-t"), h.iptables_save(), h.interfaces());
-    let uuid = h.port_uuid("gre-0a630002");
-    let b2 = h.bundle("v2", &changes_every_part("another-psk-cccccccccccc"), 2);
-    for step in APPLY_STEPS {
-        let out = h.applier_env(
-            &["apply", b2.to_str().unwrap()],
-            &[("OVS_BUNDLE_TEST_FAIL_AT", step)],
-        );
-        assert_eq!(out.status.code(), Some(1), "{step}");
-        let err = text(&out.stderr);
-        assert!(
-            err.contains(&format!("injected failure at step {step}"))
-                && err.contains("rolled back"),
-            "{step}: {err}"
-        );
-        assert_eq!(
-            (h.ports("br-t"), h.iptables_save(), h.interfaces()),
-            old,
-            "{step}: host changed"
-        );
-        assert_eq!(
-            h.iface("gre-0a630002", "options:psk").trim_matches('"'),
-            PSK_A,
-            "{step}"
-        );
-        assert_eq!(
-            h.port_uuid("gre-0a630002"),
-            uuid,
-            "{step}: row replaced instead of updated"
-        );
-        assert!(
-            h.root.join("etc/sysctl.d/60-ovs-bundle.conf").exists(),
-            "{step}: sysctl drop-in lost"
-        );
-        let status = h.applier(&["status"]);
-        assert_eq!(
-            status.status.code(),
-            Some(0),
-            "{step}: drift: {}",
-            text(&status.stdout)
-        );
-        let gens = check(h.applier(&["generations"]), "generations");
-        assert_eq!(gens.lines().count(), 1, "{step}: {gens}");
-    }
 }
 
 #[test]

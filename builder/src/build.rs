@@ -164,15 +164,12 @@ pub fn classify(old: Option<&[u8]>, new: &[u8]) -> Change {
         .iter()
         .all(|(k, v)| k == bundle::OVS_NAME || new.files.get(k) == Some(v))
         && new.files.keys().all(|k| old.files.contains_key(k));
+    // What must be equal for `--gre-only` to suffice is the format's notion
+    // (`OvsState::without_gre`), shared with the applier, not one of the builder's own.
     let without_gre = |b: &bundle::VerifiedBundle| {
         b.file(bundle::OVS_NAME)
             .and_then(|d| bundle::OvsState::from_bytes(d).ok())
-            .map(|mut s| {
-                for br in &mut s.bridges {
-                    br.ports.retain(|p| p.role != bundle::PortRole::Gre);
-                }
-                s
-            })
+            .map(|s| s.without_gre())
     };
     if others_same && without_gre(&old).is_some() && without_gre(&old) == without_gre(&new) {
         Change::GreOnly

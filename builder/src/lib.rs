@@ -1,15 +1,23 @@
 //! The builder: compiles per-host TOML profiles into signed, reproducible bundles.
 //!
 //! Everything here is pure except reading the inputs (profiles, the files they name, the signing
-//! key) and `build::write_bundle`. The builder never links the code that changes a host.
+//! key), `build::write_bundle`, and the command layer in [`cmd`], which is what the `builder`
+//! binary runs. The builder never links the code that changes a host.
+//!
+//! Layers, each using only those listed before it: [`diag`], [`net`], [`model`] and [`psk`]
+//! (values and rules); [`fleet`] (cross-host checks on valid hosts) and [`profile`] (TOML to a
+//! validated fleet, using `fleet`); [`render`], [`sign`], [`build`], [`inspect`], [`cloudinit`]
+//! (bundles); [`cmd`] (the subcommands).
 
 pub mod build;
 pub mod cloudinit;
+pub mod cmd;
 pub mod diag;
 pub mod fleet;
 pub mod inspect;
 pub mod model;
 pub mod net;
 pub mod profile;
+pub mod psk;
 pub mod render;
 pub mod sign;

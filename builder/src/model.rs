@@ -3,7 +3,7 @@
 
 use crate::diag::Loc;
 use crate::net::Ipv4Cidr;
-use std::fmt;
+use bundle::psk::Psk;
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone)]
@@ -87,37 +87,8 @@ pub struct Forwarder {
     pub loc: Loc,
 }
 
-/// A pre-shared key. Its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Psk(String);
-
-impl Psk {
-    pub(crate) fn new(value: String) -> Self {
-        Psk(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Psk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&bundle::state::redact(&self.0))
-    }
-}
-
-impl fmt::Display for Psk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
 /// The stable OVS port name of the GRE tunnel to `remote`: derived from the peer's address alone,
 /// so adding or removing other peers never renames it, and at most 15 bytes (`gre-` + 8 hex).
 pub fn gre_port_name(remote: Ipv4Addr) -> String {
     format!("gre-{:08x}", u32::from(remote))
 }
-
-/// Shortest PSK accepted, in bytes.
-pub const MIN_PSK_LEN: usize = 16;

@@ -150,7 +150,7 @@ fn another_key_is_not_trusted() {
     )
     .unwrap_err();
     assert!(matches!(err, VerifyError::UntrustedKey { .. }), "{err}");
-    assert_eq!(err.exit_code(), 10);
+    assert_eq!(err.exit().code(), 10);
     assert!(err.to_string().contains(&k.sk.id().to_string()), "{err}");
     // With both trusted (a key roll-over), it verifies.
     verify_bundle(&build(&k, "gw1", P), &[other.pk, k.pk], &opts("gw1")).unwrap();
@@ -160,7 +160,7 @@ fn another_key_is_not_trusted() {
 fn no_keys_means_nothing_is_trusted() {
     let k = keys();
     let err = verify_bundle(&build(&k, "gw1", P), &[], &opts("gw1")).unwrap_err();
-    assert_eq!(err.exit_code(), 14, "{err}");
+    assert_eq!(err.exit().code(), 14, "{err}");
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn a_bundle_for_another_host_is_refused() {
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "bundle is for host \"gw1\", not \"node1\"");
-    assert_eq!(err.exit_code(), 12);
+    assert_eq!(err.exit().code(), 12);
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn an_expired_bundle_is_refused_and_a_live_one_accepted() {
         },
     );
     let err = verify_bundle(&bundle, std::slice::from_ref(&k.pk), &opts("gw1")).unwrap_err();
-    assert_eq!(err.exit_code(), 13, "{err}");
+    assert_eq!(err.exit().code(), 13, "{err}");
     let earlier = VerifyOptions {
         now: Some(999_999),
         ..opts("gw1")
@@ -323,7 +323,7 @@ fn path_traversal_and_absolute_names_are_refused() {
             err.to_string().contains("not a plain file name"),
             "{name}: {err}"
         );
-        assert_eq!(err.exit_code(), 11);
+        assert_eq!(err.exit().code(), 11);
     }
 }
 

@@ -9,13 +9,20 @@
 //! This crate does no I/O of its own: it turns bytes into verified values and values into bytes.
 
 pub mod archive;
+pub mod exit;
+pub mod firewall;
+pub mod interfaces;
 pub mod keys;
 pub mod manifest;
+pub mod psk;
 pub mod state;
+pub mod sysctl;
 pub mod time;
 pub mod verify;
 
 pub use archive::{write_archive, ArchiveMember, Limits, ParsedArchive};
+pub use exit::Exit;
+pub use firewall::Chains;
 pub use keys::{KeyId, TrustedKey};
 pub use manifest::{FileEntry, Manifest, FORMAT_VERSION};
 pub use state::{Bridge, Interface, OvsState, Port, PortRole};

@@ -84,6 +84,38 @@ impl OvsState {
         copy
     }
 
+    /// Each bridge with its GRE ports only: the part of the state `--gre-only` reconciles.
+    pub fn gre_only(&self) -> OvsState {
+        self.filter_ports(|p| p.role == PortRole::Gre)
+    }
+
+    /// Everything but the GRE ports: what two states must share for `--gre-only` to suffice.
+    pub fn without_gre(&self) -> OvsState {
+        self.filter_ports(|p| p.role != PortRole::Gre)
+    }
+
+    /// This state with, on each bridge that `gre` also has, `gre`'s GRE ports instead of its own:
+    /// a `--gre-only` apply of `gre` on top of `self`.
+    pub fn with_gre_of(&self, gre: &OvsState) -> OvsState {
+        let mut out = self.clone();
+        for b in out.bridges.iter_mut() {
+            if let Some(g) = gre.bridges.iter().find(|g| g.name == b.name) {
+                b.ports.retain(|p| p.role != PortRole::Gre);
+                b.ports
+                    .extend(g.ports.iter().filter(|p| p.role == PortRole::Gre).cloned());
+            }
+        }
+        out
+    }
+
+    fn filter_ports(&self, keep: impl Fn(&Port) -> bool) -> OvsState {
+        let mut out = self.clone();
+        for b in out.bridges.iter_mut() {
+            b.ports.retain(&keep);
+        }
+        out
+    }
+
     pub fn ports(&self) -> impl Iterator<Item = (&Bridge, &Port)> {
         self.bridges
             .iter()

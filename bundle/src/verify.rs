@@ -74,17 +74,18 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    /// The exit code documented in `docs/exit-codes.md`.
-    pub fn exit_code(&self) -> u8 {
+    /// What this refusal means to a script (`docs/exit-codes.md`).
+    pub fn exit(&self) -> crate::Exit {
+        use crate::Exit;
         match self {
-            VerifyError::NoTrustedKeys => 14,
+            VerifyError::NoTrustedKeys => Exit::NoTrustedKeys,
             VerifyError::UntrustedKey { .. }
             | VerifyError::Revoked { .. }
             | VerifyError::BadSignature { .. }
-            | VerifyError::Tampered { .. } => 10,
-            VerifyError::WrongHost { .. } => 12,
-            VerifyError::Expired { .. } => 13,
-            _ => 11,
+            | VerifyError::Tampered { .. } => Exit::NotAuthentic,
+            VerifyError::WrongHost { .. } => Exit::WrongHost,
+            VerifyError::Expired { .. } => Exit::Expired,
+            _ => Exit::Malformed,
         }
     }
 }

@@ -1,8 +1,9 @@
-//! iptables: this tool's chains as read from `iptables-save`, as wanted by a bundle, and the
-//! `iptables-restore --noflush` input that turns one into the other, one atomic commit per table.
-//! Rules outside the `OVSB-*` chains are never written, apart from one jump into each.
+//! iptables: this tool's chains as a bundle's `iptables.rules` states them (written by the builder,
+//! read by the applier), as read from `iptables-save`, and the `iptables-restore --noflush` input
+//! that turns one into the other, one atomic commit per table. Rules outside the `OVSB-*` chains
+//! are never written, apart from one jump into each.
 
-use bundle::IPTABLES_CHAINS;
+use crate::IPTABLES_CHAINS;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -127,6 +128,65 @@ impl Chains {
         Ok(out)
     }
 
+    /// Every owned chain, existing and jumped to, holding `rules` (`-A OVSB-... ...` lines, in
+    /// order): what a bundle wants. Refuses a rule for a chain this tool does not own.
+    pub fn wanted<'a>(rules: impl IntoIterator<Item = &'a str>) -> Result<Chains, RulesError> {
+        let mut text = String::new();
+        let mut by_table: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (n, rule) in rules.into_iter().enumerate() {
+            let chain = rule.split_whitespace().nth(1).unwrap_or_default();
+            let (table, _, _) = IPTABLES_CHAINS
+                .iter()
+                .find(|(_, _, c)| *c == chain)
+                .ok_or_else(|| RulesError {
+                    line: n + 1,
+                    reason: format!("{rule:?} is not a rule of a chain ovs-bundle owns"),
+                })?;
+            by_table.entry(table).or_default().push(rule);
+        }
+        for (table, rules) in by_table {
+            text.push_str(&format!("*{table}\n"));
+            for r in rules {
+                text.push_str(r);
+                text.push('\n');
+            }
+            text.push_str("COMMIT\n");
+        }
+        Chains::from_bundle(&text)
+    }
+
+    /// The bundle's `iptables.rules`: `header` as comment lines, then per table every owned chain
+    /// declared (so applying empties it) and filled.
+    pub fn bundle_text(&self, header: &str) -> String {
+        let mut out = String::new();
+        for line in header.lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
+        let mut tables: Vec<&str> = IPTABLES_CHAINS.iter().map(|c| c.0).collect();
+        tables.dedup();
+        for table in tables {
+            out.push_str(&format!("*{table}\n"));
+            let chains = IPTABLES_CHAINS.iter().filter(|c| c.0 == table);
+            for (_, _, chain) in chains.clone() {
+                out.push_str(&format!(":{chain} - [0:0]\n"));
+            }
+            for (_, _, chain) in chains {
+                for rule in self
+                    .chains
+                    .get(*chain)
+                    .map(|c| &c.rules)
+                    .into_iter()
+                    .flatten()
+                {
+                    out.push_str(rule);
+                    out.push('\n');
+                }
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+
     /// Rules that differ from `other`, as `(chain, change)` lines for people.
     pub fn diff(&self, current: &Chains) -> Vec<String> {
         let mut out = Vec::new();
@@ -246,5 +306,21 @@ mod tests {
         let err = Chains::from_bundle("*filter\n:OVSB-POSTROUTING - [0:0]\nCOMMIT\n").unwrap_err();
         assert!(err.reason.contains("does not own"), "{err}");
         assert!(Chains::from_bundle("*filter\n-F FORWARD\n").is_err());
+    }
+
+    #[test]
+    fn bundle_text_reads_back_as_the_same_chains() {
+        let rules = [
+            "-A OVSB-POSTROUTING -s 10.0.0.0/24 -o up0 -j MASQUERADE",
+            "-A OVSB-FORWARD -s 10.0.0.0/24 -i priv0 -o up0 -j ACCEPT",
+        ];
+        let want = Chains::wanted(rules).unwrap();
+        let text = want.bundle_text("made by a test");
+        assert!(
+            text.starts_with("# made by a test\n*filter\n:OVSB-FORWARD - [0:0]\n"),
+            "{text}"
+        );
+        assert_eq!(Chains::from_bundle(&text).unwrap(), want);
+        assert!(Chains::wanted(["-A INPUT -j ACCEPT"]).is_err());
     }
 }

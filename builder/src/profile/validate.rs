@@ -1,175 +1,38 @@
-//! Profiles: TOML in, validated [`Fleet`] out.
-//!
-//! Parsing and validation are separate steps: serde turns each file into raw values that keep
-//! their source spans, then validation checks every rule and collects every problem, each with the
-//! `file:line:col` it is about and a hint, before anything is rendered. Reading the files the
-//! profiles name (PSKs, verbatim interfaces files) is the only I/O here.
+//! Validation of one host profile: every rule a host must satisfy on its own (names, addresses,
+//! ports unique on the host, PSKs, forwarders, the verbatim interfaces file), each problem
+//! reported with its place and a hint, all of them collected rather than stopping at the first.
 
-use crate::diag::{Diagnostic, Loc, Severity, SourceMap};
-use crate::model::*;
+use super::raw::{RawBridge, RawForwarder, RawGre, RawHostInterface, RawProfile};
+use crate::diag::{Diagnostic, Loc, SourceMap};
+use crate::model::{
+    gre_port_name, Bridge, Datapath, Forwarder, Gre, Host, HostInterface, VerbatimFile,
+};
 use crate::net::{ifname_problem, Ipv4Cidr};
-use serde::Deserialize;
+use crate::psk;
+use bundle::psk::Psk;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use toml::Spanned;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProfile {
-    host: RawHost,
-    #[serde(default)]
-    bridges: Vec<RawBridge>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHost {
-    name: Spanned<String>,
-    underlay_ip: Spanned<String>,
-    interfaces_file: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBridge {
-    name: Spanned<String>,
-    datapath: Option<Spanned<String>>,
-    rstp: Option<bool>,
-    #[serde(default)]
-    host_interfaces: Vec<Spanned<RawHostInterface>>,
-    #[serde(default)]
-    physical_interfaces: Vec<Spanned<String>>,
-    #[serde(default)]
-    gre: Vec<Spanned<RawGre>>,
-    forwarder: Option<Spanned<RawForwarder>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawHostInterface {
-    Name(String),
-    Table(RawHostInterfaceTable),
-}
-
-// Inside an untagged enum serde buffers values, which loses spans: the element's span is used.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHostInterfaceTable {
-    name: String,
-    address: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGre {
-    remote_ip: Spanned<String>,
-    psk: Option<Spanned<String>>,
-    psk_file: Option<Spanned<String>>,
-    external: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawForwarder {
-    from: Spanned<String>,
-    via: Spanned<String>,
-    source: Spanned<String>,
-}
-
-/// Loads and validates every `hosts/*.toml` under `dir`. On failure, returns every problem found.
-pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
-    let hosts_dir = dir.join("hosts");
-    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&hosts_dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect(),
-        Err(e) => {
-            return Err(vec![Diagnostic::error(
-                None,
-                format!(
-                    "cannot read profiles directory {}: {e}",
-                    hosts_dir.display()
-                ),
-            )
-            .hint(
-                "pass the directory that holds hosts/<host>.toml, e.g. `profiles`",
-            )]);
-        }
-    };
-    paths.sort();
-    if paths.is_empty() {
-        return Err(vec![Diagnostic::error(
-            None,
-            format!("no host profiles (*.toml) in {}", hosts_dir.display()),
-        )
-        .hint("create hosts/<host>.toml; see docs/profiles.md")]);
-    }
-    let mut diags = Vec::new();
-    let mut hosts = Vec::new();
-    for path in &paths {
-        let rel = path
-            .strip_prefix(dir)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .into_owned();
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                if let Some(host) = parse_host(path, &rel, &text, &mut diags) {
-                    hosts.push(host);
-                }
-            }
-            Err(e) => diags.push(Diagnostic::error(
-                None,
-                format!("cannot read {}: {e}", path.display()),
-            )),
-        }
-    }
-    hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    if diags.is_empty() {
-        crate::fleet::expand_meshes(dir, &mut hosts, &mut diags);
-    }
-    if diags.is_empty() {
-        crate::fleet::check_fleet(&hosts, &mut diags);
-    }
-    // Stable: a file's problems in the order they appear in it, files in name order.
-    diags.sort_by(|a, b| a.loc.cmp(&b.loc));
-    let (errors, notes): (Vec<_>, Vec<_>) = diags
-        .into_iter()
-        .partition(|d| d.severity == Severity::Error);
-    if errors.is_empty() {
-        Ok(Fleet { hosts, notes })
-    } else {
-        Err(errors.into_iter().chain(notes).collect())
-    }
-}
-
-/// Parses and validates one host profile. `path` is where it is read from (for messages and to
-/// resolve relative paths); `rel` is its path relative to the profiles directory.
-pub fn parse_host(path: &Path, rel: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Host> {
-    let map = SourceMap::new(path.display().to_string(), text);
-    let raw: RawProfile = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let loc = e.span().map(|s| map.loc(s.start));
-            diags.push(
-                Diagnostic::error(loc, e.message().trim_end().to_string())
-                    .hint("see docs/profiles.md for every key a profile may have"),
-            );
-            return None;
-        }
-    };
-    let before = diags.len();
+/// Validates `raw`, read from `path` (`rel` relative to the profiles directory), adding every
+/// problem to `diags`. The host is returned even when problems were found, if it could be built
+/// at all; the caller decides by whether `diags` grew.
+pub(super) fn host(
+    raw: &RawProfile,
+    map: &SourceMap,
+    path: &Path,
+    rel: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Host> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut v = Validator {
-        map: &map,
+        map,
         base,
         diags,
         ports: BTreeMap::new(),
     };
-    let host = v.host(&raw, path, rel);
-    (diags.len() == before).then_some(host).flatten()
+    v.host(raw, path, rel)
 }
 
 struct Validator<'a> {
@@ -370,7 +233,7 @@ impl Validator<'_> {
     }
 
     fn psk(&mut self, rg: &RawGre) -> Option<Psk> {
-        let (value, loc, what) = match (&rg.psk, &rg.psk_file) {
+        let (loc, checked) = match (&rg.psk, &rg.psk_file) {
             (None, None) => return None,
             (Some(a), Some(b)) => {
                 self.err(
@@ -380,23 +243,17 @@ impl Validator<'_> {
                 );
                 return None;
             }
-            (Some(p), None) => (p.get_ref().clone(), self.at(p), "psk".to_string()),
+            (Some(p), None) => (self.at(p), psk::check(p.get_ref().clone(), "psk")),
             (None, Some(f)) => {
                 let bytes = self.read_file(f, "psk_file")?;
                 let what = format!("PSK in {:?}", f.get_ref());
-                match psk_file_text(bytes, &what) {
-                    Ok(key) => (key, self.at(f), what),
-                    Err((msg, hint)) => {
-                        self.err(self.at(f), msg, hint);
-                        return None;
-                    }
-                }
+                (self.at(f), psk::from_file(bytes, &what))
             }
         };
-        match check_psk(value, &what) {
+        match checked {
             Ok(psk) => Some(psk),
-            Err((msg, hint)) => {
-                self.err(loc, msg, hint);
+            Err(e) => {
+                self.err(loc, e.message, e.hint);
                 None
             }
         }
@@ -476,7 +333,8 @@ impl Validator<'_> {
         })
     }
 
-    /// A verbatim interfaces file must not define what the profile generates.
+    /// A verbatim interfaces file must not define what the profile generates: the result would
+    /// have two stanzas for one interface.
     fn verbatim_conflicts(&mut self, f: &Spanned<String>, text: &str, bridges: &[Bridge]) {
         let file = self.base.join(f.get_ref());
         let map = SourceMap::new(file.display().to_string(), text);
@@ -486,23 +344,21 @@ impl Validator<'_> {
             .filter(|h| h.address.is_some())
             .map(|h| h.name.as_str())
             .collect();
-        for (i, line) in text.lines().enumerate() {
-            let mut words = line.split_whitespace();
-            if words.next() == Some("iface") {
-                if let Some(name) = words.next().filter(|n| generated.contains(n)) {
-                    let profile_loc = self.at(f);
-                    self.diags.push(
-                        Diagnostic::error(
-                            Some(map.line(i + 1)),
-                            format!(
-                                "interfaces file defines {name}, whose stanza the profile also generates from its address (interfaces_file named at {})",
-                                profile_loc.map(|l| l.to_string()).unwrap_or_default()
-                            ),
-                        )
-                        .hint("keep one: remove the address from host_interfaces, or the stanza from the file"),
-                    );
-                }
+        for (name, line) in bundle::interfaces::defined(text) {
+            if !generated.contains(&name.as_str()) {
+                continue;
             }
+            let profile_loc = self.at(f);
+            self.diags.push(
+                Diagnostic::error(
+                    Some(map.line(line)),
+                    format!(
+                        "interfaces file defines {name}, whose stanza the profile also generates from its address (interfaces_file named at {})",
+                        profile_loc.map(|l| l.to_string()).unwrap_or_default()
+                    ),
+                )
+                .hint("keep one: remove the address from host_interfaces, or the stanza from the file"),
+            );
         }
     }
 
@@ -564,42 +420,6 @@ impl Validator<'_> {
         }
         self.ports.insert(name.to_string(), (here, this));
     }
-}
-
-/// The key in a PSK file: its one line, without the line break.
-pub(crate) fn psk_file_text(bytes: Vec<u8>, what: &str) -> Result<String, (String, String)> {
-    let text = String::from_utf8(bytes).map_err(|_| {
-        (
-            format!("{what} is not text"),
-            "a PSK file holds the key as one line of text".to_string(),
-        )
-    })?;
-    let key = text.strip_suffix('\n').unwrap_or(&text);
-    Ok(key.strip_suffix('\r').unwrap_or(key).to_string())
-}
-
-/// A PSK, if it is one IPsec can use: long enough, printable, no quote.
-pub(crate) fn check_psk(value: String, what: &str) -> Result<Psk, (String, String)> {
-    let generate = "generate one, e.g. `head -c 32 /dev/urandom | base64`".to_string();
-    if value.is_empty() {
-        return Err((format!("{what} is empty"), generate));
-    }
-    if value.len() < MIN_PSK_LEN {
-        return Err((
-            format!(
-                "{what} is {} bytes; at least {MIN_PSK_LEN} are required",
-                value.len()
-            ),
-            "generate a longer one, e.g. `head -c 32 /dev/urandom | base64`".to_string(),
-        ));
-    }
-    if value.chars().any(|c| c.is_control() || c == '"') {
-        return Err((
-            format!("{what} contains a control character, a line break or '\"'"),
-            "IPsec configuration cannot carry those; use printable characters only".to_string(),
-        ));
-    }
-    Ok(Psk::new(value))
 }
 
 fn hostname_problem(name: &str) -> Option<&'static str> {

@@ -1,62 +1,15 @@
-//! The one seam for side effects. Everything the applier does to a host goes through [`System`]:
-//! OVSDB, iptables, files, ifupdown. [`RealSystem`] does it for real; tests wrap it to inject a
-//! failure at any step, while integration tests run the real thing in a namespace.
+//! The real host (or the network namespace the process runs in): OVSDB over its unix socket,
+//! `iptables-save`/`iptables-restore`, files, /proc/sys, `ifup`/`ifdown`.
 
-use crate::ovs::{self, Live};
-use crate::ovsdb::{Connection, OvsdbError};
-use serde_json::Value;
+use super::{IfAction, SysError, System};
+use crate::ovs::{self, Live, OvsChange};
+use crate::ovsdb::Connection;
+use bundle::Chains;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A failed step, with what it was doing.
-#[derive(Debug, thiserror::Error)]
-pub enum SysError {
-    #[error(transparent)]
-    Ovsdb(Box<OvsdbError>),
-    #[error("{0}")]
-    Ovs(String),
-    #[error("{path}: {source}")]
-    File {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{command} failed: {detail}")]
-    Command { command: String, detail: String },
-    #[error("{0}")]
-    Injected(String),
-}
-
-impl From<OvsdbError> for SysError {
-    fn from(e: OvsdbError) -> Self {
-        SysError::Ovsdb(Box::new(e))
-    }
-}
-
-pub trait System {
-    fn ovs_read(&mut self) -> Result<Live, SysError>;
-    /// Runs one transaction; returns the results of each operation.
-    fn ovs_transact(&mut self, ops: &[Value]) -> Result<Vec<Value>, SysError>;
-    /// Waits until ovs-vswitchd reports having applied configuration `cfg`.
-    fn ovs_wait_applied(&mut self, cfg: i64) -> Result<(), SysError>;
-    fn iptables_save(&mut self) -> Result<String, SysError>;
-    /// `iptables-restore --noflush` (with `--test` when `test_only`).
-    fn iptables_restore(&mut self, input: &str, test_only: bool) -> Result<(), SysError>;
-    fn read_file(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError>;
-    /// Replaces `path` atomically: temporary file, fsync, rename, fsync of the directory.
-    fn write_file(&mut self, path: &Path, data: &[u8], mode: u32) -> Result<(), SysError>;
-    fn remove_file(&mut self, path: &Path) -> Result<(), SysError>;
-    /// Writes a kernel setting (a file under /proc/sys: written in place, never created).
-    fn write_sysctl(&mut self, path: &Path, value: &[u8]) -> Result<(), SysError>;
-    /// `ifdown`/`ifup` of one interface, with the given interfaces file.
-    fn ifupdown(&mut self, up: bool, iface: &str, interfaces: &Path) -> Result<(), SysError>;
-    /// A named point between steps: tests use it to kill the process or fail there.
-    fn step(&mut self, _name: &str) -> Result<(), SysError> {
-        Ok(())
-    }
-}
 
 /// The real host (or the namespace the process runs in).
 pub struct RealSystem {
@@ -119,12 +72,24 @@ fn run(cmd: &mut Command, input: Option<&str>) -> Result<String, SysError> {
 
 impl System for RealSystem {
     fn ovs_read(&mut self) -> Result<Live, SysError> {
-        let results = self.conn()?.transact(&ovs::read_ops())?;
+        let results = self.conn()?.transact(&ovs::live::read_ops())?;
         Live::from_results(&results).map_err(SysError::Ovs)
     }
 
-    fn ovs_transact(&mut self, ops: &[Value]) -> Result<Vec<Value>, SysError> {
-        Ok(self.conn()?.transact(ops)?)
+    fn ovs_apply(
+        &mut self,
+        changes: &[OvsChange],
+        base: &Live,
+        comment: &str,
+    ) -> Result<i64, SysError> {
+        let ops = ovs::txn::transaction(changes, base, comment);
+        let results = self.conn()?.transact(&ops)?;
+        Ok(ovs::txn::committed_cfg(&results).unwrap_or(base.next_cfg + 1))
+    }
+
+    fn ovs_interface_errors(&mut self, names: &[&str]) -> Result<Vec<String>, SysError> {
+        let results = self.conn()?.transact(&ovs::txn::error_ops(names))?;
+        Ok(ovs::txn::interface_errors(names, &results))
     }
 
     fn ovs_wait_applied(&mut self, cfg: i64) -> Result<(), SysError> {
@@ -148,17 +113,22 @@ impl System for RealSystem {
         }
     }
 
-    fn iptables_save(&mut self) -> Result<String, SysError> {
-        run(&mut Command::new("iptables-save"), None)
+    fn firewall_read(&mut self) -> Result<Chains, SysError> {
+        run(&mut Command::new("iptables-save"), None).map(|save| Chains::from_save(&save))
     }
 
-    fn iptables_restore(&mut self, input: &str, test_only: bool) -> Result<(), SysError> {
+    fn firewall_write(
+        &mut self,
+        want: &Chains,
+        current: &Chains,
+        test_only: bool,
+    ) -> Result<(), SysError> {
         let mut cmd = Command::new("iptables-restore");
         cmd.arg("--noflush");
         if test_only {
             cmd.arg("--test");
         }
-        run(&mut cmd, Some(input)).map(drop)
+        run(&mut cmd, Some(&want.restore_input(current))).map(drop)
     }
 
     fn read_file(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError> {
@@ -193,21 +163,6 @@ impl System for RealSystem {
         }
     }
 
-    /// Test hooks, for kill and fault-injection tests of the real binary:
-    /// `OVS_BUNDLE_TEST_KILL_AT=<step>` SIGKILLs the process there, `OVS_BUNDLE_TEST_FAIL_AT=<step>`
-    /// fails the step.
-    fn step(&mut self, name: &str) -> Result<(), SysError> {
-        if std::env::var("OVS_BUNDLE_TEST_KILL_AT").is_ok_and(|s| s == name) {
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
-        if std::env::var("OVS_BUNDLE_TEST_FAIL_AT").is_ok_and(|s| s == name) {
-            return Err(SysError::Injected(format!(
-                "injected failure at step {name}"
-            )));
-        }
-        Ok(())
-    }
-
     fn write_sysctl(&mut self, path: &Path, value: &[u8]) -> Result<(), SysError> {
         let file = std::fs::OpenOptions::new().write(true).open(path);
         file.and_then(|mut f| f.write_all(value))
@@ -217,18 +172,70 @@ impl System for RealSystem {
             })
     }
 
-    fn ifupdown(&mut self, up: bool, iface: &str, interfaces: &Path) -> Result<(), SysError> {
-        std::fs::create_dir_all(&self.ifstate_dir).map_err(|source| SysError::File {
-            path: self.ifstate_dir.clone(),
-            source,
-        })?;
-        let mut cmd = Command::new(if up { "ifup" } else { "ifdown" });
+    fn ifupdown(
+        &mut self,
+        action: IfAction,
+        iface: &str,
+        interfaces: &Path,
+    ) -> Result<(), SysError> {
+        std::fs::create_dir_all(&self.ifstate_dir)
+            .map_err(|e| SysError::file(&self.ifstate_dir, e))?;
+        let mut cmd = Command::new(match action {
+            IfAction::Down => "ifdown",
+            IfAction::Up => "ifup",
+        });
+        // `--`: an interface name is never read as an option.
         cmd.arg("-i")
             .arg(interfaces)
             .arg("--state-dir")
             .arg(&self.ifstate_dir)
+            .arg("--")
             .arg(iface);
         run(&mut cmd, None).map(drop)
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), SysError> {
+        std::fs::rename(from, to).map_err(|e| SysError::file(from, e))?;
+        sync_dir(to).map_err(|e| SysError::file(to, e))
+    }
+
+    fn list_dir(&mut self, path: &Path) -> Result<Vec<String>, SysError> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(SysError::file(path, e)),
+        };
+        let mut names = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| SysError::file(path, e))?;
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create_dir(&mut self, path: &Path, mode: u32) -> Result<(), SysError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .map_err(|e| SysError::file(path, e))
+    }
+
+    fn remove_dir(&mut self, path: &Path) -> Result<(), SysError> {
+        match std::fs::remove_dir(path) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(SysError::file(path, e)),
+        }
     }
 }
 

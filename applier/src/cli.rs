@@ -1,0 +1,99 @@
+//! The command line: what `applier` accepts, as clap types. Kept in the library so the man pages
+//! and completions can be generated from the same definitions.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Verifies ovs-bundle bundles and applies them to this host.
+///
+/// Exit codes: 0 success / no changes; 1 failure (host unchanged or rolled back); 2 changes
+/// pending (plan, status); 3 rollback failed; 4 another apply is running; 10 not authentic;
+/// 11 malformed; 12 for another host; 13 expired; 14 no trusted keys; 15 refused (serial,
+/// content); 64 bad usage.
+#[derive(Parser)]
+#[command(name = "applier", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args)]
+pub struct Global {
+    /// Prefix for every host path (/etc, /var/lib, /run): for tests and images.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The OVSDB server socket.
+    #[arg(
+        long,
+        global = true,
+        value_name = "unix:PATH",
+        default_value = "unix:/var/run/openvswitch/db.sock"
+    )]
+    pub ovsdb: String,
+    /// Where /proc is (sysctl values are per network namespace).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/proc")]
+    pub proc: PathBuf,
+    /// Seconds to wait for ovsdb-server and ovs-vswitchd.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+    /// Seconds to wait for another apply to finish.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
+    pub lock_timeout: u64,
+    /// Trust this public key (repeatable) instead of ROOT/etc/ovs-bundle/trusted.d/*.pub.
+    #[arg(long, global = true, value_name = "PUB")]
+    pub trusted_key: Vec<PathBuf>,
+    /// The host bundles must be for (default: this host's name).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Machine-readable output (plan, apply, status).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct ApplyFlags {
+    /// Reconcile only the GRE tunnels on the bundle's bridges; leave everything else alone.
+    #[arg(long)]
+    pub gre_only: bool,
+    /// Accept a bundle whose serial is lower than the highest applied (logged loudly).
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Check a bundle's signature, contents and binding without changing anything.
+    Verify { bundle: PathBuf },
+    /// Print what applying a bundle would change (exit 0: nothing, 2: something).
+    Plan {
+        bundle: PathBuf,
+        #[command(flatten)]
+        flags: ApplyFlags,
+    },
+    /// Verify a bundle and apply it atomically, as a new generation.
+    Apply {
+        bundle: PathBuf,
+        #[command(flatten)]
+        flags: ApplyFlags,
+        /// Print the plan and change nothing (same as `plan`).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Compare the host with the current generation (exit 0: no drift, 2: drift).
+    Status,
+    /// Switch back to the previous generation.
+    Rollback,
+    /// List the generations.
+    Generations,
+    /// List the trusted and revoked keys with their key ids.
+    Keys,
+    /// At boot: finish an interrupted apply, install bundles from the incoming directory, and
+    /// otherwise restore the current generation (iptables rules do not survive a reboot).
+    Boot {
+        /// Cycle interfaces whose stanza changes (when networking is already up).
+        #[arg(long)]
+        cycle: bool,
+    },
+}

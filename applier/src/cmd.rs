@@ -1,0 +1,313 @@
+//! The commands behind `applier`'s subcommands: each takes the parsed command line, does its work
+//! through the library, prints what people (or `--json` readers) see, and returns the exit status.
+
+use crate::cli::{ApplyFlags, Cli, Cmd, Global};
+use crate::engine::{Applier, ApplyError, ApplyOpts, Outcome, Trust};
+use crate::ovs::Scope;
+use crate::paths::Paths;
+use crate::plan::HostPlan;
+use crate::state::Locations;
+use crate::store::Store;
+use crate::system::{RealSystem, System};
+use crate::trust::{load_revoked, load_trusted};
+use anyhow::{Context, Result};
+use bundle::TrustedKey;
+use bundle::{verify_bundle, Exit, VerifyOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn log(msg: &str) {
+    eprintln!("applier: {msg}");
+}
+
+/// Runs one command line.
+pub fn run(cli: Cli) -> Result<Exit> {
+    let g = &cli.global;
+    let paths = Paths::new(&g.root);
+    let (keys, warnings) = load_trusted(&paths.trusted_dir(), &g.trusted_key)
+        .with_context(|| format!("reading trusted keys in {}", paths.trusted_dir().display()))?;
+    let (revoked_keys, more) = load_revoked(&paths.revoked_dir())
+        .with_context(|| format!("reading revoked keys in {}", paths.revoked_dir().display()))?;
+    for w in warnings.iter().chain(&more) {
+        log(&format!("warning: {w}"));
+    }
+    let trust = Trust {
+        revoked: revoked_keys.iter().map(|k| k.id).collect(),
+        keys,
+    };
+    if let Cmd::Keys = cli.cmd {
+        return Ok(list_keys(&trust, &revoked_keys, &paths));
+    }
+    let host = match &g.host {
+        Some(h) => h.clone(),
+        None => this_host()?,
+    };
+    if let Cmd::Verify { bundle } = &cli.cmd {
+        return verify(bundle, host, &trust, &paths);
+    }
+    let socket = g
+        .ovsdb
+        .strip_prefix("unix:")
+        .with_context(|| format!("--ovsdb {}: only unix:PATH sockets are supported", g.ovsdb))?;
+    let store = Store::new(paths.state_dir());
+    let mut sys = RealSystem::new(
+        PathBuf::from(socket),
+        Duration::from_secs(g.timeout),
+        paths.host("/run/network"),
+    );
+    if let Cmd::Generations = cli.cmd {
+        return generations(&mut sys, &store);
+    }
+    store
+        .init(&mut sys)
+        .with_context(|| format!("creating the state directory {}", store.dir().display()))?;
+    let _lock = match crate::lock::acquire(&store.lock_path(), Duration::from_secs(g.lock_timeout))
+    {
+        Ok(l) => l,
+        Err(e @ crate::lock::LockError::Busy { .. }) => {
+            log(&e.to_string());
+            return Ok(Exit::Locked);
+        }
+        Err(e) => return Err(e).context("taking the applier lock"),
+    };
+    let mut app = Applier {
+        sys: &mut sys,
+        loc: Locations {
+            paths: paths.clone(),
+            proc_dir: g.proc.clone(),
+        },
+        store,
+        trust,
+        host,
+        now: unix_now(),
+        log: Box::new(log),
+    };
+    on_host(&mut app, cli.cmd, g)
+}
+
+/// The commands that work on the host, under the lock.
+fn on_host(app: &mut Applier, cmd: Cmd, g: &Global) -> Result<Exit> {
+    let plan_only = matches!(
+        cmd,
+        Cmd::Plan { .. } | Cmd::Status | Cmd::Apply { dry_run: true, .. }
+    );
+    if !plan_only {
+        match app.recover() {
+            Ok(Some(msg)) => log(&msg),
+            Ok(None) => {}
+            Err(e) => return Ok(report(&e)),
+        }
+    }
+    Ok(match cmd {
+        Cmd::Verify { .. } | Cmd::Generations | Cmd::Keys => unreachable!("handled before"),
+        Cmd::Plan { bundle, flags }
+        | Cmd::Apply {
+            bundle,
+            flags,
+            dry_run: true,
+        } => match app.plan_bundle(&read_bundle(&bundle)?, opts(flags)) {
+            Ok(plan) => show_plan(&plan, g.json, None),
+            Err(e) => report(&e),
+        },
+        Cmd::Apply { bundle, flags, .. } => show_outcome(
+            app.apply_bundle(&read_bundle(&bundle)?, opts(flags)),
+            g.json,
+        ),
+        Cmd::Status => match app.status() {
+            Ok((None, _)) => {
+                println!("no generation applied yet");
+                Exit::Ok
+            }
+            Ok((Some(n), plan)) => show_plan(&plan, g.json, Some(n)),
+            Err(e) => report(&e),
+        },
+        Cmd::Rollback => rollback(app, g.json)?,
+        Cmd::Boot { cycle } => crate::boot::boot(app, cycle),
+    })
+}
+
+fn rollback(app: &mut Applier, json: bool) -> Result<Exit> {
+    let current = app
+        .store
+        .current(app.sys)
+        .context("reading the current generation")?;
+    let gens = app
+        .store
+        .generations(app.sys)
+        .context("listing generations")?;
+    let Some(previous) = current.and_then(|c| gens.into_iter().filter(|n| *n < c).max()) else {
+        log("no earlier generation to roll back to");
+        return Ok(Exit::Failed);
+    };
+    let flags = ApplyFlags {
+        gre_only: false,
+        allow_downgrade: true,
+    };
+    Ok(show_outcome(
+        app.apply_generation(previous, opts(flags)),
+        json,
+    ))
+}
+
+fn list_keys(trust: &Trust, revoked: &[TrustedKey], paths: &Paths) -> Exit {
+    for k in &trust.keys {
+        let state = if trust.revoked.contains(&k.id) {
+            "revoked"
+        } else {
+            "trusted"
+        };
+        println!("{}  {state:<8} {}", k.id, k.source);
+    }
+    for k in revoked
+        .iter()
+        .filter(|r| !trust.keys.iter().any(|k| k.id == r.id))
+    {
+        println!("{}  {:<8} {}", k.id, "revoked", k.source);
+    }
+    if trust.keys.is_empty() {
+        println!("no trusted keys in {}", paths.trusted_dir().display());
+    }
+    Exit::Ok
+}
+
+fn verify(bundle: &Path, host: String, trust: &Trust, paths: &Paths) -> Result<Exit> {
+    let bytes = read_bundle(bundle)?;
+    let opts = VerifyOptions {
+        host: Some(host),
+        now: Some(unix_now()),
+        revoked: trust.revoked.clone(),
+        ..VerifyOptions::default()
+    };
+    Ok(match verify_bundle(&bytes, &trust.keys, &opts) {
+        Ok(b) => {
+            println!(
+                "{}: OK: host {}, serial {}, signed by key {}, {} file(s)",
+                bundle.display(),
+                b.manifest.host,
+                b.manifest.serial,
+                b.signed_by,
+                b.files.len()
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            let also = match e {
+                bundle::VerifyError::NoTrustedKeys => {
+                    format!(" (none in {})", paths.trusted_dir().display())
+                }
+                _ => String::new(),
+            };
+            log(&format!("{}: refused: {e}{also}", bundle.display()));
+            e.exit()
+        }
+    })
+}
+
+fn opts(flags: ApplyFlags) -> ApplyOpts {
+    ApplyOpts {
+        scope: if flags.gre_only {
+            Scope::GreOnly
+        } else {
+            Scope::Full
+        },
+        cycle: true,
+        allow_downgrade: flags.allow_downgrade,
+    }
+}
+
+fn report(e: &ApplyError) -> Exit {
+    log(&e.to_string());
+    e.exit()
+}
+
+fn show_plan(plan: &HostPlan, json: bool, generation: Option<u64>) -> Exit {
+    if json {
+        let mut v = plan.to_json();
+        v["generation"] = serde_json::json!(generation);
+        println!("{v}");
+    } else {
+        if let Some(n) = generation {
+            println!("current generation {n}; drift:");
+        }
+        print!("{}", plan.render());
+    }
+    if plan.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Changes
+    }
+}
+
+fn show_outcome(result: Result<Outcome, ApplyError>, json: bool) -> Exit {
+    match result {
+        Ok(Outcome::Unchanged { generation }) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"result": "unchanged", "generation": generation, "changes": 0, "ovs_write_ops": 0})
+                );
+            } else {
+                println!("no changes: generation {generation} is current and the host matches it");
+            }
+            Exit::Ok
+        }
+        Ok(Outcome::Applied { generation, plan }) => {
+            if json {
+                let mut v = plan.to_json();
+                v["result"] = "applied".into();
+                v["generation"] = generation.into();
+                println!("{v}");
+            } else {
+                print!("{}", plan.render());
+                println!("applied: generation {generation} is current");
+            }
+            Exit::Ok
+        }
+        Err(e) => report(&e),
+    }
+}
+
+fn generations(sys: &mut dyn System, store: &Store) -> Result<Exit> {
+    let current = store
+        .current(sys)
+        .context("reading the current generation")?;
+    let gens = store.generations(sys).context("listing generations")?;
+    if gens.is_empty() {
+        println!("no generations");
+    }
+    for n in gens {
+        let m = store
+            .meta(sys, n)
+            .with_context(|| format!("reading generation {n}"))?;
+        println!(
+            "{} {:>4}  serial {:<12} host {:<16} applied {}{}",
+            if Some(n) == current { "*" } else { " " },
+            n,
+            m.serial,
+            m.host,
+            bundle::time::format_utc(m.applied_at),
+            m.gre_only_base
+                .map(|b| format!("  (gre-only on {b})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+fn read_bundle(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading bundle {}", path.display()))
+}
+
+/// This host's name as profiles spell it: the first label of the kernel's host name.
+fn this_host() -> Result<String> {
+    let name = nix::unistd::gethostname().context("reading this host's name")?;
+    let name = name.to_string_lossy();
+    Ok(name.split('.').next().unwrap_or_default().to_string())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,732 @@
+//! The engine: verify, plan, record a marker, change the host, verify the result, and commit by
+//! switching the current generation. If any step fails, the host goes back to the state recorded
+//! before the first change; an interrupted apply is found by its marker and undone by the next run.
+//!
+//! Going back is not a second code path: it is a plan from the host as it is now to the recorded
+//! [`HostState`], run by the same executor ([`Applier::execute`]) in [`Mode::Revert`], which does
+//! every step it can instead of stopping at the first failure.
+
+use crate::ovs::{Live, OvsChange, PlanError, Scope};
+use crate::plan::{make_plan, HostPlan, InterfacesChange};
+use crate::state::{read_rest, Current, HostState, Locations};
+use crate::store::{GenMeta, Marker, Store};
+use crate::system::{IfAction, SysError, System};
+use bundle::{sha256_hex, Exit, TrustedKey, VerifiedBundle, VerifyError, VerifyOptions};
+use std::fmt;
+
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The bundle was refused before anything changed.
+    Verify(VerifyError),
+    /// Refused before anything changed (serial, content, scope).
+    Refused(String),
+    /// The desired state conflicts with rows this tool does not own.
+    Plan(Vec<PlanError>),
+    /// Failed before the first change; nothing was changed.
+    Unchanged(SysError),
+    /// A step failed and the host was restored to its state before the apply.
+    RolledBack { step: String, error: SysError },
+    /// A step failed and restoring failed too.
+    RollbackFailed {
+        step: String,
+        error: SysError,
+        rollback: Vec<String>,
+    },
+    /// Undoing an interrupted apply failed.
+    RecoveryFailed { target: u64, rollback: Vec<String> },
+}
+
+impl ApplyError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            ApplyError::Verify(e) => e.exit(),
+            ApplyError::Refused(_) => Exit::Refused,
+            ApplyError::RollbackFailed { .. } | ApplyError::RecoveryFailed { .. } => {
+                Exit::RollbackFailed
+            }
+            _ => Exit::Failed,
+        }
+    }
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::Verify(e) => write!(f, "bundle refused: {e}"),
+            ApplyError::Refused(e) => write!(f, "refused: {e}"),
+            ApplyError::Plan(errors) => {
+                let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                write!(f, "cannot plan: {}; nothing was changed", list.join("; "))
+            }
+            ApplyError::Unchanged(e) => write!(f, "{e}; nothing was changed"),
+            ApplyError::RolledBack { step, error } => write!(
+                f,
+                "{step} failed: {error}; the host was rolled back to its state before this apply"
+            ),
+            ApplyError::RollbackFailed {
+                step,
+                error,
+                rollback,
+            } => write!(
+                f,
+                "{step} failed: {error}; ROLLING BACK FAILED TOO: {}. The host may be half-applied: \
+                 the next applier run retries the rollback",
+                rollback.join("; ")
+            ),
+            ApplyError::RecoveryFailed { target, rollback } => write!(
+                f,
+                "undoing the interrupted apply of generation {target} FAILED: {}. The host may be \
+                 half-applied: the next applier run retries",
+                rollback.join("; ")
+            ),
+        }
+    }
+}
+
+/// How to apply.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOpts {
+    pub scope: Scope,
+    /// Cycle changed interfaces with ifdown/ifup (on demand; not at boot).
+    pub cycle: bool,
+    pub allow_downgrade: bool,
+}
+
+/// What an apply did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The host already matched and the bundle is the current generation.
+    Unchanged { generation: u64 },
+    Applied {
+        generation: u64,
+        plan: Box<HostPlan>,
+    },
+}
+
+impl Outcome {
+    pub fn generation(&self) -> u64 {
+        match self {
+            Outcome::Unchanged { generation } | Outcome::Applied { generation, .. } => *generation,
+        }
+    }
+}
+
+/// How the executor treats a failed step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Stop at the first failure (the caller then reverts).
+    Apply,
+    /// Do every step that can be done and report every failure: going back must not give up on
+    /// the firewall because OVS failed.
+    Revert,
+}
+
+/// The subsystems a plan touches, each applied (and reverted) by its own driver, in this order:
+/// OVS first (the bridges the interfaces file brings up must exist), the interfaces file last.
+#[derive(Debug, Clone, Copy)]
+enum Driver {
+    Ovs,
+    Firewall,
+    Sysctl,
+    Interfaces,
+}
+
+impl Driver {
+    const ORDER: [Driver; 4] = [
+        Driver::Ovs,
+        Driver::Firewall,
+        Driver::Sysctl,
+        Driver::Interfaces,
+    ];
+}
+
+/// A failed step: what was being done, and why it failed.
+type StepError = (String, SysError);
+
+/// The keys bundles are checked against.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub keys: Vec<TrustedKey>,
+    pub revoked: Vec<bundle::KeyId>,
+}
+
+pub struct Applier<'a> {
+    pub sys: &'a mut dyn System,
+    pub loc: Locations,
+    pub store: Store,
+    pub trust: Trust,
+    pub host: String,
+    pub now: u64,
+    /// Progress messages for the log (never secrets).
+    pub log: Box<dyn FnMut(&str) + 'a>,
+}
+
+/// Where the real binary can be killed, for the kill tests of the namespace and VM suites. Only
+/// in builds with the `test-hooks` feature; release builds have no such hook.
+#[cfg(feature = "test-hooks")]
+fn kill_point(name: &str) {
+    if std::env::var("OVS_BUNDLE_TEST_KILL_AT").is_ok_and(|s| s == name) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn kill_point(_name: &str) {}
+
+impl Applier<'_> {
+    fn verify(&self, bytes: &[u8], check_expiry: bool) -> Result<VerifiedBundle, VerifyError> {
+        let opts = VerifyOptions {
+            host: Some(self.host.clone()),
+            now: check_expiry.then_some(self.now),
+            revoked: self.trust.revoked.clone(),
+            ..VerifyOptions::default()
+        };
+        bundle::verify_bundle(bytes, &self.trust.keys, &opts)
+    }
+
+    /// The full desired state of generation `n` (composing `--gre-only` generations on their base).
+    pub fn generation_desired(&mut self, n: u64) -> Result<(HostState, GenMeta), ApplyError> {
+        let meta = self
+            .store
+            .meta(self.sys, n)
+            .map_err(ApplyError::Unchanged)?;
+        let bytes = self
+            .store
+            .bundle(self.sys, n)
+            .map_err(ApplyError::Unchanged)?;
+        if sha256_hex(&bytes) != meta.sha256 {
+            return Err(ApplyError::Refused(format!(
+                "generation {n}'s bundle does not match its recorded hash: the state directory was altered"
+            )));
+        }
+        let verified = self.verify(&bytes, false).map_err(ApplyError::Verify)?;
+        if verified.manifest.expires.is_some_and(|e| self.now >= e) {
+            (self.log)(&format!(
+                "warning: generation {n}'s bundle has expired; restoring it anyway so the host keeps its network. Deliver a new bundle."
+            ));
+        }
+        let desired = HostState::from_bundle(&verified).map_err(ApplyError::Refused)?;
+        let desired = match meta.gre_only_base {
+            Some(base) if base < n => self.generation_desired(base)?.0.with_gre_of(&desired),
+            _ => desired,
+        };
+        Ok((desired, meta))
+    }
+
+    /// Finishes or undoes an apply that was interrupted (crash, power loss, SIGKILL).
+    pub fn recover(&mut self) -> Result<Option<String>, ApplyError> {
+        let Some(marker) = self.store.marker(self.sys).map_err(ApplyError::Unchanged)? else {
+            return Ok(None);
+        };
+        let current = self
+            .store
+            .current(self.sys)
+            .map_err(ApplyError::Unchanged)?;
+        if current == Some(marker.target) {
+            self.store
+                .remove_marker(self.sys)
+                .map_err(ApplyError::Unchanged)?;
+            return Ok(Some(format!(
+                "an interrupted apply of generation {} had completed; cleaned up",
+                marker.target
+            )));
+        }
+        let rollback = self.revert(&marker);
+        if !rollback.is_empty() {
+            return Err(ApplyError::RecoveryFailed {
+                target: marker.target,
+                rollback,
+            });
+        }
+        self.forget(&marker);
+        Ok(Some(format!(
+            "undid an interrupted apply of generation {}; the host is back on {}",
+            marker.target,
+            marker
+                .previous
+                .map_or("its state before it".to_string(), |p| format!(
+                    "generation {p}"
+                ))
+        )))
+    }
+
+    /// What applying `bytes` would change, without changing anything.
+    pub fn plan_bundle(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<HostPlan, ApplyError> {
+        let verified = self.verify(bytes, true).map_err(ApplyError::Verify)?;
+        let desired = HostState::from_bundle(&verified).map_err(ApplyError::Refused)?;
+        let current =
+            Current::read(self.sys, &self.loc, opts.scope).map_err(ApplyError::Unchanged)?;
+        make_plan(&desired, &current, opts.scope).map_err(ApplyError::Plan)
+    }
+
+    /// Drift between the host and its current generation.
+    pub fn status(&mut self) -> Result<(Option<u64>, HostPlan), ApplyError> {
+        let Some(n) = self
+            .store
+            .current(self.sys)
+            .map_err(ApplyError::Unchanged)?
+        else {
+            return Ok((None, HostPlan::default()));
+        };
+        let (desired, _) = self.generation_desired(n)?;
+        let current =
+            Current::read(self.sys, &self.loc, Scope::Full).map_err(ApplyError::Unchanged)?;
+        let plan = make_plan(&desired, &current, Scope::Full).map_err(ApplyError::Plan)?;
+        Ok((Some(n), plan))
+    }
+
+    /// Verifies `bytes` and makes it the host's state and a new generation.
+    pub fn apply_bundle(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<Outcome, ApplyError> {
+        let verified = self.verify(bytes, true).map_err(ApplyError::Verify)?;
+        let serial = verified.manifest.serial;
+        let current_gen = self
+            .store
+            .current(self.sys)
+            .map_err(ApplyError::Unchanged)?;
+        let sha = sha256_hex(bytes);
+        self.check_serial(serial, &sha, opts.allow_downgrade)?;
+        let bundle_desired = HostState::from_bundle(&verified).map_err(ApplyError::Refused)?;
+        let (desired, base) = match opts.scope {
+            Scope::Full => (bundle_desired, None),
+            Scope::GreOnly => {
+                let Some(cur) = current_gen else {
+                    return Err(ApplyError::Refused(
+                        "--gre-only needs a generation to keep the rest from; run a full apply first".into(),
+                    ));
+                };
+                let (base, _) = self.generation_desired(cur)?;
+                (base.with_gre_of(&bundle_desired), Some(cur))
+            }
+        };
+        if let Some(cur) = current_gen {
+            let meta = self
+                .store
+                .meta(self.sys, cur)
+                .map_err(ApplyError::Unchanged)?;
+            if meta.sha256 == sha && meta.gre_only_base == base {
+                let current = Current::read(self.sys, &self.loc, opts.scope)
+                    .map_err(ApplyError::Unchanged)?;
+                let plan = make_plan(&desired, &current, opts.scope).map_err(ApplyError::Plan)?;
+                if plan.is_empty() {
+                    return Ok(Outcome::Unchanged { generation: cur });
+                }
+            }
+        }
+        let target = self
+            .store
+            .next_number(self.sys)
+            .map_err(ApplyError::Unchanged)?;
+        let meta = GenMeta {
+            host: verified.manifest.host.clone(),
+            serial,
+            sha256: sha,
+            applied_at: self.now,
+            gre_only_base: base,
+        };
+        let plan = self.transition(&desired, opts, target, current_gen, Some((bytes, &meta)))?;
+        Ok(Outcome::Applied {
+            generation: target,
+            plan: Box::new(plan),
+        })
+    }
+
+    /// Makes generation `n` the host's state again (boot, rollback).
+    pub fn apply_generation(&mut self, n: u64, opts: ApplyOpts) -> Result<Outcome, ApplyError> {
+        let (desired, _) = self.generation_desired(n)?;
+        let current_gen = self
+            .store
+            .current(self.sys)
+            .map_err(ApplyError::Unchanged)?;
+        let opts = ApplyOpts {
+            scope: Scope::Full,
+            ..opts
+        };
+        let plan = self.transition(&desired, opts, n, current_gen, None)?;
+        Ok(Outcome::Applied {
+            generation: n,
+            plan: Box::new(plan),
+        })
+    }
+
+    fn check_serial(
+        &mut self,
+        serial: u64,
+        sha: &str,
+        allow_downgrade: bool,
+    ) -> Result<(), ApplyError> {
+        let Some(highest) = self
+            .store
+            .highest_serial(self.sys)
+            .map_err(ApplyError::Unchanged)?
+        else {
+            return Ok(());
+        };
+        if serial < highest {
+            if !allow_downgrade {
+                return Err(ApplyError::Refused(format!(
+                    "bundle serial {serial} is lower than {highest}, the highest applied here (a replayed old bundle?); \
+                     --allow-downgrade overrides"
+                )));
+            }
+            (self.log)(&format!("WARNING: downgrading to serial {serial} below {highest}, as --allow-downgrade asks"));
+        }
+        for n in self
+            .store
+            .generations(self.sys)
+            .map_err(ApplyError::Unchanged)?
+        {
+            let meta = self
+                .store
+                .meta(self.sys, n)
+                .map_err(ApplyError::Unchanged)?;
+            if meta.serial == serial && meta.sha256 != sha {
+                return Err(ApplyError::Refused(format!(
+                    "generation {n} has serial {serial} with different content; a new bundle needs a new serial"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Marker, generation files, host changes, verification, commit; revert on any failure.
+    fn transition(
+        &mut self,
+        desired: &HostState,
+        opts: ApplyOpts,
+        target: u64,
+        previous: Option<u64>,
+        new_generation: Option<(&[u8], &GenMeta)>,
+    ) -> Result<HostPlan, ApplyError> {
+        let current =
+            Current::read(self.sys, &self.loc, opts.scope).map_err(ApplyError::Unchanged)?;
+        let mut plan = make_plan(desired, &current, opts.scope).map_err(ApplyError::Plan)?;
+        if !opts.cycle {
+            plan = plan.without_cycling();
+        }
+        if plan.is_empty() && new_generation.is_none() {
+            if previous != Some(target) {
+                let serial = self.serial_of(target)?;
+                self.store
+                    .switch(self.sys, target, serial)
+                    .map_err(ApplyError::Unchanged)?;
+            }
+            return Ok(plan);
+        }
+        if let Some((want, now)) = &plan.chains {
+            self.sys
+                .firewall_write(want, now, true)
+                .map_err(ApplyError::Unchanged)?;
+        }
+        if !plan.ovs.is_empty() && current.live.cur_cfg < current.live.next_cfg {
+            // ovs-vswitchd has not applied the last change yet: it is stopped or stuck, and a
+            // change now could not be confirmed.
+            return Err(ApplyError::Unchanged(SysError::Ovs(format!(
+                "ovs-vswitchd has not applied configuration {} (it reports {}): is ovs-vswitchd running?",
+                current.live.next_cfg, current.live.cur_cfg
+            ))));
+        }
+        // Going back needs the full "before", even for a GRE-only apply.
+        let before = match opts.scope {
+            Scope::GreOnly => HostState {
+                ovs: current.live.owned_state(),
+                ..read_rest(self.sys, &self.loc).map_err(ApplyError::Unchanged)?
+            },
+            Scope::Full => current.snapshot(),
+        };
+        let marker = Marker {
+            target,
+            previous,
+            before,
+            cycled: plan.cycle.clone(),
+            created: new_generation.is_some(),
+            highest_before: self
+                .store
+                .highest_serial(self.sys)
+                .map_err(ApplyError::Unchanged)?,
+        };
+        self.store
+            .write_marker(self.sys, &marker)
+            .map_err(ApplyError::Unchanged)?;
+        let serial = match new_generation {
+            Some((_, meta)) => meta.serial,
+            None => self.serial_of(target)?,
+        };
+        let comment = format!(
+            "ovs-bundle: host {} serial {serial} generation {target}",
+            self.host
+        );
+        let result = (|| -> Result<(), StepError> {
+            if let Some((bytes, meta)) = new_generation {
+                kill_point("generation");
+                self.store
+                    .write_generation(self.sys, target, bytes, meta)
+                    .map_err(|e| ("recording the generation".to_string(), e))?;
+            }
+            self.execute(&plan, &current.live, &comment, Mode::Apply)
+                .map_err(|mut errors| errors.remove(0))?;
+            self.verify_result(desired, opts.scope)?;
+            kill_point("switch");
+            self.store
+                .switch(self.sys, target, serial)
+                .map_err(|e| ("switching generations".to_string(), e))
+        })();
+        if let Err((step, error)) = result {
+            let rollback = self.revert(&marker);
+            if !rollback.is_empty() {
+                return Err(ApplyError::RollbackFailed {
+                    step,
+                    error,
+                    rollback,
+                });
+            }
+            self.forget(&marker);
+            return Err(ApplyError::RolledBack { step, error });
+        }
+        if let Err(e) = self.store.remove_marker(self.sys) {
+            // The switch happened: the next run sees current == target and only cleans up.
+            (self.log)(&format!(
+                "warning: could not remove the in-progress marker: {e}"
+            ));
+        }
+        Ok(plan)
+    }
+
+    fn serial_of(&mut self, n: u64) -> Result<u64, ApplyError> {
+        Ok(self
+            .store
+            .meta(self.sys, n)
+            .map_err(ApplyError::Unchanged)?
+            .serial)
+    }
+
+    /// The read that ends an apply: the host must now match what was asked for.
+    fn verify_result(&mut self, desired: &HostState, scope: Scope) -> Result<(), StepError> {
+        let step = |e| ("verifying the result".to_string(), e);
+        let current = Current::read(self.sys, &self.loc, scope).map_err(step)?;
+        let left = make_plan(desired, &current, scope).map_err(|e| {
+            step(SysError::Ovs(
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ))
+        })?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        Err(step(SysError::Ovs(format!(
+            "the host does not match the bundle after applying it: {}",
+            left.render().trim_end().replace('\n', " / ")
+        ))))
+    }
+
+    /// Takes the host back to what `marker` recorded: a plan from now to then, run in revert
+    /// mode, and the recorded serial as it was. Returns what could not be restored.
+    fn revert(&mut self, marker: &Marker) -> Vec<String> {
+        let mut errors = self.revert_host(marker);
+        let serial = self.store.highest_serial(self.sys);
+        if serial.as_ref().ok() != Some(&marker.highest_before) {
+            if let Err(e) = self
+                .store
+                .set_highest_serial(self.sys, marker.highest_before)
+            {
+                errors.push(format!("restoring the highest serial: {e}"));
+            }
+        }
+        errors
+    }
+
+    fn revert_host(&mut self, marker: &Marker) -> Vec<String> {
+        let current = match Current::read(self.sys, &self.loc, Scope::Full) {
+            Ok(c) => c,
+            Err(e) => return vec![format!("reading the host to restore it: {e}")],
+        };
+        let mut plan = match make_plan(&marker.before, &current, Scope::Full) {
+            Ok(p) if marker.cycled.is_empty() => p.without_cycling(),
+            Ok(p) => p,
+            Err(e) => {
+                return e
+                    .iter()
+                    .map(|e| format!("planning the way back: {e}"))
+                    .collect()
+            }
+        };
+        // The apply may have taken interfaces down before it failed to replace the file: the
+        // file is as it was, but those interfaces must come up again (ifup of an interface that
+        // is up already does nothing).
+        if plan.interfaces.is_none() && !marker.cycled.is_empty() {
+            if let Some(file) = &marker.before.interfaces {
+                let defined = bundle::interfaces::stanzas(file);
+                plan.interfaces = Some(InterfacesChange {
+                    new: Some(file.clone()),
+                    up: marker
+                        .cycled
+                        .iter()
+                        .filter(|n| defined.contains_key(*n))
+                        .cloned()
+                        .collect(),
+                    ..InterfacesChange::default()
+                });
+            }
+        }
+        match self.execute(&plan, &current.live, "ovs-bundle: rollback", Mode::Revert) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors
+                .into_iter()
+                .map(|(step, e)| format!("restoring {step}: {e}"))
+                .collect(),
+        }
+    }
+
+    /// After a successful revert: the generation the apply created and its marker go.
+    fn forget(&mut self, marker: &Marker) {
+        if marker.created {
+            let _ = self.store.remove_generation(self.sys, marker.target);
+        }
+        let _ = self.store.remove_marker(self.sys);
+    }
+
+    /// Runs `plan` (made from `base`) on the host, one subsystem after the other.
+    pub fn execute(
+        &mut self,
+        plan: &HostPlan,
+        base: &Live,
+        comment: &str,
+        mode: Mode,
+    ) -> Result<(), Vec<StepError>> {
+        let mut errors = Vec::new();
+        for driver in Driver::ORDER {
+            let done = match driver {
+                Driver::Ovs => self.ovs_driver(plan, base, comment, mode),
+                Driver::Firewall => self.firewall_driver(plan),
+                Driver::Sysctl => self.sysctl_driver(plan),
+                Driver::Interfaces => self.interfaces_driver(plan, mode),
+            };
+            if let Err(e) = done {
+                errors.push(e);
+                if mode == Mode::Apply {
+                    break;
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn ovs_driver(
+        &mut self,
+        plan: &HostPlan,
+        base: &Live,
+        comment: &str,
+        mode: Mode,
+    ) -> Result<(), StepError> {
+        if plan.ovs.is_empty() {
+            return Ok(());
+        }
+        kill_point("ovs-transact");
+        let cfg = self
+            .sys
+            .ovs_apply(&plan.ovs, base, comment)
+            .map_err(|e| ("the OVS transaction".to_string(), e))?;
+        kill_point("ovs-wait");
+        let waited = self.sys.ovs_wait_applied(cfg);
+        if mode == Mode::Revert {
+            // The database holds the old rows again; an ovs-vswitchd that is down reads them when
+            // it starts, so not hearing back is no failure of the revert.
+            if let Err(e) = waited {
+                (self.log)(&format!("warning: OVS rows restored, but {e}"));
+            }
+            return Ok(());
+        }
+        let wait_step = |e| ("waiting for ovs-vswitchd".to_string(), e);
+        waited.map_err(wait_step)?;
+        // Only the interfaces this apply added or changed, not the whole table.
+        let names: Vec<&str> = plan
+            .ovs
+            .iter()
+            .filter_map(|c| match c {
+                OvsChange::AddPort { port, .. } | OvsChange::UpdatePort { port, .. } => {
+                    Some(port.name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let errors = self.sys.ovs_interface_errors(&names).map_err(wait_step)?;
+        if !errors.is_empty() {
+            return Err(("ovs-vswitchd".into(), SysError::Ovs(errors.join("; "))));
+        }
+        Ok(())
+    }
+
+    fn firewall_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
+        let Some((want, now)) = &plan.chains else {
+            return Ok(());
+        };
+        kill_point("iptables");
+        self.sys
+            .firewall_write(want, now, false)
+            .map_err(|e| ("iptables".to_string(), e))
+    }
+
+    fn sysctl_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
+        let step = |e| ("sysctl".to_string(), e);
+        if plan.sysctl.is_some() || plan.ip_forward.is_some() {
+            kill_point("sysctl");
+        }
+        if let Some(dropin) = &plan.sysctl {
+            let path = self.loc.paths.sysctl_dropin();
+            match dropin {
+                Some(data) => self.sys.write_file(&path, data, 0o644),
+                None => self.sys.remove_file(&path),
+            }
+            .map_err(step)?;
+        }
+        if let Some(v) = &plan.ip_forward {
+            let path = self.loc.ip_forward();
+            self.sys
+                .write_sysctl(&path, format!("{v}\n").as_bytes())
+                .map_err(step)?;
+        }
+        Ok(())
+    }
+
+    fn interfaces_driver(&mut self, plan: &HostPlan, mode: Mode) -> Result<(), StepError> {
+        let Some(change) = &plan.interfaces else {
+            return Ok(());
+        };
+        let path = self.loc.paths.interfaces_file();
+        let cycle_step = |e| ("ifdown/ifup".to_string(), e);
+        kill_point("interfaces");
+        for iface in &change.down {
+            let down = self.sys.ifupdown(IfAction::Down, iface, &path);
+            // Going back, an interface that will not go down must not stop the old file from
+            // being put back.
+            if mode == Mode::Apply {
+                down.map_err(cycle_step)?;
+            }
+        }
+        match &change.new {
+            Some(data) => self.sys.write_file(&path, data, 0o644),
+            None => self.sys.remove_file(&path),
+        }
+        .map_err(|e| ("the interfaces file".to_string(), e))?;
+        kill_point("ifupdown");
+        let mut failed = None;
+        for iface in &change.up {
+            if let Err(e) = self.sys.ifupdown(IfAction::Up, iface, &path) {
+                if mode == Mode::Apply {
+                    return Err(cycle_step(e));
+                }
+                failed.get_or_insert((format!("bringing {iface} back up"), e));
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,335 @@
+//! The engine on the in-memory host: apply, rollback and crash recovery at every step, without
+//! root or OVS. Bundles are real: built and signed by the builder library.
+
+use super::*;
+use crate::paths::Paths;
+use crate::system::fake::{FakeSystem, View};
+use builder::sign::{keygen, load_secret_key, Passphrase, Protection, SecretKey};
+use std::path::PathBuf;
+
+const PSK_A: &str = "engine-test-psk-aaaaaaaaaaaa";
+
+pub(crate) struct Fixture {
+    dir: tempfile::TempDir,
+    key: SecretKey,
+    trusted: TrustedKey,
+}
+
+impl Fixture {
+    pub(crate) fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (sk, pk) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+        keygen(&sk, &pk, Protection::Unencrypted).unwrap();
+        let key = load_secret_key(&sk, Passphrase::None).unwrap();
+        let text = std::fs::read_to_string(&pk).unwrap();
+        let trusted = TrustedKey::parse(&text, "k.pub").unwrap();
+        Fixture { dir, key, trusted }
+    }
+
+    /// Host `t1`'s bundle from `profile`.
+    pub(crate) fn bundle(&self, profile: &str, serial: u64) -> Vec<u8> {
+        let d = self.dir.path().join(format!("p{serial}-{}", profile.len()));
+        std::fs::create_dir_all(d.join("hosts")).unwrap();
+        std::fs::write(d.join("hosts/t1.toml"), profile).unwrap();
+        let fleet = builder::profile::load_fleet(&d).unwrap_or_else(|e| {
+            panic!(
+                "{}",
+                e.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        let params = builder::build::BuildParams {
+            serial,
+            expires: None,
+        };
+        builder::build::build_host(&fleet.hosts[0], &self.key, params)
+    }
+
+    pub(crate) fn applier<'a>(&self, sys: &'a mut FakeSystem) -> Applier<'a> {
+        Applier {
+            sys,
+            loc: Locations {
+                paths: Paths::new("/"),
+                proc_dir: PathBuf::from("/proc"),
+            },
+            store: Store::new("/var/lib/ovs-bundle"),
+            trust: Trust {
+                keys: vec![self.trusted.clone()],
+                revoked: Vec::new(),
+            },
+            host: "t1".into(),
+            now: 1_700_000_000,
+            log: Box::new(|_| {}),
+        }
+    }
+}
+
+/// Host t1 with a bridge, an addressed internal port, GRE peers and (optionally) a forwarder.
+pub(crate) fn profile(peers: &[(&str, Option<&str>)], address: &str, forwarder: bool) -> String {
+    let mut p = format!(
+        "[host]\nname = \"t1\"\nunderlay_ip = \"10.99.0.1\"\n\n[[bridges]]\nname = \"br-t\"\ndatapath = \"netdev\"\n\
+         host_interfaces = [{{ name = \"priv0\", address = \"{address}\" }}]\n"
+    );
+    for (ip, psk) in peers {
+        p.push_str(&format!(
+            "\n[[bridges.gre]]\nremote_ip = \"{ip}\"\nexternal = true\n"
+        ));
+        if let Some(psk) = psk {
+            p.push_str(&format!("psk = \"{psk}\"\n"));
+        }
+    }
+    if forwarder {
+        p.push_str(
+            "\n[bridges.forwarder]\nfrom = \"priv0\"\nvia = \"eth0\"\nsource = \"10.20.0.0/24\"\n",
+        );
+    }
+    p
+}
+
+fn v1() -> String {
+    profile(
+        &[("10.99.0.2", Some(PSK_A)), ("10.99.0.3", None)],
+        "10.20.0.1/24",
+        true,
+    )
+}
+
+/// Changes every part: a PSK, a peer added and one removed, the address, the forwarder gone.
+fn v2() -> String {
+    profile(
+        &[
+            ("10.99.0.2", Some("another-psk-bbbbbbbbbbbb")),
+            ("10.99.0.7", None),
+        ],
+        "10.20.0.8/24",
+        false,
+    )
+}
+
+fn apply(app: &mut Applier, bytes: &[u8]) -> Result<Outcome, ApplyError> {
+    app.apply_bundle(
+        bytes,
+        ApplyOpts {
+            scope: Scope::Full,
+            cycle: true,
+            allow_downgrade: false,
+        },
+    )
+}
+
+/// A fake host on generation 1 (v1), and its view.
+fn on_v1(fx: &Fixture) -> (FakeSystem, View) {
+    let mut sys = FakeSystem::new();
+    sys.add_foreign_port("br-ext", "manual");
+    apply(&mut fx.applier(&mut sys), &fx.bundle(&v1(), 1)).unwrap();
+    let view = sys.view();
+    sys.calls.clear();
+    (sys, view)
+}
+
+#[test]
+fn an_apply_changes_every_part_and_records_a_generation() {
+    let fx = Fixture::new();
+    let (mut sys, before) = on_v1(&fx);
+    assert_eq!(before.owned.bridges[0].ports.len(), 3);
+    assert_eq!(
+        before.files[&PathBuf::from("/proc/sys/net/ipv4/ip_forward")],
+        "1\n"
+    );
+    assert!(before.up.contains("priv0"));
+    assert_eq!(before.foreign, ["manual"]);
+    let out = apply(&mut fx.applier(&mut sys), &fx.bundle(&v2(), 2)).unwrap();
+    assert_eq!(out.generation(), 2);
+    let after = sys.view();
+    let ports: Vec<&str> = after.owned.bridges[0]
+        .ports
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(ports, ["gre-0a630002", "gre-0a630007", "priv0"]);
+    assert!(!after
+        .files
+        .contains_key(&PathBuf::from("/etc/sysctl.d/60-ovs-bundle.conf")));
+    assert!(after.chains.chains["OVSB-POSTROUTING"].rules.is_empty());
+    assert!(after.files[&PathBuf::from("/etc/network/interfaces")].contains("10.20.0.8/24"));
+    assert_eq!(after.foreign, ["manual"], "a foreign port was touched");
+    // The last calls: verify read, then the commit; and the marker is gone.
+    assert!(!after
+        .files
+        .contains_key(&PathBuf::from("/var/lib/ovs-bundle/in-progress.json")));
+    assert_eq!(
+        after.files[&PathBuf::from("/var/lib/ovs-bundle/current")],
+        "2\n"
+    );
+}
+
+#[test]
+fn a_failure_at_every_step_leaves_the_host_exactly_as_it_was() {
+    let fx = Fixture::new();
+    let (base, before) = on_v1(&fx);
+    let b2 = fx.bundle(&v2(), 2);
+    let mut failed_steps = 0;
+    for n in 0.. {
+        let mut sys = base.clone();
+        sys.fail_at = Some(n);
+        let result = apply(&mut fx.applier(&mut sys), &b2);
+        let Err(e) = result else {
+            assert!(n > sys.calls.len() - 1 || sys.fail_at.is_some());
+            break;
+        };
+        failed_steps += 1;
+        assert!(
+            matches!(e, ApplyError::Unchanged(_) | ApplyError::RolledBack { .. }),
+            "step {n} ({}): {e}",
+            sys.calls[n]
+        );
+        assert_eq!(
+            sys.view(),
+            before,
+            "step {n} ({}): host changed: {e}",
+            sys.calls[n]
+        );
+    }
+    assert!(failed_steps > 20, "only {failed_steps} steps");
+}
+
+#[test]
+fn a_crash_at_every_step_is_undone_or_finished_by_the_next_run() {
+    let fx = Fixture::new();
+    let (base, before) = on_v1(&fx);
+    let b2 = fx.bundle(&v2(), 2);
+    let after = {
+        let mut sys = base.clone();
+        apply(&mut fx.applier(&mut sys), &b2).unwrap();
+        sys.view()
+    };
+    let (mut undone, mut finished) = (0, 0);
+    for n in 0.. {
+        let mut sys = base.clone();
+        sys.crash_at = Some(n);
+        // A crash after the commit (removing the marker) still reports success.
+        if apply(&mut fx.applier(&mut sys), &b2).is_ok() && !sys.crashed() {
+            break;
+        }
+        let step = sys.calls[n].clone();
+        sys.restart();
+        let recovered = fx.applier(&mut sys).recover();
+        assert!(
+            recovered.is_ok(),
+            "step {n} ({step}): {}",
+            recovered.unwrap_err()
+        );
+        let view = sys.view();
+        if view == before {
+            undone += 1;
+        } else {
+            assert_eq!(
+                view, after,
+                "step {n} ({step}): neither the old nor the new state"
+            );
+            finished += 1;
+        }
+        // Either way the host matches its current generation.
+        let (_, drift) = fx.applier(&mut sys).status().unwrap();
+        assert!(
+            drift.is_empty(),
+            "step {n} ({step}): drift {}",
+            drift.render()
+        );
+    }
+    assert!(
+        undone > 20 && finished >= 1,
+        "undone {undone}, finished {finished}"
+    );
+}
+
+#[test]
+fn apply_ends_with_a_verify_read_and_reverts_what_did_not_take() {
+    let fx = Fixture::new();
+    let (mut sys, before) = on_v1(&fx);
+    sys.firewall_ignores_writes = true;
+    let e = apply(&mut fx.applier(&mut sys), &fx.bundle(&v2(), 2)).unwrap_err();
+    assert!(matches!(e, ApplyError::RolledBack { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("verifying the result") && text.contains("OVSB-"),
+        "{text}"
+    );
+    sys.firewall_ignores_writes = false;
+    assert_eq!(sys.view(), before);
+}
+
+#[test]
+fn an_interface_error_rolls_everything_back() {
+    let fx = Fixture::new();
+    let (mut sys, before) = on_v1(&fx);
+    sys.iface_errors.insert(
+        "gre-0a630007".into(),
+        "could not open network device".into(),
+    );
+    let e = apply(&mut fx.applier(&mut sys), &fx.bundle(&v2(), 2)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("interface gre-0a630007: could not open"),
+        "{e}"
+    );
+    assert_eq!(sys.view(), before);
+}
+
+#[test]
+fn a_stopped_vswitchd_is_found_before_any_change() {
+    let fx = Fixture::new();
+    let (mut sys, before) = on_v1(&fx);
+    sys.vswitchd_running = false;
+    sys.ovs.next_cfg += 1;
+    let e = apply(&mut fx.applier(&mut sys), &fx.bundle(&v2(), 2)).unwrap_err();
+    assert!(matches!(e, ApplyError::Unchanged(_)), "{e}");
+    sys.ovs.next_cfg -= 1;
+    assert_eq!(sys.view(), before);
+}
+
+#[test]
+fn an_interrupted_rollback_to_an_old_generation_keeps_that_generation() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    apply(&mut fx.applier(&mut sys), &fx.bundle(&v2(), 2)).unwrap();
+    let opts = ApplyOpts {
+        scope: Scope::Full,
+        cycle: true,
+        allow_downgrade: true,
+    };
+    let start = sys.calls.len();
+    // Crash at the first OVS change of the rollback to generation 1.
+    let mut probe = sys.clone();
+    fx.applier(&mut probe).apply_generation(1, opts).unwrap();
+    let n = (start..probe.calls.len())
+        .find(|i| probe.calls[*i].starts_with("ovs_apply"))
+        .unwrap();
+    sys.crash_at = Some(n);
+    assert!(fx.applier(&mut sys).apply_generation(1, opts).is_err());
+    sys.restart();
+    fx.applier(&mut sys).recover().unwrap();
+    let gens = Store::new("/var/lib/ovs-bundle")
+        .generations(&mut sys)
+        .unwrap();
+    assert_eq!(gens, [1, 2], "a generation was lost");
+}
+
+#[test]
+fn a_no_op_reapply_reads_and_writes_nothing_but_what_it_must() {
+    let fx = Fixture::new();
+    let (mut sys, before) = on_v1(&fx);
+    let out = apply(&mut fx.applier(&mut sys), &fx.bundle(&v1(), 1)).unwrap();
+    assert!(matches!(out, Outcome::Unchanged { generation: 1 }));
+    assert_eq!(sys.view(), before);
+    let writes: Vec<&String> = sys
+        .calls
+        .iter()
+        .filter(|c| {
+            !c.starts_with("read_file") && !c.starts_with("list_dir") && !c.ends_with("_read")
+        })
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+}

@@ -1,0 +1,133 @@
+//! The change model: what may be touched ([`Scope`]), one change to OVS rows ([`OvsChange`]) and
+//! why a plan cannot be made ([`PlanError`]). Changes are typed values: the planner makes them, the
+//! system seam turns them into an OVSDB transaction (or, in tests, into changes of a fake).
+
+use bundle::state::{redact, Bridge, Port, OWNER_KEY, PSK_OPTION};
+use std::collections::BTreeMap;
+
+/// Which rows a plan may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every owned bridge, port and interface.
+    Full,
+    /// Only GRE ports of the desired bridges (the original tool's "recreate all GRE connections").
+    GreOnly,
+}
+
+/// One change to OVS rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OvsChange {
+    AddBridge {
+        bridge: Bridge,
+    },
+    UpdateBridge {
+        name: String,
+        uuid: String,
+        datapath_type: Option<(String, String)>,
+        rstp: Option<(bool, bool)>,
+        external_ids: Option<BTreeMap<String, String>>,
+    },
+    DeleteBridge {
+        name: String,
+        uuid: String,
+    },
+    AddPort {
+        bridge: String,
+        port: Port,
+    },
+    UpdatePort {
+        bridge: String,
+        port: Port,
+        port_uuid: String,
+        iface_uuid: String,
+        /// What differs, for display: (field, old, new), secrets redacted.
+        what: Vec<(String, String, String)>,
+    },
+    DeletePort {
+        bridge: String,
+        bridge_uuid: String,
+        name: String,
+        uuid: String,
+    },
+}
+
+impl OvsChange {
+    /// One line for people; PSKs appear only as fingerprints.
+    pub fn describe(&self) -> String {
+        match self {
+            OvsChange::AddBridge { bridge } => format!(
+                "+ bridge {} (datapath {}{})",
+                bridge.name,
+                bridge.datapath_type,
+                if bridge.rstp { ", rstp" } else { "" }
+            ),
+            OvsChange::UpdateBridge {
+                name,
+                datapath_type,
+                rstp,
+                external_ids,
+                ..
+            } => {
+                let mut parts = Vec::new();
+                if let Some((a, b)) = datapath_type {
+                    parts.push(format!("datapath {a} -> {b}"));
+                }
+                if let Some((a, b)) = rstp {
+                    parts.push(format!("rstp {a} -> {b}"));
+                }
+                if external_ids.is_some() {
+                    parts.push("external_ids".into());
+                }
+                format!("~ bridge {name}: {}", parts.join(", "))
+            }
+            OvsChange::DeleteBridge { name, .. } => format!("- bridge {name} (and its ports)"),
+            OvsChange::AddPort { bridge, port } => {
+                format!("+ port {bridge}/{} {}", port.name, port_summary(port))
+            }
+            OvsChange::UpdatePort {
+                bridge, port, what, ..
+            } => format!(
+                "~ port {bridge}/{}: {}",
+                port.name,
+                what.iter()
+                    .map(|(f, a, b)| format!("{f} {a} -> {b}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            OvsChange::DeletePort { bridge, name, .. } => format!("- port {bridge}/{name}"),
+        }
+    }
+}
+
+pub(crate) fn show_value(key: &str, value: &str) -> String {
+    if key == PSK_OPTION {
+        redact(value)
+    } else {
+        value.to_string()
+    }
+}
+
+fn port_summary(port: &Port) -> String {
+    let mut s = if port.interface.kind.is_empty() {
+        "system".to_string()
+    } else {
+        port.interface.kind.clone()
+    };
+    for (k, v) in &port.interface.options {
+        s.push_str(&format!(" {k}={}", show_value(k, v)));
+    }
+    if port.protected {
+        s.push_str(" protected");
+    }
+    s
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("bridge {0} exists but is not managed by ovs-bundle (no external_ids:{OWNER_KEY}); remove it, or rename the bridge in the profile")]
+    ForeignBridge(String),
+    #[error("port {0} exists but is not managed by ovs-bundle (no external_ids:{OWNER_KEY}); remove it (ovs-vsctl del-port {0}) or rename it in the profile")]
+    ForeignPort(String),
+    #[error("--gre-only: bridge {0} is not on this host yet; run a full apply first")]
+    MissingBridge(String),
+}

@@ -1,0 +1,234 @@
+//! Open vSwitch: the live rows ([`live`]), the change model ([`change`]), the planner that turns
+//! live rows into desired ones ([`planner`]), and a plan as one guarded OVSDB transaction
+//! ([`txn`]). Only rows marked with `external_ids:ovs-bundle-owner` are ever changed.
+
+pub mod change;
+pub mod live;
+pub mod planner;
+pub mod txn;
+
+pub use change::{OvsChange, PlanError, Scope};
+pub use live::{Live, LiveBridge, LiveIface, LivePort};
+pub use planner::plan;
+
+#[cfg(test)]
+mod tests {
+    use super::txn::{transaction, write_count, write_ops};
+    use super::*;
+    use bundle::state::{Bridge, Interface, OvsState, Port, PortRole, OWNER_KEY, PSK_OPTION};
+    use serde_json::{json, Value};
+    use std::collections::BTreeMap;
+
+    fn ids() -> Value {
+        json!(["map", [[OWNER_KEY, "h"]]])
+    }
+
+    /// A live database: bridge br0 (owned) with ports priv0 (internal), gre-1 (gre), and a
+    /// hand-made port "manual" (not owned).
+    fn live() -> Live {
+        let port = |u: &str, name: &str, iface: &str, owned: bool| {
+            json!({"_uuid": ["uuid", u], "name": name, "interfaces": ["uuid", iface], "protected": false,
+                   "external_ids": if owned { ids() } else { json!(["map", []]) }})
+        };
+        let iface = |u: &str, name: &str, kind: &str, opts: Value, owned: bool| {
+            json!({"_uuid": ["uuid", u], "name": name, "type": kind, "options": opts, "ofport": 1, "error": ["set", []],
+                   "external_ids": if owned { ids() } else { json!(["map", []]) }})
+        };
+        let results = vec![
+            json!({"rows": [{"_uuid": ["uuid", "root"], "bridges": ["uuid", "b0"], "next_cfg": 5, "cur_cfg": 5}]}),
+            json!({"rows": [{"_uuid": ["uuid", "b0"], "name": "br0", "datapath_type": "netdev", "rstp_enable": false,
+                             "external_ids": ids(), "ports": ["set", [["uuid", "p0"], ["uuid", "p1"], ["uuid", "p2"], ["uuid", "p3"]]]}]}),
+            json!({"rows": [port("p0", "br0", "i0", true), port("p1", "priv0", "i1", true), port("p2", "gre-1", "i2", true),
+                            port("p3", "manual", "i3", false)]}),
+            json!({"rows": [iface("i0", "br0", "internal", json!(["map", []]), true),
+                            iface("i1", "priv0", "internal", json!(["map", []]), true),
+                            iface("i2", "gre-1", "gre", json!(["map", [["remote_ip", "192.0.2.2"]]]), true),
+                            iface("i3", "manual", "internal", json!(["map", []]), false)]}),
+        ];
+        Live::from_results(&results).unwrap()
+    }
+
+    fn port(name: &str, role: PortRole, kind: &str, opts: &[(&str, &str)]) -> Port {
+        Port {
+            name: name.into(),
+            role,
+            protected: false,
+            external_ids: BTreeMap::from([(OWNER_KEY.to_string(), "h".to_string())]),
+            interface: Interface {
+                kind: kind.into(),
+                options: opts
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        }
+    }
+
+    fn desired(gre: Vec<Port>) -> OvsState {
+        let mut ports = vec![port("priv0", PortRole::Internal, "internal", &[])];
+        ports.extend(gre);
+        OvsState {
+            bridges: vec![Bridge {
+                name: "br0".into(),
+                datapath_type: "netdev".into(),
+                rstp: false,
+                external_ids: BTreeMap::from([(OWNER_KEY.to_string(), "h".to_string())]),
+                ports,
+            }],
+        }
+    }
+
+    fn gre(name: &str, ip: &str) -> Port {
+        port(name, PortRole::Gre, "gre", &[("remote_ip", ip)])
+    }
+
+    #[test]
+    fn matching_state_plans_nothing_and_leaves_foreign_ports_alone() {
+        let plan = plan(
+            &desired(vec![gre("gre-1", "192.0.2.2")]),
+            &live(),
+            Scope::Full,
+        )
+        .unwrap();
+        assert!(plan.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn a_changed_option_is_an_in_place_update_guarded_by_waits() {
+        let l = live();
+        let changes = plan(&desired(vec![gre("gre-1", "192.0.2.9")]), &l, Scope::Full).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].describe(),
+            "~ port br0/gre-1: options:remote_ip 192.0.2.2 -> 192.0.2.9"
+        );
+        let ops = transaction(&changes, &l, "t");
+        let kinds: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            ["wait", "wait", "update", "update", "mutate", "comment", "select"]
+        );
+        assert_eq!(write_ops(&ops), 3);
+        assert!(ops
+            .iter()
+            .all(|o| o["op"] != "insert" && o["op"] != "delete"));
+    }
+
+    #[test]
+    fn removing_a_peer_mutates_it_out_of_its_bridge_only() {
+        let l = live();
+        let changes = plan(&desired(vec![]), &l, Scope::Full).unwrap();
+        assert_eq!(
+            changes.iter().map(OvsChange::describe).collect::<Vec<_>>(),
+            ["- port br0/gre-1"]
+        );
+        let ops = transaction(&changes, &l, "t");
+        let mutate = ops
+            .iter()
+            .find(|o| o["op"] == "mutate" && o["table"] == "Bridge")
+            .unwrap();
+        assert_eq!(
+            mutate["mutations"][0],
+            json!(["ports", "delete", ["set", [["uuid", "p2"]]]])
+        );
+    }
+
+    #[test]
+    fn a_new_bridge_gets_its_local_port_and_joins_the_root() {
+        let mut d = desired(vec![gre("gre-2", "192.0.2.3")]);
+        d.bridges[0].name = "br1".into();
+        d.bridges[0].ports.retain(|p| p.name != "priv0");
+        let mut l = live();
+        l.bridges.clear();
+        l.ports.clear();
+        l.ifaces.clear();
+        let changes = plan(&d, &l, Scope::Full).unwrap();
+        let ops = transaction(&changes, &l, "t");
+        let names: Vec<&str> = ops
+            .iter()
+            .filter_map(|o| o["row"]["name"].as_str())
+            .collect();
+        assert_eq!(names, ["br1", "br1", "gre-2", "gre-2", "br1"]);
+        let root = ops
+            .iter()
+            .find(|o| o["table"] == "Open_vSwitch" && o["op"] == "mutate")
+            .unwrap();
+        assert_eq!(root["mutations"][0][1], "insert");
+    }
+
+    #[test]
+    fn foreign_rows_with_our_names_are_refused_not_taken_over() {
+        let mut d = desired(vec![]);
+        d.bridges[0]
+            .ports
+            .push(port("manual", PortRole::Internal, "internal", &[]));
+        let errors = plan(&d, &live(), Scope::Full).unwrap_err();
+        assert_eq!(errors, [PlanError::ForeignPort("manual".into())]);
+    }
+
+    #[test]
+    fn gre_only_ignores_everything_but_tunnels() {
+        let mut d = desired(vec![gre("gre-3", "192.0.2.4")]);
+        d.bridges[0].ports.retain(|p| p.role == PortRole::Gre);
+        d.bridges[0].datapath_type = "system".into();
+        let changes = plan(&d, &live(), Scope::GreOnly).unwrap();
+        let shown: Vec<String> = changes.iter().map(OvsChange::describe).collect();
+        assert_eq!(
+            shown,
+            [
+                "- port br0/gre-1",
+                "+ port br0/gre-3 gre remote_ip=192.0.2.4"
+            ]
+        );
+        let mut other = d.clone();
+        other.bridges[0].name = "nope".into();
+        assert_eq!(
+            plan(&other, &live(), Scope::GreOnly).unwrap_err(),
+            [PlanError::MissingBridge("nope".into())]
+        );
+    }
+
+    #[test]
+    fn psks_only_appear_as_fingerprints() {
+        let l = live();
+        let secret = "super-secret-psk-123456";
+        let mut g = gre("gre-1", "192.0.2.2");
+        g.interface.options.insert(PSK_OPTION.into(), secret.into());
+        let changes = plan(
+            &desired(vec![g, gre("gre-9", "192.0.2.9")]),
+            &l,
+            Scope::Full,
+        )
+        .unwrap();
+        for c in &changes {
+            assert!(!c.describe().contains(secret), "{}", c.describe());
+        }
+        assert!(changes[0].describe().contains("<redacted sha256:"));
+    }
+
+    #[test]
+    fn the_write_count_of_a_plan_is_what_its_transaction_writes() {
+        let l = live();
+        let mut new_bridge = desired(vec![gre("gre-2", "192.0.2.3")]);
+        new_bridge.bridges[0].name = "br1".into();
+        let cases = [
+            desired(vec![gre("gre-1", "192.0.2.9")]),
+            desired(vec![]),
+            desired(vec![
+                gre("gre-1", "192.0.2.2"),
+                gre("gre-3", "192.0.2.4"),
+                gre("gre-4", "192.0.2.5"),
+            ]),
+            new_bridge,
+            OvsState::default(),
+        ];
+        for d in cases {
+            let changes = plan(&d, &l, Scope::Full).unwrap();
+            assert_eq!(
+                write_count(&changes),
+                write_ops(&transaction(&changes, &l, "t")),
+                "{changes:?}"
+            );
+        }
+    }
+}

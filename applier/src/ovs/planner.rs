@@ -1,0 +1,176 @@
+//! The planner: the minimal list of [`OvsChange`]s that turns the live rows into the desired ones,
+//! touching only rows marked as ours and refusing to take over rows of others.
+
+use super::change::{show_value, OvsChange, PlanError, Scope};
+use super::live::Live;
+use bundle::state::{Bridge, OvsState, Port, PortRole, OWNER_KEY};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The changes that turn `live` into `desired` within `scope`. Unchanged rows are not touched.
+pub fn plan(
+    desired: &OvsState,
+    live: &Live,
+    scope: Scope,
+) -> Result<Vec<OvsChange>, Vec<PlanError>> {
+    let mut changes = Vec::new();
+    let mut errors = Vec::new();
+    let owned = |ids: &BTreeMap<String, String>| ids.contains_key(OWNER_KEY);
+    let in_scope = |role: PortRole| scope == Scope::Full || role == PortRole::Gre;
+    let desired_ports: BTreeMap<&str, (&Bridge, &Port)> = desired
+        .ports()
+        .filter(|(_, p)| in_scope(p.role))
+        .map(|(b, p)| (p.name.as_str(), (b, p)))
+        .collect();
+
+    for b in &desired.bridges {
+        match live.bridge(&b.name) {
+            None if scope == Scope::GreOnly => {
+                errors.push(PlanError::MissingBridge(b.name.clone()))
+            }
+            None => changes.push(OvsChange::AddBridge {
+                bridge: Bridge {
+                    ports: Vec::new(),
+                    ..b.clone()
+                },
+            }),
+            Some(lb) if !owned(&lb.external_ids) => {
+                errors.push(PlanError::ForeignBridge(b.name.clone()))
+            }
+            Some(lb) if scope == Scope::Full => {
+                let dp = (lb.datapath_type != b.datapath_type
+                    && !(lb.datapath_type.is_empty() && b.datapath_type == "system"))
+                    .then(|| (lb.datapath_type.clone(), b.datapath_type.clone()));
+                let rstp = (lb.rstp != b.rstp).then_some((lb.rstp, b.rstp));
+                let ids = (lb.external_ids != b.external_ids).then(|| b.external_ids.clone());
+                if dp.is_some() || rstp.is_some() || ids.is_some() {
+                    changes.push(OvsChange::UpdateBridge {
+                        name: b.name.clone(),
+                        uuid: lb.uuid.clone(),
+                        datapath_type: dp,
+                        rstp,
+                        external_ids: ids,
+                    });
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    let mut deleted_bridges: BTreeSet<&str> = BTreeSet::new();
+    if scope == Scope::Full {
+        for lb in live.bridges.iter().filter(|lb| owned(&lb.external_ids)) {
+            if !desired.bridges.iter().any(|b| b.name == lb.name) {
+                deleted_bridges.insert(&lb.name);
+                changes.push(OvsChange::DeleteBridge {
+                    name: lb.name.clone(),
+                    uuid: lb.uuid.clone(),
+                });
+            }
+        }
+    }
+
+    // Owned ports no longer wanted (or wanted on another bridge, or of another kind).
+    let mut deleted_ports: BTreeSet<&String> = BTreeSet::new();
+    for lb in live
+        .bridges
+        .iter()
+        .filter(|lb| !deleted_bridges.contains(lb.name.as_str()))
+    {
+        for pu in &lb.ports {
+            let Some(lp) = live.ports.get(pu) else {
+                continue;
+            };
+            if !owned(&lp.external_ids) || lp.name == lb.name {
+                continue;
+            }
+            let kind = lp
+                .interfaces
+                .first()
+                .and_then(|u| live.ifaces.get(u))
+                .map(|i| i.kind.as_str());
+            let live_role_in_scope = scope == Scope::Full || kind == Some("gre");
+            if !live_role_in_scope
+                || (scope == Scope::GreOnly && !desired.bridges.iter().any(|b| b.name == lb.name))
+            {
+                continue;
+            }
+            let keep = desired_ports.get(lp.name.as_str()).is_some_and(|(b, p)| {
+                b.name == lb.name
+                    && kind == Some(p.interface.kind.as_str())
+                    && lp.interfaces.len() == 1
+            });
+            if !keep {
+                deleted_ports.insert(&lp.uuid);
+                changes.push(OvsChange::DeletePort {
+                    bridge: lb.name.clone(),
+                    bridge_uuid: lb.uuid.clone(),
+                    name: lp.name.clone(),
+                    uuid: lp.uuid.clone(),
+                });
+            }
+        }
+    }
+
+    for (name, (b, p)) in &desired_ports {
+        match live.port(name) {
+            Some((lp, _, _)) if !owned(&lp.external_ids) => {
+                errors.push(PlanError::ForeignPort(name.to_string()))
+            }
+            Some((lp, Some(lb), Some(li)))
+                if !deleted_ports.contains(&lp.uuid) && lb.name == b.name =>
+            {
+                let mut what = Vec::new();
+                let mut union: BTreeSet<&String> = li.options.keys().collect();
+                union.extend(p.interface.options.keys());
+                for k in union {
+                    let (old, new) = (li.options.get(k), p.interface.options.get(k));
+                    if old != new {
+                        let show = |v: Option<&String>| {
+                            v.map_or("(none)".to_string(), |v| show_value(k, v))
+                        };
+                        what.push((format!("options:{k}"), show(old), show(new)));
+                    }
+                }
+                if lp.protected != p.protected {
+                    what.push((
+                        "protected".into(),
+                        lp.protected.to_string(),
+                        p.protected.to_string(),
+                    ));
+                }
+                if lp.external_ids != p.external_ids || li.external_ids != p.external_ids {
+                    what.push(("external_ids".into(), "…".into(), "…".into()));
+                }
+                if !what.is_empty() {
+                    changes.push(OvsChange::UpdatePort {
+                        bridge: b.name.clone(),
+                        port: (*p).clone(),
+                        port_uuid: lp.uuid.clone(),
+                        iface_uuid: li.uuid.clone(),
+                        what,
+                    });
+                }
+            }
+            _ => {
+                if let Some(li) = live.iface_by_name(name) {
+                    // An interface row with this name but no port of ours: someone else's.
+                    let held = live.ports.values().any(|p| {
+                        p.interfaces.contains(&li.uuid) && !deleted_ports.contains(&p.uuid)
+                    });
+                    if held && !owned(&li.external_ids) {
+                        errors.push(PlanError::ForeignPort(name.to_string()));
+                        continue;
+                    }
+                }
+                changes.push(OvsChange::AddPort {
+                    bridge: b.name.clone(),
+                    port: (*p).clone(),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(changes)
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,114 @@
+//! What this tool owns on a host, as one value: [`HostState`] is what a bundle wants (desired), what
+//! an apply records before its first change (the snapshot a rollback returns to), and the
+//! non-OVS part of what is there now ([`Current`], which adds the live OVS rows).
+
+use crate::ovs::{Live, Scope};
+use crate::paths::Paths;
+use crate::system::{SysError, System};
+use bundle::{sysctl, Chains, OvsState, VerifiedBundle};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The parts of a host a bundle describes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HostState {
+    /// The OVS rows marked as ours.
+    pub ovs: OvsState,
+    pub chains: Chains,
+    /// `/etc/network/interfaces` (`None`: no such file).
+    pub interfaces: Option<Vec<u8>>,
+    /// The sysctl drop-in (`None`: no drop-in).
+    pub sysctl: Option<Vec<u8>>,
+    /// `net.ipv4.ip_forward`: as read, or the value to set (`None`: leave it as it is).
+    pub ip_forward: Option<String>,
+}
+
+impl HostState {
+    /// What a verified bundle wants.
+    pub fn from_bundle(b: &VerifiedBundle) -> Result<HostState, String> {
+        let file = |name: &str| b.file(name).ok_or_else(|| format!("bundle has no {name}"));
+        let ovs = OvsState::from_bytes(file(bundle::OVS_NAME)?)
+            .map_err(|e| format!("{}: {e}", bundle::OVS_NAME))?;
+        let rules = std::str::from_utf8(file(bundle::IPTABLES_NAME)?)
+            .map_err(|_| format!("{} is not text", bundle::IPTABLES_NAME))?;
+        let chains = Chains::from_bundle(rules).map_err(|e| e.to_string())?;
+        let sysctl = b.file(bundle::SYSCTL_NAME).map(<[u8]>::to_vec);
+        let ip_forward = match &sysctl {
+            Some(s) => sysctl::parse(s)
+                .map_err(|e| e.to_string())?
+                .remove(sysctl::IP_FORWARD),
+            None => None,
+        };
+        Ok(HostState {
+            ovs,
+            chains,
+            interfaces: Some(file(bundle::INTERFACES_NAME)?.to_vec()),
+            sysctl,
+            ip_forward,
+        })
+    }
+
+    /// A `--gre-only` generation on top of `self`: everything from `self`, but on each of `gre`'s
+    /// bridges the GRE ports are `gre`'s.
+    pub fn with_gre_of(&self, gre: &HostState) -> HostState {
+        HostState {
+            ovs: self.ovs.with_gre_of(&gre.ovs),
+            ..self.clone()
+        }
+    }
+}
+
+/// Where the applier finds things on this host.
+#[derive(Debug, Clone)]
+pub struct Locations {
+    pub paths: Paths,
+    /// `/proc`, for sysctl values (per network namespace).
+    pub proc_dir: PathBuf,
+}
+
+impl Locations {
+    pub fn ip_forward(&self) -> PathBuf {
+        self.proc_dir.join(sysctl::IP_FORWARD_PROC)
+    }
+}
+
+/// The host as it is now: the live OVS rows, and the rest of [`HostState`] (whose `ovs` is left
+/// empty: the live rows are the truth, see [`Current::snapshot`]).
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub live: Live,
+    pub state: HostState,
+}
+
+impl Current {
+    /// Reads what `scope` needs: for `GreOnly` the OVS rows alone.
+    pub fn read(sys: &mut dyn System, loc: &Locations, scope: Scope) -> Result<Current, SysError> {
+        let live = sys.ovs_read()?;
+        let state = match scope {
+            Scope::GreOnly => HostState::default(),
+            Scope::Full => read_rest(sys, loc)?,
+        };
+        Ok(Current { live, state })
+    }
+
+    /// The whole state, OVS rows included: what a rollback returns to.
+    pub fn snapshot(&self) -> HostState {
+        HostState {
+            ovs: self.live.owned_state(),
+            ..self.state.clone()
+        }
+    }
+}
+
+/// Everything but OVS: the chains, the interfaces file, the sysctl drop-in and value.
+pub fn read_rest(sys: &mut dyn System, loc: &Locations) -> Result<HostState, SysError> {
+    Ok(HostState {
+        ovs: OvsState::default(),
+        chains: sys.firewall_read()?,
+        interfaces: sys.read_file(&loc.paths.interfaces_file())?,
+        sysctl: sys.read_file(&loc.paths.sysctl_dropin())?,
+        ip_forward: sys
+            .read_file(&loc.ip_forward())?
+            .map(|v| String::from_utf8_lossy(&v).trim().to_string()),
+    })
+}

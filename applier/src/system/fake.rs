@@ -1,0 +1,520 @@
+//! An in-memory host for tests: an OVS database (typed rows), the owned iptables chains, files and
+//! directories, kernel settings (files under `/proc`) and the set of interfaces ifup brought up.
+//! Every call is recorded; `fail_at(n)` makes call `n` fail, `crash_at(n)` makes call `n` and
+//! every later one fail (the process died there) until [`FakeSystem::restart`].
+
+use super::{IfAction, SysError, System};
+use crate::ovs::{Live, LiveBridge, LiveIface, LivePort, OvsChange};
+use bundle::state::OvsState;
+use bundle::Chains;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct FakeSystem {
+    pub ovs: Live,
+    pub chains: Chains,
+    pub files: BTreeMap<PathBuf, Vec<u8>>,
+    pub dirs: BTreeSet<PathBuf>,
+    /// Interfaces ifup brought up (and ifdown did not take down since).
+    pub up: BTreeSet<String>,
+    /// Interface name -> the error ovs-vswitchd reports on it.
+    pub iface_errors: BTreeMap<String, String>,
+    /// When false, ovs-vswitchd never catches up with the database.
+    pub vswitchd_running: bool,
+    /// When true, iptables-restore "succeeds" without changing anything.
+    pub firewall_ignores_writes: bool,
+    /// Every call, in order: `name path-or-detail`.
+    pub calls: Vec<String>,
+    pub fail_at: Option<usize>,
+    pub crash_at: Option<usize>,
+    crashed: bool,
+    seq: u64,
+}
+
+/// What a person could observe on the host (row UUIDs aside): what tests compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub owned: OvsState,
+    pub foreign: Vec<String>,
+    pub chains: Chains,
+    /// Text files as text, others as their SHA-256.
+    pub files: BTreeMap<PathBuf, String>,
+    pub dirs: BTreeSet<PathBuf>,
+    pub up: BTreeSet<String>,
+}
+
+impl Default for FakeSystem {
+    fn default() -> Self {
+        FakeSystem {
+            ovs: Live {
+                root: "root".into(),
+                root_raw: Value::Null,
+                ..Live::default()
+            },
+            chains: Chains::from_save(""),
+            files: BTreeMap::new(),
+            dirs: BTreeSet::new(),
+            up: BTreeSet::new(),
+            iface_errors: BTreeMap::new(),
+            vswitchd_running: true,
+            firewall_ignores_writes: false,
+            calls: Vec::new(),
+            fail_at: None,
+            crash_at: None,
+            crashed: false,
+            seq: 0,
+        }
+    }
+}
+
+impl FakeSystem {
+    /// A host with `/proc/sys/net/ipv4/ip_forward` at 0.
+    pub fn new() -> FakeSystem {
+        let mut f = FakeSystem::default();
+        f.put("/proc/sys/net/ipv4/ip_forward", b"0\n");
+        f
+    }
+
+    /// Puts a file in place without recording a call.
+    pub fn put(&mut self, path: &str, data: &[u8]) {
+        let p = PathBuf::from(path);
+        self.add_parents(&p);
+        self.files.insert(p, data.to_vec());
+    }
+
+    /// A port someone else made (no owner mark) on bridge `bridge`, created if missing.
+    pub fn add_foreign_port(&mut self, bridge: &str, name: &str) {
+        if self.ovs.bridge(bridge).is_none() {
+            let b = self.uuid();
+            self.ovs.bridges.push(LiveBridge {
+                uuid: b,
+                name: bridge.into(),
+                datapath_type: String::new(),
+                rstp: false,
+                external_ids: BTreeMap::new(),
+                ports: Vec::new(),
+                raw: Value::Null,
+            });
+        }
+        let p = self.insert_port(name, "internal", BTreeMap::new(), BTreeMap::new(), false);
+        let lb = self
+            .ovs
+            .bridges
+            .iter_mut()
+            .find(|b| b.name == bridge)
+            .expect("made above");
+        lb.ports.push(p);
+    }
+
+    /// Whether the process "died" (a `crash_at` step was reached).
+    pub fn crashed(&self) -> bool {
+        self.crashed
+    }
+
+    /// The process "restarts" after a crash: calls work again.
+    pub fn restart(&mut self) {
+        self.crashed = false;
+        self.crash_at = None;
+        self.fail_at = None;
+    }
+
+    pub fn view(&self) -> View {
+        let mut foreign: Vec<String> = self
+            .ovs
+            .ports
+            .values()
+            .filter(|p| !p.external_ids.contains_key(bundle::state::OWNER_KEY))
+            .map(|p| p.name.clone())
+            .collect();
+        foreign.sort();
+        // OVSDB sets have no order: compare ports by name.
+        let mut owned = self.ovs.owned_state();
+        for b in &mut owned.bridges {
+            b.ports.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        owned.bridges.sort_by(|a, b| a.name.cmp(&b.name));
+        let files = self
+            .files
+            .iter()
+            .map(|(p, d)| {
+                let shown = match std::str::from_utf8(d) {
+                    Ok(t) => t.to_string(),
+                    Err(_) => format!("sha256:{}", bundle::sha256_hex(d)),
+                };
+                (p.clone(), shown)
+            })
+            .collect();
+        View {
+            owned,
+            foreign,
+            chains: self.chains.clone(),
+            files,
+            dirs: self.dirs.clone(),
+            up: self.up.clone(),
+        }
+    }
+
+    fn tick(&mut self, call: String) -> Result<(), SysError> {
+        let n = self.calls.len();
+        self.calls.push(call.clone());
+        if self.crashed {
+            return Err(SysError::Injected(format!(
+                "{n} ({call}): the process is dead"
+            )));
+        }
+        if self.crash_at == Some(n) {
+            self.crashed = true;
+            return Err(SysError::Injected(format!("{n} ({call}): crash")));
+        }
+        if self.fail_at == Some(n) {
+            return Err(SysError::Injected(format!("{n} ({call})")));
+        }
+        Ok(())
+    }
+
+    fn uuid(&mut self) -> String {
+        self.seq += 1;
+        format!("u{}", self.seq)
+    }
+
+    fn add_parents(&mut self, path: &Path) {
+        let mut p = path.parent();
+        while let Some(d) = p {
+            if d.as_os_str().is_empty() || d == Path::new("/") {
+                break;
+            }
+            self.dirs.insert(d.to_path_buf());
+            p = d.parent();
+        }
+    }
+
+    fn insert_port(
+        &mut self,
+        name: &str,
+        kind: &str,
+        options: BTreeMap<String, String>,
+        ids: BTreeMap<String, String>,
+        protected: bool,
+    ) -> String {
+        let (p, i) = (self.uuid(), self.uuid());
+        self.ovs.ifaces.insert(
+            i.clone(),
+            LiveIface {
+                uuid: i.clone(),
+                name: name.into(),
+                kind: kind.into(),
+                options,
+                external_ids: ids.clone(),
+                ofport: Some(1),
+                error: None,
+                raw: Value::Null,
+            },
+        );
+        self.ovs.ports.insert(
+            p.clone(),
+            LivePort {
+                uuid: p.clone(),
+                name: name.into(),
+                interfaces: vec![i],
+                protected,
+                external_ids: ids,
+                raw: Value::Null,
+            },
+        );
+        p
+    }
+
+    /// Rows no longer referenced go, as OVSDB's garbage collection does for non-root tables.
+    fn collect_garbage(&mut self) {
+        let held: BTreeSet<String> = self
+            .ovs
+            .bridges
+            .iter()
+            .flat_map(|b| b.ports.clone())
+            .collect();
+        self.ovs.ports.retain(|u, _| held.contains(u));
+        let held: BTreeSet<String> = self
+            .ovs
+            .ports
+            .values()
+            .flat_map(|p| p.interfaces.clone())
+            .collect();
+        self.ovs.ifaces.retain(|u, _| held.contains(u));
+    }
+
+    fn exists(&self, uuid: &str) -> bool {
+        self.ovs.bridges.iter().any(|b| b.uuid == uuid)
+            || self.ovs.ports.contains_key(uuid)
+            || self.ovs.ifaces.contains_key(uuid)
+    }
+}
+
+impl System for FakeSystem {
+    fn ovs_read(&mut self) -> Result<Live, SysError> {
+        self.tick("ovs_read".into())?;
+        Ok(self.ovs.clone())
+    }
+
+    fn ovs_apply(&mut self, changes: &[OvsChange], _base: &Live, _: &str) -> Result<i64, SysError> {
+        self.tick(format!("ovs_apply {} change(s)", changes.len()))?;
+        // The guards: every row the changes name must still be there.
+        for c in changes {
+            let named: Vec<&String> = match c {
+                OvsChange::UpdateBridge { uuid, .. } | OvsChange::DeleteBridge { uuid, .. } => {
+                    vec![uuid]
+                }
+                OvsChange::UpdatePort {
+                    port_uuid,
+                    iface_uuid,
+                    ..
+                } => vec![port_uuid, iface_uuid],
+                OvsChange::DeletePort {
+                    bridge_uuid, uuid, ..
+                } => vec![bridge_uuid, uuid],
+                _ => vec![],
+            };
+            if let Some(u) = named.into_iter().find(|u| !self.exists(u)) {
+                return Err(SysError::Ovs(format!("wait failed: row {u} changed")));
+            }
+        }
+        for c in changes {
+            match c {
+                OvsChange::AddBridge { bridge } => {
+                    let p = self.insert_port(
+                        &bridge.name,
+                        "internal",
+                        BTreeMap::new(),
+                        bridge.external_ids.clone(),
+                        false,
+                    );
+                    let uuid = self.uuid();
+                    self.ovs.bridges.push(LiveBridge {
+                        uuid,
+                        name: bridge.name.clone(),
+                        datapath_type: bridge.datapath_type.clone(),
+                        rstp: bridge.rstp,
+                        external_ids: bridge.external_ids.clone(),
+                        ports: vec![p],
+                        raw: Value::Null,
+                    });
+                }
+                OvsChange::AddPort { bridge, port } => {
+                    let p = self.insert_port(
+                        &port.name,
+                        &port.interface.kind,
+                        port.interface.options.clone(),
+                        port.external_ids.clone(),
+                        port.protected,
+                    );
+                    let b = self.ovs.bridges.iter_mut().find(|b| &b.name == bridge);
+                    b.ok_or_else(|| SysError::Ovs(format!("no bridge {bridge}")))?
+                        .ports
+                        .push(p);
+                }
+                OvsChange::UpdateBridge {
+                    uuid,
+                    datapath_type,
+                    rstp,
+                    external_ids,
+                    ..
+                } => {
+                    let b = self
+                        .ovs
+                        .bridges
+                        .iter_mut()
+                        .find(|b| &b.uuid == uuid)
+                        .expect("guarded");
+                    if let Some((_, d)) = datapath_type {
+                        b.datapath_type = d.clone();
+                    }
+                    if let Some((_, r)) = rstp {
+                        b.rstp = *r;
+                    }
+                    if let Some(ids) = external_ids {
+                        b.external_ids = ids.clone();
+                    }
+                }
+                OvsChange::DeleteBridge { uuid, .. } => {
+                    self.ovs.bridges.retain(|b| &b.uuid != uuid)
+                }
+                OvsChange::UpdatePort {
+                    port,
+                    port_uuid,
+                    iface_uuid,
+                    ..
+                } => {
+                    let i = self.ovs.ifaces.get_mut(iface_uuid).expect("guarded");
+                    i.options = port.interface.options.clone();
+                    i.external_ids = port.external_ids.clone();
+                    let p = self.ovs.ports.get_mut(port_uuid).expect("guarded");
+                    p.protected = port.protected;
+                    p.external_ids = port.external_ids.clone();
+                }
+                OvsChange::DeletePort {
+                    bridge_uuid, uuid, ..
+                } => {
+                    let b = self
+                        .ovs
+                        .bridges
+                        .iter_mut()
+                        .find(|b| &b.uuid == bridge_uuid)
+                        .expect("guarded");
+                    b.ports.retain(|p| p != uuid);
+                }
+            }
+        }
+        self.collect_garbage();
+        self.ovs.next_cfg += 1;
+        if self.vswitchd_running {
+            self.ovs.cur_cfg = self.ovs.next_cfg;
+        }
+        Ok(self.ovs.next_cfg)
+    }
+
+    fn ovs_wait_applied(&mut self, cfg: i64) -> Result<(), SysError> {
+        self.tick(format!("ovs_wait_applied {cfg}"))?;
+        if self.ovs.cur_cfg >= cfg {
+            Ok(())
+        } else {
+            Err(SysError::Ovs(format!(
+                "ovs-vswitchd did not apply configuration {cfg}"
+            )))
+        }
+    }
+
+    fn ovs_interface_errors(&mut self, names: &[&str]) -> Result<Vec<String>, SysError> {
+        self.tick("ovs_interface_errors".into())?;
+        Ok(names
+            .iter()
+            .filter_map(|n| Some(format!("interface {n}: {}", self.iface_errors.get(*n)?)))
+            .collect())
+    }
+
+    fn firewall_read(&mut self) -> Result<Chains, SysError> {
+        self.tick("firewall_read".into())?;
+        Ok(self.chains.clone())
+    }
+
+    fn firewall_write(
+        &mut self,
+        want: &Chains,
+        _: &Chains,
+        test_only: bool,
+    ) -> Result<(), SysError> {
+        self.tick(format!(
+            "firewall_write{}",
+            if test_only { " --test" } else { "" }
+        ))?;
+        if !test_only && !self.firewall_ignores_writes {
+            let mut now = want.clone();
+            for c in now.chains.values_mut().filter(|c| !c.exists) {
+                *c = Default::default();
+            }
+            self.chains = now;
+        }
+        Ok(())
+    }
+
+    fn read_file(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError> {
+        self.tick(format!("read_file {}", path.display()))?;
+        Ok(self.files.get(path).cloned())
+    }
+
+    fn write_file(&mut self, path: &Path, data: &[u8], _mode: u32) -> Result<(), SysError> {
+        self.tick(format!("write_file {}", path.display()))?;
+        self.add_parents(path);
+        self.files.insert(path.to_path_buf(), data.to_vec());
+        Ok(())
+    }
+
+    fn remove_file(&mut self, path: &Path) -> Result<(), SysError> {
+        self.tick(format!("remove_file {}", path.display()))?;
+        self.files.remove(path);
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), SysError> {
+        self.tick(format!("rename {} {}", from.display(), to.display()))?;
+        let data = self
+            .files
+            .remove(from)
+            .ok_or_else(|| SysError::file(from, std::io::ErrorKind::NotFound.into()))?;
+        self.add_parents(to);
+        self.files.insert(to.to_path_buf(), data);
+        Ok(())
+    }
+
+    fn list_dir(&mut self, path: &Path) -> Result<Vec<String>, SysError> {
+        self.tick(format!("list_dir {}", path.display()))?;
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for p in self.files.keys().chain(self.dirs.iter()) {
+            if p.parent() == Some(path) {
+                names.insert(
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn create_dir(&mut self, path: &Path, _mode: u32) -> Result<(), SysError> {
+        self.tick(format!("create_dir {}", path.display()))?;
+        self.add_parents(path);
+        self.dirs.insert(path.to_path_buf());
+        Ok(())
+    }
+
+    fn remove_dir(&mut self, path: &Path) -> Result<(), SysError> {
+        self.tick(format!("remove_dir {}", path.display()))?;
+        let busy = self
+            .files
+            .keys()
+            .chain(self.dirs.iter())
+            .any(|p| p.parent() == Some(path));
+        if !busy {
+            self.dirs.remove(path);
+        }
+        Ok(())
+    }
+
+    fn write_sysctl(&mut self, path: &Path, value: &[u8]) -> Result<(), SysError> {
+        self.tick(format!("write_sysctl {}", path.display()))?;
+        match self.files.get_mut(path) {
+            Some(v) => {
+                *v = value.to_vec();
+                Ok(())
+            }
+            None => Err(SysError::file(path, std::io::ErrorKind::NotFound.into())),
+        }
+    }
+
+    fn ifupdown(
+        &mut self,
+        action: IfAction,
+        iface: &str,
+        interfaces: &Path,
+    ) -> Result<(), SysError> {
+        self.tick(format!("{action:?} {iface}"))?;
+        match action {
+            IfAction::Down => {
+                self.up.remove(iface);
+            }
+            IfAction::Up => {
+                let file = self.files.get(interfaces).cloned().unwrap_or_default();
+                if !bundle::interfaces::has_stanza(&file, iface) {
+                    return Err(SysError::Command {
+                        command: format!("ifup {iface}"),
+                        detail: format!("unknown interface {iface}"),
+                    });
+                }
+                self.up.insert(iface.to_string());
+            }
+        }
+        Ok(())
+    }
+}

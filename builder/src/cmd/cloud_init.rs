@@ -1,0 +1,80 @@
+//! `builder cloud-init`: `#cloud-config` user data that installs one host's signed bundle and the
+//! trusted key on first boot.
+
+use super::key::signing_key;
+use super::{build_params, load_or_report};
+use crate::build::{build_host, write_bundle};
+use crate::cloudinit::{user_data, CloudInitOpts, EC2_USER_DATA_LIMIT};
+use anyhow::{bail, Context, Result};
+use bundle::Exit;
+use clap::Args;
+use std::path::PathBuf;
+
+// No doc comment here: clap would take it as the subcommand's help, which `main.rs` sets.
+#[derive(Debug, Args)]
+pub struct CloudInitArgs {
+    pub host: String,
+    /// The profiles directory.
+    #[arg(long, value_name = "DIR", default_value = "profiles")]
+    pub profiles: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Secret key to sign with (default: ./keys/builder.key, as for build).
+    #[arg(long, value_name = "SECRET")]
+    pub key: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    #[arg(long, value_name = "N")]
+    pub serial: Option<u64>,
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: Option<String>,
+    /// Do not install packages (the image has them).
+    #[arg(long)]
+    pub no_packages: bool,
+    /// A command to run early at boot, e.g. to install the applier (repeatable).
+    #[arg(long, value_name = "CMD")]
+    pub bootcmd: Vec<String>,
+    /// Largest user data allowed, in bytes (EC2: 16384).
+    #[arg(long, value_name = "BYTES", default_value_t = EC2_USER_DATA_LIMIT)]
+    pub max_size: usize,
+}
+
+pub fn run(args: CloudInitArgs) -> Result<Exit> {
+    let fleet = match load_or_report(&args.profiles) {
+        Ok(f) => f,
+        Err(exit) => return Ok(exit),
+    };
+    let host = &args.host;
+    let Some(h) = fleet.hosts.iter().find(|h| &h.name == host) else {
+        bail!("no host {host:?} under {}", args.profiles.display());
+    };
+    let sk = signing_key(args.key, args.passphrase_file)?;
+    let params = build_params(args.serial, args.expires_in.as_deref())?;
+    let bytes = build_host(h, &sk, params);
+    let max_size = args.max_size;
+    let opts = CloudInitOpts {
+        packages: !args.no_packages,
+        bootcmd: args.bootcmd,
+        max_size,
+    };
+    // TooLarge names the host, both sizes and what to do instead: no context.
+    let (data, compressed) = user_data(
+        h,
+        &bytes,
+        params.serial,
+        &sk.public_key_file(),
+        &sk.id().to_string(),
+        &opts,
+    )?;
+    // The user data holds the bundle, and so PSKs: written like a bundle (mode 0600).
+    let out = &args.out;
+    write_bundle(out, &data).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{host}: {} ({} bytes{}, limit {max_size}; bundle serial {})",
+        out.display(),
+        data.len(),
+        if compressed { ", gzip-compressed" } else { "" },
+        params.serial
+    );
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,42 @@
+//! `builder keygen`: a new minisign key pair for signing bundles.
+
+use super::key::{read_passphrase, require_terminal};
+use crate::sign::{keygen, Protection};
+use anyhow::Result;
+use bundle::Exit;
+use clap::Args;
+use std::path::PathBuf;
+
+// No doc comment here: clap would take it as the subcommand's help, which `main.rs` sets.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    #[arg(long, value_name = "FILE")]
+    pub secret_key: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub public_key: PathBuf,
+    /// Store the secret key unencrypted (mode 0600): for CI and examples only.
+    #[arg(long)]
+    pub unencrypted: bool,
+    /// Read the new key's passphrase from this file instead of asking.
+    #[arg(long, value_name = "FILE", conflicts_with = "unencrypted")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+pub fn run(args: KeygenArgs) -> Result<Exit> {
+    let protection = if args.unencrypted {
+        Protection::Unencrypted
+    } else if let Some(f) = &args.passphrase_file {
+        Protection::Passphrase(read_passphrase(f)?)
+    } else {
+        require_terminal()?;
+        Protection::Prompt
+    };
+    // KeyError names the file and says what to do ("refusing to overwrite ..."): no context.
+    let id = keygen(&args.secret_key, &args.public_key, protection)?;
+    println!(
+        "key {id}: secret key {} (mode 0600), public key {}",
+        args.secret_key.display(),
+        args.public_key.display()
+    );
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,232 @@
+//! Meshes: `fleet.toml` read, and each `[[mesh]]` expanded into GRE tunnels between every pair of
+//! its members, on the named bridge of each. Mesh tunnels are protected (split horizon), so a full
+//! mesh never forms a forwarding loop; their keys are none, one shared key, or one per pair
+//! derived from a fleet secret.
+
+use crate::diag::{Diagnostic, Loc, SourceMap};
+use crate::model::{gre_port_name, Gre, Host};
+use crate::psk::{self, PskError};
+use bundle::psk::Psk;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    #[serde(default)]
+    mesh: Vec<Spanned<RawMesh>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMesh {
+    bridge: Spanned<String>,
+    members: Vec<Spanned<String>>,
+    psk_file: Option<Spanned<String>>,
+    /// One fleet secret from which each pair's PSK is derived.
+    psk_secret_file: Option<Spanned<String>>,
+}
+
+/// How a mesh keys its tunnels.
+enum MeshKey {
+    Plain,
+    Shared(Psk),
+    Derived(Vec<u8>),
+}
+
+/// The PSK for the link between `a` and `b` of a mesh on `bridge`: HMAC-SHA256 of the pair under
+/// the fleet secret, so each pair has its own key and both ends compute the same one.
+pub fn derive_psk(secret: &[u8], bridge: &str, a: &str, b: &str) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(format!("ovs-bundle mesh psk v1\0{bridge}\0{lo}\0{hi}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Reads `dir/fleet.toml` (if any) and adds each mesh's tunnels to its members' bridges.
+pub fn expand_meshes(dir: &Path, hosts: &mut [Host], diags: &mut Vec<Diagnostic>) {
+    let path = dir.join("fleet.toml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let map = SourceMap::new(path.display().to_string(), &text);
+    let raw: RawFleet = match toml::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            let loc = e.span().map(|s| map.loc(s.start));
+            diags.push(
+                Diagnostic::error(loc, e.message().trim_end().to_string())
+                    .hint("see docs/profiles.md for fleet.toml"),
+            );
+            return;
+        }
+    };
+    let at = |span: std::ops::Range<usize>| Some(map.loc(span.start));
+    let index: HashMap<String, usize> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.name.clone(), i))
+        .collect();
+    for mesh in &raw.mesh {
+        let m = mesh.get_ref();
+        let mesh_loc = map.loc(mesh.span().start);
+        let bridge = m.bridge.get_ref();
+        let before = diags.len();
+        let key = match (&m.psk_file, &m.psk_secret_file) {
+            (Some(_), Some(b)) => {
+                diags.push(
+                    Diagnostic::error(at(b.span()), "both psk_file and psk_secret_file are set")
+                        .hint("keep one of them"),
+                );
+                continue;
+            }
+            (None, None) => MeshKey::Plain,
+            (Some(f), None) | (None, Some(f)) => {
+                let file = dir.join(f.get_ref());
+                let what = format!("key in {:?}", f.get_ref());
+                let value = std::fs::read(&file)
+                    .map_err(|e| {
+                        PskError::new(
+                            format!("{}: {e}", file.display()),
+                            "paths are relative to fleet.toml",
+                        )
+                    })
+                    .and_then(|b| psk::from_file(b, &what));
+                match value {
+                    Err(e) => {
+                        diags.push(Diagnostic::error(at(f.span()), e.message).hint(e.hint));
+                        continue;
+                    }
+                    Ok(psk) if m.psk_file.is_some() => MeshKey::Shared(psk),
+                    Ok(secret) => MeshKey::Derived(secret.expose().as_bytes().to_vec()),
+                }
+            }
+        };
+        let mut members: Vec<(usize, usize)> = Vec::new();
+        let mut seen = HashSet::new();
+        for member in &m.members {
+            let name = member.get_ref();
+            let Some(&h) = index.get(name) else {
+                diags.push(
+                    Diagnostic::error(
+                        at(member.span()),
+                        format!("mesh member {name:?} has no profile"),
+                    )
+                    .hint(format!(
+                        "create hosts/{name}.toml or remove it from members"
+                    )),
+                );
+                continue;
+            };
+            if !seen.insert(name.clone()) {
+                diags.push(
+                    Diagnostic::error(
+                        at(member.span()),
+                        format!("mesh member {name:?} is listed twice"),
+                    )
+                    .hint("list each host once"),
+                );
+                continue;
+            }
+            match hosts[h].bridges.iter().position(|b| &b.name == bridge) {
+                Some(b) => members.push((h, b)),
+                None => diags.push(
+                    Diagnostic::error(
+                        at(member.span()),
+                        format!(
+                            "host {name} ({}) has no bridge {bridge} for this mesh",
+                            hosts[h].loc.file
+                        ),
+                    )
+                    .hint(format!(
+                        "add a [[bridges]] named {bridge} to {}",
+                        hosts[h].loc.file
+                    )),
+                ),
+            }
+        }
+        if m.members.len() < 2 {
+            diags.push(
+                Diagnostic::error(Some(mesh_loc.clone()), "a mesh needs at least two members")
+                    .hint("list the hosts to join"),
+            );
+        }
+        if diags.len() > before {
+            continue;
+        }
+        // Every port name each member already has, so a mesh never doubles a tunnel.
+        let mut existing: Vec<HashMap<String, Loc>> = members
+            .iter()
+            .map(|&(h, _)| {
+                hosts[h]
+                    .bridges
+                    .iter()
+                    .flat_map(|b| b.gre.iter().map(|g| (g.port.clone(), g.loc.clone())))
+                    .collect()
+            })
+            .collect();
+        let before_mesh: Vec<HashSet<String>> = existing
+            .iter()
+            .map(|e| e.keys().cloned().collect())
+            .collect();
+        let peers: Vec<(Ipv4Addr, String)> = members
+            .iter()
+            .map(|&(h, _)| (hosts[h].underlay_ip, hosts[h].name.clone()))
+            .collect();
+        let mut pair_keys: HashMap<(usize, usize), Psk> = HashMap::new();
+        for (i, &(h, b)) in members.iter().enumerate() {
+            let me = hosts[h].name.clone();
+            let mut added = Vec::with_capacity(members.len());
+            for (j, (ip, peer)) in peers.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let port = gre_port_name(*ip);
+                if let Some(first) = existing[i].get(&port) {
+                    if i > j && before_mesh[j].contains(&gre_port_name(peers[i].0)) {
+                        continue; // reported from the other end already
+                    }
+                    diags.push(
+                        Diagnostic::error(
+                            Some(mesh_loc.clone()),
+                            format!("the mesh on {bridge} would connect {me} to {peer}, but {me} already has a GRE connection to {peer} at {first}"),
+                        )
+                        .hint("remove the [[bridges.gre]] entry or take the host out of the mesh"),
+                    );
+                    continue;
+                }
+                existing[i].insert(port.clone(), mesh_loc.clone());
+                let psk = match &key {
+                    MeshKey::Plain => None,
+                    MeshKey::Shared(p) => Some(p.clone()),
+                    // Each pair's key is derived once and used at both ends.
+                    MeshKey::Derived(secret) if i < j => {
+                        let k = Psk::new(derive_psk(secret, bridge, &me, peer));
+                        pair_keys.insert((i, j), k.clone());
+                        Some(k)
+                    }
+                    MeshKey::Derived(secret) => Some(
+                        pair_keys
+                            .remove(&(j, i))
+                            .unwrap_or_else(|| Psk::new(derive_psk(secret, bridge, &me, peer))),
+                    ),
+                };
+                added.push(Gre {
+                    port,
+                    remote_ip: *ip,
+                    psk,
+                    loc: mesh_loc.clone(),
+                    protected: true,
+                    external: false,
+                });
+            }
+            hosts[h].bridges[b].gre.extend(added);
+        }
+    }
+}

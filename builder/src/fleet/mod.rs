@@ -1,0 +1,218 @@
+//! The fleet as a whole: meshes declared in `fleet.toml` ([`mesh`]), and the checks that need
+//! every host at once: links symmetric with matching PSKs, peers known, underlay addresses unique,
+//! addresses unique on each L2 network and networks disjoint, forwarders covering their networks,
+//! and no forwarding loop through unprotected tunnels unless RSTP runs on every bridge of it
+//! ([`loops`]). Works on hosts already valid on their own; never reads host profiles itself.
+
+mod loops;
+mod mesh;
+
+pub use mesh::{derive_psk, expand_meshes};
+
+use crate::diag::{Diagnostic, Loc};
+use crate::model::{Gre, Host};
+use crate::net::Ipv4Cidr;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+/// One end of a link: host, bridge, and whether its tunnel port is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct End {
+    host: usize,
+    bridge: usize,
+    protected: bool,
+}
+
+/// Cross-host checks on fully expanded hosts. Errors and notes go to `diags`.
+pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
+    let mut by_ip: HashMap<Ipv4Addr, usize> = HashMap::new();
+    for (i, host) in hosts.iter().enumerate() {
+        if let Some(&first) = by_ip.get(&host.underlay_ip) {
+            let first = &hosts[first];
+            diags.push(
+                Diagnostic::error(
+                    Some(host.loc.clone()),
+                    format!(
+                        "underlay_ip {} of host {:?} is also host {:?}'s ({})",
+                        host.underlay_ip, host.name, first.name, first.loc
+                    ),
+                )
+                .hint("every host needs its own underlay address"),
+            );
+        } else {
+            by_ip.insert(host.underlay_ip, i);
+        }
+    }
+    // Each host's tunnels by peer address.
+    let tunnels: Vec<HashMap<Ipv4Addr, (usize, &Gre)>> = hosts
+        .iter()
+        .map(|h| {
+            h.bridges
+                .iter()
+                .enumerate()
+                .flat_map(|(b, br)| br.gre.iter().map(move |g| (g.remote_ip, (b, g))))
+                .collect()
+        })
+        .collect();
+    let mut links: Vec<(End, End)> = Vec::new();
+    for (h, host) in hosts.iter().enumerate() {
+        for (b, bridge) in host.bridges.iter().enumerate() {
+            for g in bridge.gre.iter().filter(|g| !g.external) {
+                let Some(&r) = by_ip.get(&g.remote_ip) else {
+                    diags.push(
+                        Diagnostic::error(
+                            Some(g.loc.clone()),
+                            format!("host {}: remote_ip {} is not the underlay_ip of any host in the fleet", host.name, g.remote_ip),
+                        )
+                        .hint("fix the address, or mark the connection `external = true` if the peer is outside this fleet"),
+                    );
+                    continue;
+                };
+                let Some(&(rb, back)) = tunnels[r].get(&host.underlay_ip) else {
+                    let peer = &hosts[r];
+                    diags.push(
+                        Diagnostic::error(
+                            Some(g.loc.clone()),
+                            format!(
+                                "host {} has a GRE connection to {} ({}), but {} has none back to {} ({})",
+                                host.name, peer.name, g.remote_ip, peer.name, host.underlay_ip, peer.loc
+                            ),
+                        )
+                        .hint(format!("add a [[bridges.gre]] with remote_ip = \"{}\" to {}", host.underlay_ip, peer.loc.file)),
+                    );
+                    continue;
+                };
+                if h > r {
+                    continue; // each link once, from its lower end
+                }
+                if g.psk != back.psk {
+                    let how = match (&g.psk, &back.psk) {
+                        (Some(_), None) | (None, Some(_)) => "one end has a PSK and the other none",
+                        _ => "the two ends have different PSKs",
+                    };
+                    diags.push(
+                        Diagnostic::error(
+                            Some(g.loc.clone()),
+                            format!(
+                                "link {} <-> {}: {how} (other end at {})",
+                                host.name, hosts[r].name, back.loc
+                            ),
+                        )
+                        .hint("both ends of a tunnel need the same psk or psk_file, or neither"),
+                    );
+                }
+                links.push((
+                    End {
+                        host: h,
+                        bridge: b,
+                        protected: g.protected,
+                    },
+                    End {
+                        host: r,
+                        bridge: rb,
+                        protected: back.protected,
+                    },
+                ));
+            }
+        }
+    }
+    check_addresses(hosts, &links, diags);
+    loops::check_loops(hosts, &links, diags);
+}
+
+/// Union-find over (host, bridge): the L2 networks.
+fn networks(hosts: &[Host], links: &[(End, End)]) -> HashMap<(usize, usize), usize> {
+    let ids: Vec<(usize, usize)> = hosts
+        .iter()
+        .enumerate()
+        .flat_map(|(h, host)| (0..host.bridges.len()).map(move |b| (h, b)))
+        .collect();
+    let index: HashMap<(usize, usize), usize> =
+        ids.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let mut parent: Vec<usize> = (0..ids.len()).collect();
+    fn find(p: &mut [usize], mut x: usize) -> usize {
+        while p[x] != x {
+            p[x] = p[p[x]];
+            x = p[x];
+        }
+        x
+    }
+    for (a, b) in links {
+        let (x, y) = (index[&(a.host, a.bridge)], index[&(b.host, b.bridge)]);
+        let (rx, ry) = (find(&mut parent, x), find(&mut parent, y));
+        parent[rx] = ry;
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, k)| (*k, find(&mut parent, i)))
+        .collect()
+}
+
+fn check_addresses(hosts: &[Host], links: &[(End, End)], diags: &mut Vec<Diagnostic>) {
+    let net_of = networks(hosts, links);
+    // Per network: addresses, and the subnets they are on.
+    let mut addrs: BTreeMap<usize, Vec<(Ipv4Cidr, &str, &Loc)>> = BTreeMap::new();
+    for (h, host) in hosts.iter().enumerate() {
+        for (b, bridge) in host.bridges.iter().enumerate() {
+            for hi in &bridge.host_interfaces {
+                if let Some(a) = hi.address {
+                    addrs
+                        .entry(net_of[&(h, b)])
+                        .or_default()
+                        .push((a, &host.name, &hi.loc));
+                }
+            }
+        }
+    }
+    let mut subnets: Vec<(u32, u32, usize, Ipv4Cidr, &Loc)> = Vec::new();
+    for (net, list) in &addrs {
+        let mut seen: HashMap<Ipv4Addr, (&str, &Loc)> = HashMap::new();
+        let mut nets: HashSet<Ipv4Cidr> = HashSet::new();
+        for (a, host, loc) in list {
+            if let Some((other, first)) = seen.insert(a.addr, (host, loc)) {
+                diags.push(
+                    Diagnostic::error(Some((*loc).clone()), format!("address {} of host {host} is also host {other}'s ({first}), on the same L2 network", a.addr))
+                        .hint("give every interface on a network its own address"),
+                );
+            }
+            if nets.insert(a.network()) {
+                let n = a.network();
+                let start = u32::from(n.addr);
+                subnets.push((start, start | !n.mask(), *net, n, loc));
+            }
+        }
+    }
+    subnets.sort_by_key(|s| (s.0, s.1));
+    for (i, a) in subnets.iter().enumerate() {
+        for b in subnets[i + 1..].iter().take_while(|b| b.0 <= a.1) {
+            if a.2 != b.2 {
+                diags.push(
+                    Diagnostic::error(
+                        Some(b.4.clone()),
+                        format!(
+                            "subnet {} overlaps {} ({}) of another L2 network",
+                            b.3, a.3, a.4
+                        ),
+                    )
+                    .hint("separate networks need separate subnets, or NAT and routing break"),
+                );
+            }
+        }
+    }
+    for (h, host) in hosts.iter().enumerate() {
+        for (b, bridge) in host.bridges.iter().enumerate() {
+            let Some(f) = &bridge.forwarder else { continue };
+            for (a, other, loc) in addrs.get(&net_of[&(h, b)]).into_iter().flatten() {
+                if !f.source.contains(a.addr) {
+                    diags.push(
+                        Diagnostic::error(
+                            Some(f.loc.clone()),
+                            format!("forwarder of {} on {} has source {}, which does not contain {} of host {other} ({loc}) behind it", host.name, bridge.name, f.source, a.addr),
+                        )
+                        .hint("widen source to the whole network behind the forwarder"),
+                    );
+                }
+            }
+        }
+    }
+}

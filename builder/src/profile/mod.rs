@@ -1,0 +1,106 @@
+//! Profiles: TOML in, validated [`Fleet`] out.
+//!
+//! Parsing and validation are separate steps: serde turns each file into raw values that keep
+//! their source spans ([`raw`]), then validation ([`validate`]) checks every rule and collects
+//! every problem, each with the `file:line:col` it is about and a hint, before anything is
+//! rendered. Reading the files the profiles name (PSKs, verbatim interfaces files) is the only I/O
+//! here. Once every host is valid on its own, [`crate::fleet`] adds meshes and checks the hosts
+//! against each other; that dependency runs one way only (fleet never looks at profiles).
+
+mod raw;
+mod validate;
+
+use crate::diag::{Diagnostic, Severity, SourceMap};
+use crate::fleet::{check_fleet, expand_meshes};
+use crate::model::{Fleet, Host};
+use std::path::{Path, PathBuf};
+
+/// Loads and validates every `hosts/*.toml` under `dir`. On failure, returns every problem found.
+pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
+    let hosts_dir = dir.join("hosts");
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&hosts_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            return Err(vec![Diagnostic::error(
+                None,
+                format!(
+                    "cannot read profiles directory {}: {e}",
+                    hosts_dir.display()
+                ),
+            )
+            .hint(
+                "pass the directory that holds hosts/<host>.toml, e.g. `profiles`",
+            )]);
+        }
+    };
+    paths.sort();
+    if paths.is_empty() {
+        return Err(vec![Diagnostic::error(
+            None,
+            format!("no host profiles (*.toml) in {}", hosts_dir.display()),
+        )
+        .hint("create hosts/<host>.toml; see docs/profiles.md")]);
+    }
+    let mut diags = Vec::new();
+    let mut hosts = Vec::new();
+    for path in &paths {
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                if let Some(host) = parse_host(path, &rel, &text, &mut diags) {
+                    hosts.push(host);
+                }
+            }
+            Err(e) => diags.push(Diagnostic::error(
+                None,
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        }
+    }
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    // Meshes and cross-host checks only once every host is valid on its own: a host dropped for
+    // a typo would otherwise also be reported as missing by every mesh and link that names it.
+    if diags.is_empty() {
+        expand_meshes(dir, &mut hosts, &mut diags);
+    }
+    if diags.is_empty() {
+        check_fleet(&hosts, &mut diags);
+    }
+    // Stable: a file's problems in the order they appear in it, files in name order.
+    diags.sort_by(|a, b| a.loc.cmp(&b.loc));
+    let (errors, notes): (Vec<_>, Vec<_>) = diags
+        .into_iter()
+        .partition(|d| d.severity == Severity::Error);
+    if errors.is_empty() {
+        Ok(Fleet { hosts, notes })
+    } else {
+        Err(errors.into_iter().chain(notes).collect())
+    }
+}
+
+/// Parses and validates one host profile. `path` is where it is read from (for messages and to
+/// resolve relative paths); `rel` is its path relative to the profiles directory.
+pub fn parse_host(path: &Path, rel: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Host> {
+    let map = SourceMap::new(path.display().to_string(), text);
+    let raw: raw::RawProfile = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let loc = e.span().map(|s| map.loc(s.start));
+            diags.push(
+                Diagnostic::error(loc, e.message().trim_end().to_string())
+                    .hint("see docs/profiles.md for every key a profile may have"),
+            );
+            return None;
+        }
+    };
+    let before = diags.len();
+    let host = validate::host(&raw, &map, path, rel, diags);
+    (diags.len() == before).then_some(host).flatten()
+}
