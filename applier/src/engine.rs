@@ -729,4 +729,4 @@ impl Applier<'_> {
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]
-mod tests;
+pub(crate) mod tests;

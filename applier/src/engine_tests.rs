@@ -47,6 +47,10 @@ impl Fixture {
         builder::build::build_host(&fleet.hosts[0], &self.key, params)
     }
 
+    pub(crate) fn trusted(&self) -> TrustedKey {
+        self.trusted.clone()
+    }
+
     pub(crate) fn applier<'a>(&self, sys: &'a mut FakeSystem) -> Applier<'a> {
         Applier {
             sys,

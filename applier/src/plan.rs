@@ -208,6 +208,10 @@ pub fn line_diff(old: &[u8], new: &[u8]) -> String {
 }
 
 #[cfg(test)]
+#[path = "plan_golden.rs"]
+mod golden;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
