@@ -3,85 +3,17 @@
 //! before the first change; an interrupted apply is found by its marker and undone by the next run.
 //!
 //! Going back is not a second code path: it is a plan from the host as it is now to the recorded
-//! [`HostState`], run by the same executor ([`Applier::execute`]) in [`Mode::Revert`], which does
+//! [`HostState`], run by the same executor (`crate::executor`) in [`Mode::Revert`], which does
 //! every step it can instead of stopping at the first failure.
 
-use crate::ovs::{Live, OvsChange, PlanError, Scope};
+pub use crate::error::ApplyError;
+use crate::executor::{kill_point, Mode, StepError};
+use crate::ovs::Scope;
 use crate::plan::{make_plan, HostPlan, InterfacesChange};
 use crate::state::{read_rest, Current, HostState, Locations};
 use crate::store::{GenMeta, Marker, Store};
-use crate::system::{IfAction, SysError, System};
-use bundle::{sha256_hex, Exit, TrustedKey, VerifiedBundle, VerifyError, VerifyOptions};
-use std::fmt;
-
-#[derive(Debug)]
-pub enum ApplyError {
-    /// The bundle was refused before anything changed.
-    Verify(VerifyError),
-    /// Refused before anything changed (serial, content, scope).
-    Refused(String),
-    /// The desired state conflicts with rows this tool does not own.
-    Plan(Vec<PlanError>),
-    /// Failed before the first change; nothing was changed.
-    Unchanged(SysError),
-    /// A step failed and the host was restored to its state before the apply.
-    RolledBack { step: String, error: SysError },
-    /// A step failed and restoring failed too.
-    RollbackFailed {
-        step: String,
-        error: SysError,
-        rollback: Vec<String>,
-    },
-    /// Undoing an interrupted apply failed.
-    RecoveryFailed { target: u64, rollback: Vec<String> },
-}
-
-impl ApplyError {
-    pub fn exit(&self) -> Exit {
-        match self {
-            ApplyError::Verify(e) => e.exit(),
-            ApplyError::Refused(_) => Exit::Refused,
-            ApplyError::RollbackFailed { .. } | ApplyError::RecoveryFailed { .. } => {
-                Exit::RollbackFailed
-            }
-            _ => Exit::Failed,
-        }
-    }
-}
-
-impl fmt::Display for ApplyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApplyError::Verify(e) => write!(f, "bundle refused: {e}"),
-            ApplyError::Refused(e) => write!(f, "refused: {e}"),
-            ApplyError::Plan(errors) => {
-                let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                write!(f, "cannot plan: {}; nothing was changed", list.join("; "))
-            }
-            ApplyError::Unchanged(e) => write!(f, "{e}; nothing was changed"),
-            ApplyError::RolledBack { step, error } => write!(
-                f,
-                "{step} failed: {error}; the host was rolled back to its state before this apply"
-            ),
-            ApplyError::RollbackFailed {
-                step,
-                error,
-                rollback,
-            } => write!(
-                f,
-                "{step} failed: {error}; ROLLING BACK FAILED TOO: {}. The host may be half-applied: \
-                 the next applier run retries the rollback",
-                rollback.join("; ")
-            ),
-            ApplyError::RecoveryFailed { target, rollback } => write!(
-                f,
-                "undoing the interrupted apply of generation {target} FAILED: {}. The host may be \
-                 half-applied: the next applier run retries",
-                rollback.join("; ")
-            ),
-        }
-    }
-}
+use crate::system::{SysError, System};
+use bundle::{sha256_hex, TrustedKey, VerifiedBundle, VerifyError, VerifyOptions};
 
 /// How to apply.
 #[derive(Debug, Clone, Copy)]
@@ -111,38 +43,6 @@ impl Outcome {
     }
 }
 
-/// How the executor treats a failed step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Stop at the first failure (the caller then reverts).
-    Apply,
-    /// Do every step that can be done and report every failure: going back must not give up on
-    /// the firewall because OVS failed.
-    Revert,
-}
-
-/// The subsystems a plan touches, each applied (and reverted) by its own driver, in this order:
-/// OVS first (the bridges the interfaces file brings up must exist), the interfaces file last.
-#[derive(Debug, Clone, Copy)]
-enum Driver {
-    Ovs,
-    Firewall,
-    Sysctl,
-    Interfaces,
-}
-
-impl Driver {
-    const ORDER: [Driver; 4] = [
-        Driver::Ovs,
-        Driver::Firewall,
-        Driver::Sysctl,
-        Driver::Interfaces,
-    ];
-}
-
-/// A failed step: what was being done, and why it failed.
-type StepError = (String, SysError);
-
 /// The keys bundles are checked against.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
@@ -160,18 +60,6 @@ pub struct Applier<'a> {
     /// Progress messages for the log (never secrets).
     pub log: Box<dyn FnMut(&str) + 'a>,
 }
-
-/// Where the real binary can be killed, for the kill tests of the namespace and VM suites. Only
-/// in builds with the `test-hooks` feature; release builds have no such hook.
-#[cfg(feature = "test-hooks")]
-fn kill_point(name: &str) {
-    if std::env::var("OVS_BUNDLE_TEST_KILL_AT").is_ok_and(|s| s == name) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
-#[cfg(not(feature = "test-hooks"))]
-fn kill_point(_name: &str) {}
 
 impl Applier<'_> {
     fn verify(&self, bytes: &[u8], check_expiry: bool) -> Result<VerifiedBundle, VerifyError> {
@@ -584,146 +472,6 @@ impl Applier<'_> {
             let _ = self.store.remove_generation(self.sys, marker.target);
         }
         let _ = self.store.remove_marker(self.sys);
-    }
-
-    /// Runs `plan` (made from `base`) on the host, one subsystem after the other.
-    pub fn execute(
-        &mut self,
-        plan: &HostPlan,
-        base: &Live,
-        comment: &str,
-        mode: Mode,
-    ) -> Result<(), Vec<StepError>> {
-        let mut errors = Vec::new();
-        for driver in Driver::ORDER {
-            let done = match driver {
-                Driver::Ovs => self.ovs_driver(plan, base, comment, mode),
-                Driver::Firewall => self.firewall_driver(plan),
-                Driver::Sysctl => self.sysctl_driver(plan),
-                Driver::Interfaces => self.interfaces_driver(plan, mode),
-            };
-            if let Err(e) = done {
-                errors.push(e);
-                if mode == Mode::Apply {
-                    break;
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
-    }
-
-    fn ovs_driver(
-        &mut self,
-        plan: &HostPlan,
-        base: &Live,
-        comment: &str,
-        mode: Mode,
-    ) -> Result<(), StepError> {
-        if plan.ovs.is_empty() {
-            return Ok(());
-        }
-        kill_point("ovs-transact");
-        let cfg = self
-            .sys
-            .ovs_apply(&plan.ovs, base, comment)
-            .map_err(|e| ("the OVS transaction".to_string(), e))?;
-        kill_point("ovs-wait");
-        let waited = self.sys.ovs_wait_applied(cfg);
-        if mode == Mode::Revert {
-            // The database holds the old rows again; an ovs-vswitchd that is down reads them when
-            // it starts, so not hearing back is no failure of the revert.
-            if let Err(e) = waited {
-                (self.log)(&format!("warning: OVS rows restored, but {e}"));
-            }
-            return Ok(());
-        }
-        let wait_step = |e| ("waiting for ovs-vswitchd".to_string(), e);
-        waited.map_err(wait_step)?;
-        // Only the interfaces this apply added or changed, not the whole table.
-        let names: Vec<&str> = plan
-            .ovs
-            .iter()
-            .filter_map(|c| match c {
-                OvsChange::AddPort { port, .. } | OvsChange::UpdatePort { port, .. } => {
-                    Some(port.name.as_str())
-                }
-                _ => None,
-            })
-            .collect();
-        let errors = self.sys.ovs_interface_errors(&names).map_err(wait_step)?;
-        if !errors.is_empty() {
-            return Err(("ovs-vswitchd".into(), SysError::Ovs(errors.join("; "))));
-        }
-        Ok(())
-    }
-
-    fn firewall_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
-        let Some((want, now)) = &plan.chains else {
-            return Ok(());
-        };
-        kill_point("iptables");
-        self.sys
-            .firewall_write(want, now, false)
-            .map_err(|e| ("iptables".to_string(), e))
-    }
-
-    fn sysctl_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
-        let step = |e| ("sysctl".to_string(), e);
-        if plan.sysctl.is_some() || plan.ip_forward.is_some() {
-            kill_point("sysctl");
-        }
-        if let Some(dropin) = &plan.sysctl {
-            let path = self.loc.paths.sysctl_dropin();
-            match dropin {
-                Some(data) => self.sys.write_file(&path, data, 0o644),
-                None => self.sys.remove_file(&path),
-            }
-            .map_err(step)?;
-        }
-        if let Some(v) = &plan.ip_forward {
-            let path = self.loc.ip_forward();
-            self.sys
-                .write_sysctl(&path, format!("{v}\n").as_bytes())
-                .map_err(step)?;
-        }
-        Ok(())
-    }
-
-    fn interfaces_driver(&mut self, plan: &HostPlan, mode: Mode) -> Result<(), StepError> {
-        let Some(change) = &plan.interfaces else {
-            return Ok(());
-        };
-        let path = self.loc.paths.interfaces_file();
-        let cycle_step = |e| ("ifdown/ifup".to_string(), e);
-        kill_point("interfaces");
-        for iface in &change.down {
-            let down = self.sys.ifupdown(IfAction::Down, iface, &path);
-            // Going back, an interface that will not go down must not stop the old file from
-            // being put back.
-            if mode == Mode::Apply {
-                down.map_err(cycle_step)?;
-            }
-        }
-        match &change.new {
-            Some(data) => self.sys.write_file(&path, data, 0o644),
-            None => self.sys.remove_file(&path),
-        }
-        .map_err(|e| ("the interfaces file".to_string(), e))?;
-        kill_point("ifupdown");
-        let mut failed = None;
-        for iface in &change.up {
-            if let Err(e) = self.sys.ifupdown(IfAction::Up, iface, &path) {
-                if mode == Mode::Apply {
-                    return Err(cycle_step(e));
-                }
-                failed.get_or_insert((format!("bringing {iface} back up"), e));
-            }
-        }
-        failed.map_or(Ok(()), Err)
     }
 }
 

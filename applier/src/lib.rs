@@ -1,7 +1,7 @@
 //! The applier: verifies bundles and applies them to a host, atomically.
 //!
 //! `state` holds what this tool owns on a host as one value, `plan` the plan between two states,
-//! `engine` the engine that executes a plan (apply and rollback alike) with crash recovery,
+//! `engine` the engine (apply, rollback, crash recovery), `executor` what runs a plan on the host,
 //! `system` the one typed seam through which every side effect goes, `ovs`/`ovsdb` the OVSDB side,
 //! `store` the generations on disk, `boot` the boot-time policy and `cmd` the commands.
 
@@ -9,6 +9,8 @@ pub mod boot;
 pub mod cli;
 pub mod cmd;
 pub mod engine;
+pub mod error;
+pub mod executor;
 pub mod lock;
 pub mod ovs;
 pub mod ovsdb;

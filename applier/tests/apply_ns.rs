@@ -1,6 +1,9 @@
 //! `applier apply` on real Open vSwitch (userspace datapath) and iptables, each test in its own
 //! network namespace with its own ovsdb-server and ovs-vswitchd. Results are read back with
 //! independent tools: ovs-vsctl, iptables-save, the files themselves.
+//!
+//! Over 500 lines on purpose: one scenario per function, each a story of its own; splitting
+//! them by size would only separate steps that belong together.
 
 mod common;
 use common::{check, host, text, TestHost};

@@ -1,5 +1,8 @@
 //! The scenarios, run in order on one fleet of guests (gateway, three nodes, an uplink host),
 //! then the cloud-init boot on a systemd guest of its own.
+//!
+//! Over 500 lines on purpose: one scenario per function, each a story of its own; splitting
+//! them by size would only separate steps that belong together.
 
 use crate::fleet::Fleet;
 use crate::guest::{Guest, Images, Spec};

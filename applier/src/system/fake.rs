@@ -2,6 +2,9 @@
 //! directories, kernel settings (files under `/proc`) and the set of interfaces ifup brought up.
 //! Every call is recorded; `fail_at(n)` makes call `n` fail, `crash_at(n)` makes call `n` and
 //! every later one fail (the process died there) until [`FakeSystem::restart`].
+//!
+//! One file over 500 lines on purpose: the fake host is one type implementing the whole seam,
+//! and splitting its trait impl would scatter it.
 
 use super::{IfAction, SysError, System};
 use crate::ovs::{Live, LiveBridge, LiveIface, LivePort, OvsChange};

@@ -1,0 +1,193 @@
+//! The executor: runs a [`HostPlan`] on the host through the [`System`] seam, one driver per
+//! subsystem (OVS, firewall, sysctl, interfaces file), for an apply and a revert alike.
+
+use crate::engine::Applier;
+use crate::ovs::{Live, OvsChange};
+use crate::plan::HostPlan;
+use crate::system::{IfAction, SysError};
+
+/// How the executor treats a failed step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Stop at the first failure (the caller then reverts).
+    Apply,
+    /// Do every step that can be done and report every failure: going back must not give up on
+    /// the firewall because OVS failed.
+    Revert,
+}
+
+/// The subsystems a plan touches, each applied (and reverted) by its own driver, in this order:
+/// OVS first (the bridges the interfaces file brings up must exist), the interfaces file last.
+#[derive(Debug, Clone, Copy)]
+enum Driver {
+    Ovs,
+    Firewall,
+    Sysctl,
+    Interfaces,
+}
+
+impl Driver {
+    const ORDER: [Driver; 4] = [
+        Driver::Ovs,
+        Driver::Firewall,
+        Driver::Sysctl,
+        Driver::Interfaces,
+    ];
+}
+
+/// A failed step: what was being done, and why it failed.
+pub(crate) type StepError = (String, SysError);
+
+/// Where the real binary can be killed, for the kill tests of the namespace and VM suites. Only
+/// in builds with the `test-hooks` feature; release builds have no such hook.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn kill_point(name: &str) {
+    if std::env::var("OVS_BUNDLE_TEST_KILL_AT").is_ok_and(|s| s == name) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) fn kill_point(_name: &str) {}
+
+impl Applier<'_> {
+    /// Runs `plan` (made from `base`) on the host, one subsystem after the other.
+    pub fn execute(
+        &mut self,
+        plan: &HostPlan,
+        base: &Live,
+        comment: &str,
+        mode: Mode,
+    ) -> Result<(), Vec<StepError>> {
+        let mut errors = Vec::new();
+        for driver in Driver::ORDER {
+            let done = match driver {
+                Driver::Ovs => self.ovs_driver(plan, base, comment, mode),
+                Driver::Firewall => self.firewall_driver(plan),
+                Driver::Sysctl => self.sysctl_driver(plan),
+                Driver::Interfaces => self.interfaces_driver(plan, mode),
+            };
+            if let Err(e) = done {
+                errors.push(e);
+                if mode == Mode::Apply {
+                    break;
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn ovs_driver(
+        &mut self,
+        plan: &HostPlan,
+        base: &Live,
+        comment: &str,
+        mode: Mode,
+    ) -> Result<(), StepError> {
+        if plan.ovs.is_empty() {
+            return Ok(());
+        }
+        kill_point("ovs-transact");
+        let cfg = self
+            .sys
+            .ovs_apply(&plan.ovs, base, comment)
+            .map_err(|e| ("the OVS transaction".to_string(), e))?;
+        kill_point("ovs-wait");
+        let waited = self.sys.ovs_wait_applied(cfg);
+        if mode == Mode::Revert {
+            // The database holds the old rows again; an ovs-vswitchd that is down reads them when
+            // it starts, so not hearing back is no failure of the revert.
+            if let Err(e) = waited {
+                (self.log)(&format!("warning: OVS rows restored, but {e}"));
+            }
+            return Ok(());
+        }
+        let wait_step = |e| ("waiting for ovs-vswitchd".to_string(), e);
+        waited.map_err(wait_step)?;
+        // Only the interfaces this apply added or changed, not the whole table.
+        let names: Vec<&str> = plan
+            .ovs
+            .iter()
+            .filter_map(|c| match c {
+                OvsChange::AddPort { port, .. } | OvsChange::UpdatePort { port, .. } => {
+                    Some(port.name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let errors = self.sys.ovs_interface_errors(&names).map_err(wait_step)?;
+        if !errors.is_empty() {
+            return Err(("ovs-vswitchd".into(), SysError::Ovs(errors.join("; "))));
+        }
+        Ok(())
+    }
+
+    fn firewall_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
+        let Some((want, now)) = &plan.chains else {
+            return Ok(());
+        };
+        kill_point("iptables");
+        self.sys
+            .firewall_write(want, now, false)
+            .map_err(|e| ("iptables".to_string(), e))
+    }
+
+    fn sysctl_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
+        let step = |e| ("sysctl".to_string(), e);
+        if plan.sysctl.is_some() || plan.ip_forward.is_some() {
+            kill_point("sysctl");
+        }
+        if let Some(dropin) = &plan.sysctl {
+            let path = self.loc.paths.sysctl_dropin();
+            match dropin {
+                Some(data) => self.sys.write_file(&path, data, 0o644),
+                None => self.sys.remove_file(&path),
+            }
+            .map_err(step)?;
+        }
+        if let Some(v) = &plan.ip_forward {
+            let path = self.loc.ip_forward();
+            self.sys
+                .write_sysctl(&path, format!("{v}\n").as_bytes())
+                .map_err(step)?;
+        }
+        Ok(())
+    }
+
+    fn interfaces_driver(&mut self, plan: &HostPlan, mode: Mode) -> Result<(), StepError> {
+        let Some(change) = &plan.interfaces else {
+            return Ok(());
+        };
+        let path = self.loc.paths.interfaces_file();
+        let cycle_step = |e| ("ifdown/ifup".to_string(), e);
+        kill_point("interfaces");
+        for iface in &change.down {
+            let down = self.sys.ifupdown(IfAction::Down, iface, &path);
+            // Going back, an interface that will not go down must not stop the old file from
+            // being put back.
+            if mode == Mode::Apply {
+                down.map_err(cycle_step)?;
+            }
+        }
+        match &change.new {
+            Some(data) => self.sys.write_file(&path, data, 0o644),
+            None => self.sys.remove_file(&path),
+        }
+        .map_err(|e| ("the interfaces file".to_string(), e))?;
+        kill_point("ifupdown");
+        let mut failed = None;
+        for iface in &change.up {
+            if let Err(e) = self.sys.ifupdown(IfAction::Up, iface, &path) {
+                if mode == Mode::Apply {
+                    return Err(cycle_step(e));
+                }
+                failed.get_or_insert((format!("bringing {iface} back up"), e));
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
