@@ -337,3 +337,71 @@ fn a_no_op_reapply_reads_and_writes_nothing_but_what_it_must() {
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
 }
+
+#[test]
+fn boot_installs_deliveries_sets_aside_refusals_and_restores_lost_rules() {
+    let fx = Fixture::new();
+    let mut sys = FakeSystem::new();
+    sys.put("/var/lib/ovs-bundle/incoming/t1.tgz", &fx.bundle(&v1(), 1));
+    assert_eq!(
+        crate::boot::boot(&mut fx.applier(&mut sys), false),
+        bundle::Exit::Ok
+    );
+    let installed = sys.view();
+    assert!(!installed
+        .files
+        .contains_key(&PathBuf::from("/var/lib/ovs-bundle/incoming/t1.tgz")));
+    assert_eq!(
+        installed.files[&PathBuf::from("/var/lib/ovs-bundle/current")],
+        "1\n"
+    );
+    assert!(installed.up.is_empty(), "boot does not cycle interfaces");
+    // A reboot loses every iptables rule; boot puts them back from the current generation.
+    sys.chains = bundle::Chains::from_save("");
+    assert_eq!(
+        crate::boot::boot(&mut fx.applier(&mut sys), false),
+        bundle::Exit::Ok
+    );
+    assert_eq!(sys.view(), installed);
+    // A tampered delivery is set aside and the host keeps its generation.
+    let mut bad = fx.bundle(&v2(), 2);
+    let n = bad.len();
+    bad[n - 20] ^= 1;
+    sys.put("/var/lib/ovs-bundle/incoming/t1.tgz", &bad);
+    let code = crate::boot::boot(&mut fx.applier(&mut sys), false);
+    assert_ne!(code, bundle::Exit::Ok);
+    let after = sys.view();
+    assert!(after
+        .files
+        .contains_key(&PathBuf::from("/var/lib/ovs-bundle/incoming/failed/t1.tgz")));
+    assert_eq!(after.owned, installed.owned);
+    assert_eq!(
+        after.files[&PathBuf::from("/var/lib/ovs-bundle/current")],
+        "1\n"
+    );
+}
+
+#[test]
+fn store_lists_only_complete_generations_and_records_serials_upwards() {
+    let mut sys = FakeSystem::new();
+    let store = Store::new("/s");
+    store.init(&mut sys).unwrap();
+    let meta = GenMeta {
+        host: "t1".into(),
+        serial: 5,
+        sha256: "x".into(),
+        applied_at: 0,
+        gre_only_base: None,
+    };
+    store.write_generation(&mut sys, 1, b"b", &meta).unwrap();
+    // A generation whose meta.json was never written (a crash) does not count.
+    sys.put("/s/generations/2/bundle.tgz", b"b");
+    assert_eq!(store.generations(&mut sys).unwrap(), [1]);
+    assert_eq!(store.next_number(&mut sys).unwrap(), 2);
+    store.switch(&mut sys, 1, 5).unwrap();
+    store.switch(&mut sys, 1, 3).unwrap();
+    assert_eq!(store.highest_serial(&mut sys).unwrap(), Some(5));
+    assert_eq!(store.current(&mut sys).unwrap(), Some(1));
+    sys.put("/s/current", b"garbage");
+    assert!(store.current(&mut sys).is_err());
+}
