@@ -1,13 +1,37 @@
 //! Boot-time policy: install bundles delivered to the incoming directory, otherwise restore the
 //! current generation (iptables rules do not survive a reboot; OVSDB and files do).
 
-use crate::engine::{Applier, ApplyOpts, Outcome};
+use crate::engine::{Applier, ApplyOpts};
 use crate::ovs::Scope;
 use bundle::Exit;
 use std::path::PathBuf;
 
 /// What a boot run did, for the log and the exit code.
 pub fn boot(app: &mut Applier, cycle: bool) -> Exit {
+    // An interrupted apply is undone first. If that fails (a damaged marker, or the way back
+    // fails), boot goes on: restoring a generation below puts the host on a known state anyway.
+    let mut stale_marker = false;
+    match app.recover() {
+        Ok(Some(msg)) => (app.log)(&msg),
+        Ok(None) => {}
+        Err(e) => {
+            (app.log)(&format!("WARNING: {e}; restoring a generation instead"));
+            stale_marker = true;
+        }
+    }
+    let code = deliver_and_restore(app, cycle);
+    if stale_marker && code == Exit::Ok {
+        match app.store.remove_marker(app.sys) {
+            Ok(()) => (app.log)("removed the in-progress marker of the interrupted apply"),
+            Err(e) => (app.log)(&format!(
+                "WARNING: could not remove the in-progress marker: {e}"
+            )),
+        }
+    }
+    code
+}
+
+fn deliver_and_restore(app: &mut Applier, cycle: bool) -> Exit {
     let incoming = app.store.incoming_dir();
     let names = match app.sys.list_dir(&incoming) {
         Ok(n) => n,
@@ -62,26 +86,62 @@ pub fn boot(app: &mut Applier, cycle: bool) -> Exit {
     if installed {
         return Exit::Ok;
     }
-    match app.store.current(app.sys) {
-        Ok(Some(n)) => match app.apply_generation(n, opts) {
-            Ok(Outcome::Unchanged { .. } | Outcome::Applied { .. }) => {
+    restore(app, opts, code)
+}
+
+/// Brings up the newest generation that verifies: the current one if it can, otherwise (a
+/// damaged `current`, generation or key) the next older one, saying loudly what it skipped. A
+/// host whose state directory is damaged still gets its OVS rows and iptables rules back.
+fn restore(app: &mut Applier, opts: ApplyOpts, code: Exit) -> Exit {
+    let current = match app.store.current(app.sys) {
+        Ok(c) => c,
+        Err(e) => {
+            (app.log)(&format!(
+                "WARNING: {e}; looking for the newest generation that verifies"
+            ));
+            None
+        }
+    };
+    let mut candidates: Vec<u64> = match app.store.generations(app.sys) {
+        Ok(g) => g.into_iter().rev().collect(),
+        Err(e) => {
+            (app.log)(&format!("WARNING: cannot list generations: {e}"));
+            Vec::new()
+        }
+    };
+    if let Some(c) = current {
+        candidates.retain(|n| *n != c);
+        candidates.insert(0, c);
+    }
+    if candidates.is_empty() {
+        (app.log)("no generation to restore and no bundle in the incoming directory");
+        return code;
+    }
+    let mut skipped = Vec::new();
+    for n in candidates {
+        match app.apply_generation(n, opts) {
+            Ok(_) if skipped.is_empty() => {
                 (app.log)(&format!("restored generation {n}"));
-                code
+                return code;
+            }
+            Ok(_) => {
+                (app.log)(&format!(
+                    "WARNING: restored generation {n} instead: {}. Deliver a new bundle or run \
+                     `applier rollback`/`apply` once the cause is fixed",
+                    skipped.join("; ")
+                ));
+                return Exit::Failed;
             }
             Err(e) => {
-                (app.log)(&e.to_string());
-                e.exit()
+                (app.log)(&format!("WARNING: generation {n} not restored: {e}"));
+                skipped.push(format!("generation {n} could not be restored ({e})"));
             }
-        },
-        Ok(None) => {
-            (app.log)("no generation to restore and no bundle in the incoming directory");
-            code
-        }
-        Err(e) => {
-            (app.log)(&e.to_string());
-            Exit::Failed
         }
     }
+    (app.log)(
+        "ERROR: no generation could be restored; the host runs without ovs-bundle's configuration",
+    );
+    Exit::Failed
 }
 
 /// Moves a refused delivery to `incoming/failed/`, so it is not retried at every boot.

@@ -26,8 +26,21 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let paths = Paths::new(&g.root);
     let (keys, warnings) = load_trusted(&paths.trusted_dir(), &g.trusted_key)
         .with_context(|| format!("reading trusted keys in {}", paths.trusted_dir().display()))?;
-    let (revoked_keys, more) = load_revoked(&paths.revoked_dir())
-        .with_context(|| format!("reading revoked keys in {}", paths.revoked_dir().display()))?;
+    let (revoked_keys, more) = match load_revoked(&paths.revoked_dir()) {
+        Ok(r) => r,
+        // At boot the host keeps the network it had: its current generation is restored (it
+        // was verified when it was applied), nothing new is installed, and the unit fails.
+        Err(e @ crate::trust::TrustError::UnreadableRevocation { .. })
+            if matches!(cli.cmd, Cmd::Boot { .. }) =>
+        {
+            log(&format!("ERROR: {e}"));
+            return boot_without_revocations(&cli, &paths, keys);
+        }
+        Err(e) => {
+            log(&e.to_string());
+            return Ok(e.exit());
+        }
+    };
     for w in warnings.iter().chain(&more) {
         log(&format!("warning: {w}"));
     }
@@ -85,11 +98,58 @@ pub fn run(cli: Cli) -> Result<Exit> {
     on_host(&mut app, cli.cmd, g)
 }
 
+/// Boot while the revocation list cannot be read: restore the current generation only.
+fn boot_without_revocations(cli: &Cli, paths: &Paths, keys: Vec<TrustedKey>) -> Result<Exit> {
+    let g = &cli.global;
+    let host = match &g.host {
+        Some(h) => h.clone(),
+        None => this_host()?,
+    };
+    let socket = g.ovsdb.strip_prefix("unix:").unwrap_or(&g.ovsdb);
+    let mut sys = RealSystem::new(
+        PathBuf::from(socket),
+        Duration::from_secs(g.timeout),
+        paths.host("/run/network"),
+    );
+    let store = Store::new(paths.state_dir());
+    let mut app = Applier {
+        sys: &mut sys,
+        loc: Locations {
+            paths: paths.clone(),
+            proc_dir: g.proc.clone(),
+        },
+        store,
+        trust: Trust {
+            keys,
+            revoked: Vec::new(),
+        },
+        host,
+        now: unix_now(),
+        log: Box::new(log),
+    };
+    let current = app.store.current(app.sys).ok().flatten();
+    if let Some(n) = current {
+        let opts = ApplyOpts {
+            scope: Scope::Full,
+            cycle: false,
+            allow_downgrade: false,
+        };
+        match app.apply_generation(n, opts) {
+            Ok(_) => log(&format!(
+                "restored generation {n}, installed nothing new: fix the revocation list"
+            )),
+            Err(e) => log(&format!("generation {n} not restored: {e}")),
+        }
+    }
+    Ok(Exit::NotAuthentic)
+}
+
 /// The commands that work on the host, under the lock.
 fn on_host(app: &mut Applier, cmd: Cmd, g: &Global) -> Result<Exit> {
+    // Boot does its own recovery, and goes on when it fails.
     let plan_only = matches!(
         cmd,
-        Cmd::Plan { .. } | Cmd::Status | Cmd::Apply { dry_run: true, .. }
+        Cmd::Plan { .. } | Cmd::Status | Cmd::Apply { dry_run: true, .. } | Cmd::Boot { .. }
     );
     if !plan_only {
         match app.recover() {
@@ -294,8 +354,10 @@ fn generations(sys: &mut dyn System, store: &Store) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// A bundle file, bounded and never blocking (see `harden::read_bundle_file`).
 fn read_bundle(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading bundle {}", path.display()))
+    crate::harden::read_bundle_file(path)
+        .with_context(|| format!("reading bundle {}", path.display()))
 }
 
 /// This host's name as profiles spell it: the first label of the kernel's host name.

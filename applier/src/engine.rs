@@ -43,6 +43,13 @@ impl Outcome {
     }
 }
 
+/// A verified bundle, ready to apply.
+struct Prepared {
+    meta: GenMeta,
+    desired: HostState,
+    current_gen: Option<u64>,
+}
+
 /// The keys bundles are checked against.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
@@ -138,13 +145,39 @@ impl Applier<'_> {
         )))
     }
 
-    /// What applying `bytes` would change, without changing anything.
+    /// What applying `bytes` would change, without changing anything: the same checks and
+    /// refusals as [`Applier::apply_bundle`], then the plan.
     pub fn plan_bundle(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<HostPlan, ApplyError> {
-        let verified = self.verify(bytes, true).map_err(ApplyError::Verify)?;
-        let desired = HostState::from_bundle(&verified).map_err(ApplyError::Refused)?;
+        let p = self.prepare(bytes, opts)?;
         let current =
             Current::read(self.sys, &self.loc, opts.scope).map_err(ApplyError::Unchanged)?;
-        make_plan(&desired, &current, opts.scope).map_err(ApplyError::Plan)
+        let mut plan = make_plan(&p.desired, &current, opts.scope).map_err(ApplyError::Plan)?;
+        self.review_cycling(&mut plan);
+        Ok(plan)
+    }
+
+    /// What must not be cycled, and what is dangerous to: an interface the host's own file
+    /// configured and the new file drops stays up unless a generation of ours defined it; one
+    /// that carries the default route is warned about.
+    fn review_cycling(&mut self, plan: &mut HostPlan) {
+        let Some(change) = &plan.interfaces else {
+            return;
+        };
+        let new = bundle::interfaces::stanzas(change.new.as_deref().unwrap_or_default());
+        if change.down.iter().any(|n| !new.contains_key(n)) {
+            let current = self.store.current(self.sys).ok().flatten();
+            let ours: Vec<String> = current
+                .and_then(|n| self.generation_desired(n).ok())
+                .and_then(|(d, _)| d.interfaces)
+                .map(|f| bundle::interfaces::stanzas(&f).into_keys().collect())
+                .unwrap_or_default();
+            plan.keep_foreign_up(&ours);
+        }
+        if !plan.cycle.is_empty() {
+            if let Ok(Some(route)) = self.sys.read_file(&self.loc.proc_dir.join("net/route")) {
+                plan.warn_default_route(&String::from_utf8_lossy(&route));
+            }
+        }
     }
 
     /// Drift between the host and its current generation.
@@ -163,8 +196,9 @@ impl Applier<'_> {
         Ok((Some(n), plan))
     }
 
-    /// Verifies `bytes` and makes it the host's state and a new generation.
-    pub fn apply_bundle(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<Outcome, ApplyError> {
+    /// Everything an apply decides before it looks at the host: verification, the serial
+    /// checks, the desired state (composed on the current generation for `--gre-only`).
+    fn prepare(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<Prepared, ApplyError> {
         let verified = self.verify(bytes, true).map_err(ApplyError::Verify)?;
         let serial = verified.manifest.serial;
         let current_gen = self
@@ -174,7 +208,7 @@ impl Applier<'_> {
         let sha = sha256_hex(bytes);
         self.check_serial(serial, &sha, opts.allow_downgrade)?;
         let bundle_desired = HostState::from_bundle(&verified).map_err(ApplyError::Refused)?;
-        let (desired, base) = match opts.scope {
+        let (mut desired, base) = match opts.scope {
             Scope::Full => (bundle_desired, None),
             Scope::GreOnly => {
                 let Some(cur) = current_gen else {
@@ -186,12 +220,34 @@ impl Applier<'_> {
                 (base.with_gre_of(&bundle_desired), Some(cur))
             }
         };
+        let ip_forward_before = self.forwarding(&mut desired, current_gen)?;
+        Ok(Prepared {
+            meta: GenMeta {
+                host: verified.manifest.host.clone(),
+                serial,
+                sha256: sha,
+                applied_at: self.now,
+                gre_only_base: base,
+                ip_forward_before,
+            },
+            desired,
+            current_gen,
+        })
+    }
+
+    /// Verifies `bytes` and makes it the host's state and a new generation.
+    pub fn apply_bundle(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<Outcome, ApplyError> {
+        let Prepared {
+            meta,
+            desired,
+            current_gen,
+        } = self.prepare(bytes, opts)?;
         if let Some(cur) = current_gen {
-            let meta = self
+            let recorded = self
                 .store
                 .meta(self.sys, cur)
                 .map_err(ApplyError::Unchanged)?;
-            if meta.sha256 == sha && meta.gre_only_base == base {
+            if recorded.sha256 == meta.sha256 && recorded.gre_only_base == meta.gre_only_base {
                 let current = Current::read(self.sys, &self.loc, opts.scope)
                     .map_err(ApplyError::Unchanged)?;
                 let plan = make_plan(&desired, &current, opts.scope).map_err(ApplyError::Plan)?;
@@ -204,13 +260,6 @@ impl Applier<'_> {
             .store
             .next_number(self.sys)
             .map_err(ApplyError::Unchanged)?;
-        let meta = GenMeta {
-            host: verified.manifest.host.clone(),
-            serial,
-            sha256: sha,
-            applied_at: self.now,
-            gre_only_base: base,
-        };
         let plan = self.transition(&desired, opts, target, current_gen, Some((bytes, &meta)))?;
         Ok(Outcome::Applied {
             generation: target,
@@ -220,11 +269,13 @@ impl Applier<'_> {
 
     /// Makes generation `n` the host's state again (boot, rollback).
     pub fn apply_generation(&mut self, n: u64, opts: ApplyOpts) -> Result<Outcome, ApplyError> {
-        let (desired, _) = self.generation_desired(n)?;
-        let current_gen = self
-            .store
-            .current(self.sys)
-            .map_err(ApplyError::Unchanged)?;
+        let (mut desired, _) = self.generation_desired(n)?;
+        // A damaged `current` must not stop a restore: making `n` current repairs it.
+        let current_gen = self.store.current(self.sys).unwrap_or_else(|e| {
+            (self.log)(&format!("WARNING: {e}; making generation {n} current"));
+            None
+        });
+        self.forwarding(&mut desired, current_gen)?;
         let opts = ApplyOpts {
             scope: Scope::Full,
             ..opts
@@ -234,6 +285,39 @@ impl Applier<'_> {
             generation: n,
             plan: Box::new(plan),
         })
+    }
+
+    /// IPv4 forwarding belongs to the host until a forwarder needs it. While one does, the value
+    /// found before ovs-bundle first set it is kept with each generation (returned here, for the
+    /// new generation's meta); leaving a generation that kept it for one that wants no
+    /// forwarding puts it back (set in `desired`).
+    fn forwarding(
+        &mut self,
+        desired: &mut HostState,
+        leaving: Option<u64>,
+    ) -> Result<Option<String>, ApplyError> {
+        let kept = match leaving.map(|n| self.store.meta(self.sys, n)) {
+            Some(Ok(meta)) => meta.ip_forward_before,
+            Some(Err(e)) => {
+                (self.log)(&format!(
+                    "WARNING: {e}; the ip_forward value it kept is lost"
+                ));
+                None
+            }
+            None => None,
+        };
+        if desired.ip_forward.is_none() {
+            desired.ip_forward = kept;
+            return Ok(None);
+        }
+        if kept.is_some() {
+            return Ok(kept);
+        }
+        let now = self
+            .sys
+            .read_file(&self.loc.ip_forward())
+            .map_err(ApplyError::Unchanged)?;
+        Ok(now.map(|v| String::from_utf8_lossy(&v).trim().to_string()))
     }
 
     fn check_serial(
@@ -288,7 +372,12 @@ impl Applier<'_> {
         let current =
             Current::read(self.sys, &self.loc, opts.scope).map_err(ApplyError::Unchanged)?;
         let mut plan = make_plan(desired, &current, opts.scope).map_err(ApplyError::Plan)?;
-        if !opts.cycle {
+        if opts.cycle {
+            self.review_cycling(&mut plan);
+            for w in &plan.warnings {
+                (self.log)(&format!("WARNING: {w}"));
+            }
+        } else {
             plan = plan.without_cycling();
         }
         if plan.is_empty() && new_generation.is_none() {

@@ -179,9 +179,12 @@ fn a_failure_at_every_step_leaves_the_host_exactly_as_it_was() {
         let mut sys = base.clone();
         sys.fail_at = Some(n);
         let result = apply(&mut fx.applier(&mut sys), &b2);
+        if n >= sys.calls.len() {
+            break; // every call was given its failure
+        }
+        // A failed optional read (the route table, for a warning) is no failure of the apply.
         let Err(e) = result else {
-            assert!(n > sys.calls.len() - 1 || sys.fail_at.is_some());
-            break;
+            continue;
         };
         failed_steps += 1;
         assert!(
@@ -392,6 +395,7 @@ fn store_lists_only_complete_generations_and_records_serials_upwards() {
         sha256: "x".into(),
         applied_at: 0,
         gre_only_base: None,
+        ip_forward_before: None,
     };
     store.write_generation(&mut sys, 1, b"b", &meta).unwrap();
     // A generation whose meta.json was never written (a crash) does not count.
@@ -404,4 +408,155 @@ fn store_lists_only_complete_generations_and_records_serials_upwards() {
     assert_eq!(store.current(&mut sys).unwrap(), Some(1));
     sys.put("/s/current", b"garbage");
     assert!(store.current(&mut sys).is_err());
+}
+
+#[test]
+fn the_first_apply_leaves_up_an_uplink_the_hosts_own_file_configured() {
+    let fx = Fixture::new();
+    let mut sys = FakeSystem::new();
+    sys.put(
+        "/etc/network/interfaces",
+        b"auto lo\niface lo inet loopback\n\nauto up0\niface up0 inet dhcp\n",
+    );
+    sys.up.insert("up0".into());
+    sys.put(
+        "/proc/net/route",
+        b"Iface\tDestination\tGateway\nup0\t00000000\t0102A8C0\n",
+    );
+    let plan = fx
+        .applier(&mut sys)
+        .plan_bundle(
+            &fx.bundle(&v1(), 1),
+            ApplyOpts {
+                scope: Scope::Full,
+                cycle: true,
+                allow_downgrade: false,
+            },
+        )
+        .unwrap();
+    assert!(
+        plan.render().contains("WARNING: leaving up0 up"),
+        "{}",
+        plan.render()
+    );
+    apply(&mut fx.applier(&mut sys), &fx.bundle(&v1(), 1)).unwrap();
+    assert!(sys.up.contains("up0"), "the uplink was taken down");
+    assert!(
+        !sys.calls.iter().any(|c| c == "Down up0"),
+        "{:?}",
+        sys.calls
+    );
+}
+
+#[test]
+fn cycling_the_interface_of_the_default_route_is_warned_about() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    sys.put(
+        "/proc/net/route",
+        b"Iface\tDestination\tGateway\npriv0\t00000000\t0100140A\n",
+    );
+    let plan = fx
+        .applier(&mut sys)
+        .plan_bundle(
+            &fx.bundle(&v2(), 2),
+            ApplyOpts {
+                scope: Scope::Full,
+                cycle: true,
+                allow_downgrade: false,
+            },
+        )
+        .unwrap();
+    assert!(
+        plan.render()
+            .contains("WARNING: priv0 carries this host's default route"),
+        "{}",
+        plan.render()
+    );
+}
+
+#[test]
+fn removing_the_forwarder_puts_ip_forward_back_as_it_was() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx); // v1 has a forwarder: ip_forward went from 0 to 1
+    let forward = PathBuf::from("/proc/sys/net/ipv4/ip_forward");
+    assert_eq!(sys.files[&forward], b"1\n");
+    let no_forwarder = profile(
+        &[("10.99.0.2", Some(PSK_A)), ("10.99.0.3", None)],
+        "10.20.0.1/24",
+        false,
+    );
+    let out = apply(&mut fx.applier(&mut sys), &fx.bundle(&no_forwarder, 2)).unwrap();
+    let Outcome::Applied { plan, .. } = out else {
+        panic!("nothing applied")
+    };
+    assert_eq!(plan.ip_forward.as_deref(), Some("0"), "{}", plan.render());
+    assert_eq!(sys.files[&forward], b"0\n");
+    // Rolling back to the forwarder turns it on again, and back off when leaving it.
+    let opts = ApplyOpts {
+        scope: Scope::Full,
+        cycle: true,
+        allow_downgrade: true,
+    };
+    fx.applier(&mut sys).apply_generation(1, opts).unwrap();
+    assert_eq!(sys.files[&forward], b"1\n");
+    fx.applier(&mut sys).apply_generation(2, opts).unwrap();
+    assert_eq!(sys.files[&forward], b"0\n");
+    // Once it is back, it is the host's again: a change by hand is no drift of ours.
+    sys.files.insert(forward, b"1\n".to_vec());
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(drift.is_empty(), "{}", drift.render());
+}
+
+#[test]
+fn boot_brings_up_the_newest_generation_that_verifies_when_the_state_is_damaged() {
+    let fx = Fixture::new();
+    let (mut base, _) = on_v1(&fx);
+    apply(&mut fx.applier(&mut base), &fx.bundle(&v2(), 2)).unwrap();
+    let on_v2 = base.view();
+    let lose_rules = |sys: &mut FakeSystem| sys.chains = bundle::Chains::from_save("");
+    let boot = |sys: &mut FakeSystem| {
+        let log = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
+        let sink = log.clone();
+        let mut app = fx.applier(sys);
+        app.log = Box::new(move |m| sink.borrow_mut().push_str(&format!("{m}\n")));
+        let code = crate::boot::boot(&mut app, false);
+        drop(app);
+        let text = log.borrow().clone();
+        (code, text)
+    };
+    // A garbage `current`: the newest generation (2) comes back, with a warning.
+    let mut sys = base.clone();
+    sys.put("/var/lib/ovs-bundle/current", b"garbage\n");
+    lose_rules(&mut sys);
+    let (code, log) = boot(&mut sys);
+    assert_eq!(code, bundle::Exit::Ok, "{log}");
+    assert!(
+        log.contains("WARNING") && log.contains("restored generation 2"),
+        "{log}"
+    );
+    assert_eq!(sys.view().chains, on_v2.chains);
+    // Generation 2's meta damaged: generation 1 comes back, loudly, and boot says it failed.
+    let mut sys = base.clone();
+    sys.put("/var/lib/ovs-bundle/generations/2/meta.json", b"{");
+    lose_rules(&mut sys);
+    let (code, log) = boot(&mut sys);
+    assert_eq!(code, bundle::Exit::Failed, "{log}");
+    assert!(log.contains("restored generation 1 instead"), "{log}");
+    assert!(
+        !sys.view().chains.chains["OVSB-POSTROUTING"]
+            .rules
+            .is_empty(),
+        "v1's NAT is back"
+    );
+    // A damaged in-progress marker does not stop boot either.
+    let mut sys = base.clone();
+    sys.put("/var/lib/ovs-bundle/in-progress.json", b"not json");
+    lose_rules(&mut sys);
+    let (code, log) = boot(&mut sys);
+    assert_eq!(code, bundle::Exit::Ok, "{log}");
+    assert_eq!(sys.view().chains, on_v2.chains);
+    assert!(!sys
+        .files
+        .contains_key(&PathBuf::from("/var/lib/ovs-bundle/in-progress.json")));
 }

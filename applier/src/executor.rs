@@ -17,7 +17,9 @@ pub enum Mode {
 }
 
 /// The subsystems a plan touches, each applied (and reverted) by its own driver, in this order:
-/// OVS first (the bridges the interfaces file brings up must exist), the interfaces file last.
+/// the firewall first (a PSK tunnel's plaintext guard must be in place before OVS creates the
+/// tunnel), then OVS (the bridges the interfaces file brings up must exist), the interfaces file
+/// last.
 #[derive(Debug, Clone, Copy)]
 enum Driver {
     Ovs,
@@ -28,8 +30,8 @@ enum Driver {
 
 impl Driver {
     const ORDER: [Driver; 4] = [
-        Driver::Ovs,
         Driver::Firewall,
+        Driver::Ovs,
         Driver::Sysctl,
         Driver::Interfaces,
     ];

@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod engine;
 pub mod error;
 pub mod executor;
+pub mod harden;
 pub mod lock;
 pub mod ovs;
 pub mod ovsdb;

@@ -6,6 +6,10 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // First: PSKs must never land in a core file.
+    if let Err(e) = applier::harden::no_core_dumps() {
+        eprintln!("applier: warning: cannot disable core dumps: {e}");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -22,7 +26,7 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("applier: error: {e:#}");
-            Exit::Failed.into()
+            applier::harden::exit_for(&e).into()
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::ovs::{self, OvsChange, PlanError, Scope};
 use crate::state::{Current, HostState};
+use bundle::firewall::GUARD_CHAIN;
 use bundle::interfaces::{changed_stanzas, stanzas};
 use bundle::sysctl::IP_FORWARD;
 use bundle::Chains;
@@ -24,6 +25,9 @@ pub struct HostPlan {
     pub sysctl: Option<Option<Vec<u8>>>,
     /// Kernel values to set now.
     pub ip_forward: Option<String>,
+    /// What people must know before this runs (an interface that carries the default route is
+    /// cycled, an interface the host configured is left up), shown first.
+    pub warnings: Vec<String>,
 }
 
 /// A new interfaces file, and the interfaces cycled around writing it.
@@ -40,6 +44,56 @@ pub struct InterfacesChange {
 }
 
 impl HostPlan {
+    /// Leaves up the interfaces the old file configured, the new one does not, and that were not
+    /// ours (not defined by the file of the generation this host is on): taking down an uplink
+    /// the host's own interfaces file set up would cut the host off, and nothing would bring it
+    /// back. Says so in the warnings.
+    pub fn keep_foreign_up(&mut self, ours: &[String]) {
+        let Some(change) = &mut self.interfaces else {
+            return;
+        };
+        let new = bundle::interfaces::stanzas(change.new.as_deref().unwrap_or_default());
+        let (keep, down): (Vec<String>, Vec<String>) = change
+            .down
+            .drain(..)
+            .partition(|n| !new.contains_key(n) && !ours.contains(n));
+        change.down = down;
+        for n in keep {
+            self.warnings.push(format!(
+                "leaving {n} up: this host's interfaces file configured it, the bundle's does not \
+                 define it, and ovs-bundle never did; it will not come back after a reboot unless \
+                 the profile's interfaces_file defines it"
+            ));
+            self.cycle.retain(|c| c != &n);
+        }
+    }
+
+    /// Warns about cycling the interface that carries the default route (`route`: the text of
+    /// `/proc/net/route`).
+    pub fn warn_default_route(&mut self, route: &str) {
+        let default: Vec<&str> = route
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let iface = w.next()?;
+                (w.next()? == "00000000").then_some(iface)
+            })
+            .collect();
+        let carried: Vec<String> = self
+            .cycle
+            .iter()
+            .filter(|c| default.contains(&c.as_str()))
+            .cloned()
+            .collect();
+        for c in carried {
+            self.warnings.push(format!(
+                "{c} carries this host's default route: taking it down and up may cut this \
+                 session off: keep a console at hand"
+            ));
+        }
+    }
+
     /// The same plan, without taking interfaces down and up (at boot, networking is not up yet).
     pub fn without_cycling(mut self) -> HostPlan {
         self.cycle.clear();
@@ -73,6 +127,9 @@ impl HostPlan {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
+        for w in &self.warnings {
+            out.push_str(&format!("WARNING: {w}\n"));
+        }
         if self.is_empty() {
             out.push_str("no changes\n");
             return out;
@@ -121,6 +178,7 @@ impl HostPlan {
             "cycle": self.cycle,
             "sysctl_dropin": self.sysctl.as_ref().map(|s| if s.is_some() { "write" } else { "remove" }),
             "ip_forward": self.ip_forward,
+            "warnings": self.warnings,
         })
     }
 }
@@ -135,13 +193,18 @@ pub fn make_plan(
         ovs: ovs::plan(&desired.ovs, &current.live, scope)?,
         ..HostPlan::default()
     };
+    let now = &current.state;
+    // GRE-only: of the firewall, only the IPsec guard chain, which follows the tunnels.
+    let want = match scope {
+        Scope::GreOnly => now.chains.with_chain_of(&desired.chains, GUARD_CHAIN),
+        Scope::Full => desired.chains.clone(),
+    };
+    plan.firewall = want.diff(&now.chains);
+    if !plan.firewall.is_empty() {
+        plan.chains = Some((want, now.chains.clone()));
+    }
     if scope == Scope::GreOnly {
         return Ok(plan);
-    }
-    let now = &current.state;
-    plan.firewall = desired.chains.diff(&now.chains);
-    if !plan.firewall.is_empty() {
-        plan.chains = Some((desired.chains.clone(), now.chains.clone()));
     }
     if now.interfaces != desired.interfaces {
         let old = now.interfaces.as_deref().unwrap_or_default();

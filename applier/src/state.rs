@@ -5,6 +5,7 @@
 use crate::ovs::{Live, Scope};
 use crate::paths::Paths;
 use crate::system::{SysError, System};
+use bundle::firewall::GUARD_CHAIN;
 use bundle::{sysctl, Chains, OvsState, VerifiedBundle};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -39,23 +40,50 @@ impl HostState {
                 .remove(sysctl::IP_FORWARD),
             None => None,
         };
+        let interfaces = file(bundle::INTERFACES_NAME)?;
+        check_names(&ovs, interfaces)?;
         Ok(HostState {
             ovs,
             chains,
-            interfaces: Some(file(bundle::INTERFACES_NAME)?.to_vec()),
+            interfaces: Some(interfaces.to_vec()),
             sysctl,
             ip_forward,
         })
     }
 
     /// A `--gre-only` generation on top of `self`: everything from `self`, but on each of `gre`'s
-    /// bridges the GRE ports are `gre`'s.
+    /// bridges the GRE ports are `gre`'s, and so is the IPsec guard chain that follows them.
     pub fn with_gre_of(&self, gre: &HostState) -> HostState {
         HostState {
             ovs: self.ovs.with_gre_of(&gre.ovs),
+            chains: self.chains.with_chain_of(&gre.chains, GUARD_CHAIN),
             ..self.clone()
         }
     }
+}
+
+/// Every name that reaches OVS, ifup/ifdown or the kernel must be one they cannot misread (a
+/// leading `-` is an option to ifdown; `-a` took down every interface). The builder refuses such
+/// names already; a signed bundle is no reason to trust them here.
+fn check_names(ovs: &OvsState, interfaces: &[u8]) -> Result<(), String> {
+    let ovs_names = ovs.bridges.iter().flat_map(|b| {
+        std::iter::once(("bridge", &b.name)).chain(b.ports.iter().map(|p| ("port", &p.name)))
+    });
+    for (what, name) in ovs_names {
+        if let Some(why) = bundle::names::ifname_problem(name) {
+            return Err(format!("{}: {what} name {name:?} {why}", bundle::OVS_NAME));
+        }
+    }
+    let text = String::from_utf8_lossy(interfaces);
+    for (name, line) in bundle::interfaces::defined(&text) {
+        if let Some(why) = bundle::names::ifname_problem(&name) {
+            return Err(format!(
+                "{}:{line}: interface name {name:?} {why}",
+                bundle::INTERFACES_NAME
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Where the applier finds things on this host.
@@ -85,7 +113,11 @@ impl Current {
     pub fn read(sys: &mut dyn System, loc: &Locations, scope: Scope) -> Result<Current, SysError> {
         let live = sys.ovs_read()?;
         let state = match scope {
-            Scope::GreOnly => HostState::default(),
+            // The tunnels, and the IPsec guard chain that follows them.
+            Scope::GreOnly => HostState {
+                chains: sys.firewall_read()?,
+                ..HostState::default()
+            },
             Scope::Full => read_rest(sys, loc)?,
         };
         Ok(Current { live, state })

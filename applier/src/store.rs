@@ -23,6 +23,10 @@ pub struct GenMeta {
     pub applied_at: u64,
     /// For a `--gre-only` apply: the generation whose non-GRE state it keeps.
     pub gre_only_base: Option<u64>,
+    /// `net.ipv4.ip_forward` as it was before ovs-bundle turned it on for a forwarder; kept
+    /// while a forwarder needs forwarding, put back when a generation without one follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_forward_before: Option<String>,
 }
 
 /// Written before the first change of an apply, removed after the last: if it is found, that

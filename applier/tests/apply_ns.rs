@@ -290,8 +290,11 @@ fn gre_only_touches_nothing_but_tunnels() {
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
 }
 
+/// (Before rules were limited to the builder's shapes, this rule reached `iptables-restore
+/// --test`, which refused it; now the shape check refuses it first. A failing `--test` is covered
+/// on the in-memory host: `applier::engine` tests fail every call in turn.)
 #[test]
-fn a_rule_iptables_rejects_leaves_ovs_untouched() {
+fn a_rule_the_applier_will_not_apply_leaves_ovs_untouched() {
     let h = host("t1");
     apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
     let (cfg, ports) = (h.next_cfg(), h.ports("br-t"));
@@ -308,12 +311,9 @@ fn a_rule_iptables_rejects_leaves_ovs_untouched() {
         "*filter\n:OVSB-FORWARD - [0:0]\n-A OVSB-FORWARD -m nosuchmatch -j ACCEPT\nCOMMIT\n";
     let b = h.bundle_with("bad", &more, 2, "iptables.rules", bad_rules);
     let out = h.applier(&["apply", b.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(15));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("iptables-restore") && err.contains("nothing was changed"),
-        "{err}"
-    );
+    assert!(err.contains("not a rule ovs-bundle makes"), "{err}");
     assert_eq!(h.ports("br-t"), ports);
     assert_eq!(h.next_cfg(), cfg);
     let gens = check(h.applier(&["generations"]), "generations");
@@ -531,4 +531,108 @@ fn boot_installs_delivered_bundles_and_restores_rules_lost_in_a_reboot() {
     );
     assert!(incoming.join("failed/t1.tgz").exists());
     assert_eq!(h.ports("br-t").len(), 4);
+}
+
+#[test]
+fn a_signed_bundle_cannot_name_an_interface_ifdown_would_read_as_an_option() {
+    let h = host("t1");
+    apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
+    let before = (h.ports("br-t"), h.iptables_save(), h.interfaces());
+    // `-a` as an interface: `ifdown -a` would take down every interface on the host.
+    let hostile = "auto lo\niface lo inet loopback\n\nauto -a\niface -a inet manual\n";
+    let b = h.bundle_with("v2", &three_peers(), 2, "interfaces", hostile);
+    let out = h.applier(&["apply", b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(15), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("interfaces:5: interface name \"-a\""), "{err}");
+    assert_eq!((h.ports("br-t"), h.iptables_save(), h.interfaces()), before);
+}
+
+#[test]
+fn a_signed_bundle_cannot_open_the_host_firewall() {
+    let h = host("t1");
+    apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
+    let before = h.iptables_save();
+    let open =
+        "*filter\n:OVSB-FORWARD - [0:0]\n:OVSB-INPUT - [0:0]\n-A OVSB-INPUT -j ACCEPT\nCOMMIT\n\
+                *nat\n:OVSB-POSTROUTING - [0:0]\nCOMMIT\n";
+    let b = h.bundle_with("v2", &three_peers(), 2, "iptables.rules", open);
+    let out = h.applier(&["apply", b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(15), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("iptables.rules line 4") && err.contains("not a rule ovs-bundle makes"),
+        "{err}"
+    );
+    assert_eq!(h.iptables_save(), before);
+}
+
+#[test]
+fn the_first_apply_leaves_up_an_uplink_the_hosts_own_interfaces_file_configured() {
+    let h = host("t1");
+    check(
+        h.exec(
+            "ip",
+            &["link", "add", "up0", "type", "veth", "peer", "name", "up0p"],
+        ),
+        "ip link add",
+    );
+    let file = h.root.join("etc/network/interfaces");
+    std::fs::write(
+        &file,
+        "auto lo\niface lo inet loopback\n\nauto up0\niface up0 inet static\n    address 10.77.0.1/24\n",
+    )
+    .unwrap();
+    let state = h.root.join("run/network");
+    std::fs::create_dir_all(&state).unwrap();
+    let (f, s) = (file.display().to_string(), state.display().to_string());
+    check(
+        h.exec("ifup", &["-i", &f, "--state-dir", &s, "up0"]),
+        "ifup up0",
+    );
+    let out = apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
+    let addr = check(
+        h.exec("ip", &["-o", "addr", "show", "dev", "up0"]),
+        "ip addr",
+    );
+    assert!(
+        addr.contains("10.77.0.1/24"),
+        "uplink lost its address: {addr}\n{out}"
+    );
+    let link = check(
+        h.exec("ip", &["-o", "link", "show", "dev", "up0"]),
+        "ip link",
+    );
+    assert!(link.contains(",UP"), "uplink down: {link}");
+}
+
+#[test]
+fn a_fifo_in_the_incoming_directory_does_not_hang_boot() {
+    let h = host("t1");
+    apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
+    let incoming = h.root.join("var/lib/ovs-bundle/incoming");
+    check(
+        std::process::Command::new("mkfifo")
+            .arg(incoming.join("t1.tgz"))
+            .output()
+            .unwrap(),
+        "mkfifo",
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| tx.send(h.applier(&["boot"])).unwrap());
+        let out = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                // Unblock the reader so the test ends, then fail.
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(incoming.join("t1.tgz"));
+                panic!("boot hung on a FIFO");
+            });
+        let log = text(&out.stderr);
+        assert!(log.contains("not a regular file"), "{log}");
+        assert!(log.contains("restored generation 1"), "{log}");
+    });
+    assert!(incoming.join("failed/t1.tgz").exists());
 }

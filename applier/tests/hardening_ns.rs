@@ -402,3 +402,154 @@ fn two_applies_at_once_run_one_after_the_other_never_interleaved() {
         "the host must end wholly on v2"
     );
 }
+
+/// The "Max core file size" limits (soft, hard) of process `pid`.
+fn core_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_else(|| panic!("no core limit in {limits}"));
+    let mut f = line["Max core file size".len()..].split_whitespace();
+    (f.next().unwrap().into(), f.next().unwrap().into())
+}
+
+/// Whether `uid` can read `/proc/PID/environ` (as a debugger or core dump would read memory).
+fn readable_by(uid: u32, pid: u32) -> bool {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("cat")
+        .arg(format!("/proc/{pid}/environ"))
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// The applier holds PSKs: it must never dump core, nor be readable through /proc by its own
+/// user. Shown on the real binary, run as an unprivileged user (nobody) so that root's
+/// privileges do not hide the difference, while it waits for the lock (held by `flock`), next to
+/// a `sleep` of the same user that did not ask for it.
+#[test]
+fn the_applier_cannot_dump_core_or_be_read_by_its_own_user() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root, like every namespace test"
+    );
+    // Children inherit a generous core limit: whatever the applier shows, it set itself.
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 1 << 30, 1 << 30)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("root/var/lib/ovs-bundle");
+    std::fs::create_dir_all(&state).unwrap();
+    // A copy of the binary, where nobody can run it whatever the target directory's modes.
+    let bin = dir.path().join("applier");
+    std::fs::copy(env!("CARGO_BIN_EXE_applier"), &bin).unwrap();
+    for p in [
+        dir.path(),
+        &dir.path().join("root"),
+        &dir.path().join("root/var"),
+        &dir.path().join("root/var/lib"),
+        &state,
+        &bin,
+    ] {
+        std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let lock = state.join("lock");
+    let spawn = |cmd: &mut std::process::Command| {
+        cmd.uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut holder = spawn(
+        std::process::Command::new("flock")
+            .arg(&lock)
+            .args(["sleep", "60"]),
+    );
+    let mut control = spawn(std::process::Command::new("sleep").arg("60"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !lock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut applier = spawn(
+        std::process::Command::new(&bin)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .args([
+                "--host",
+                "t1",
+                "--ovsdb",
+                "unix:/nonexistent",
+                "--lock-timeout",
+                "60",
+            ])
+            .args(["apply", "/nonexistent.tgz"]),
+    );
+    let pid = applier.id();
+    // Waiting for the lock: it has the lock file open.
+    let waiting = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == lock))
+    };
+    while !waiting() {
+        if let Ok(Some(status)) = applier.try_wait() {
+            let mut err = String::new();
+            use std::io::Read;
+            applier
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("the applier exited ({status}) instead of waiting for the lock: {err}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the applier never opened the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status_owner = |pid: u32| {
+        std::fs::metadata(format!("/proc/{pid}/status"))
+            .unwrap()
+            .uid()
+    };
+    let results = (
+        core_limits(pid),
+        status_owner(pid),
+        readable_by(NOBODY, pid),
+        core_limits(control.id()),
+        status_owner(control.id()),
+        readable_by(NOBODY, control.id()),
+    );
+    for c in [&mut applier, &mut control, &mut holder] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let (limits, owner, readable, control_limits, control_owner, control_readable) = results;
+    // The control shows that each check can tell: a core limit, files of its own, readable.
+    assert_ne!(control_limits.0, "0");
+    assert_eq!((control_owner, control_readable), (NOBODY, true));
+    // The applier: no core file (soft and hard limit 0), and not dumpable, so proc(5) makes its
+    // files root's and its user cannot read its memory.
+    assert_eq!(limits, ("0".to_string(), "0".to_string()));
+    assert_eq!(
+        owner, 0,
+        "/proc/{pid}/status is not root's: the applier is dumpable"
+    );
+    assert!(!readable, "nobody read the applier's /proc/{pid}/environ");
+}

@@ -141,3 +141,157 @@ fn a_damaged_key_file_in_the_trusted_directory_is_skipped_with_a_warning() {
     );
     assert_eq!(code, 1, "{err}");
 }
+
+fn run(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_applier"))
+        .arg("--root")
+        .arg(env.root.path())
+        .args(["--host", "gw1"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The public key of the signing key, as the revoked directory would hold it.
+fn revoke(env: &Env, name: &str, content: &[u8]) -> PathBuf {
+    let dir = env.root.path().join("etc/ovs-bundle/revoked.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+/// A revocation the applier cannot read would un-revoke the key: every command refuses, naming
+/// the file and what to do, before it reads a bundle or touches the host.
+#[test]
+fn an_unreadable_revocation_makes_every_command_refuse() {
+    let (env, sk) = setup();
+    let b = bundle(&env, &sk, "gw1", None);
+    // A key cut short in copying: the base64 line broken off.
+    let ci =
+        std::fs::read_to_string(env.root.path().join("etc/ovs-bundle/trusted.d/ci.pub")).unwrap();
+    let broken = revoke(&env, "ci-leaked.pub", &ci.as_bytes()[..ci.len() - 20]);
+    let (code, out, err) = verify(&env, &b, &["--host", "gw1"]);
+    assert_eq!(code, 10, "verified despite an unreadable revocation: {out}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(&broken.display().to_string())
+            && err.contains("cannot be read")
+            && err.contains("Replace it with the revoked key's public key file"),
+        "{err}"
+    );
+    let b = b.to_str().unwrap();
+    for args in [
+        vec!["keys"],
+        vec!["apply", b],
+        vec!["plan", b],
+        vec!["status"],
+    ] {
+        let (code, _, err) = run(&env, &args);
+        assert_eq!(code, 10, "{args:?}: {err}");
+        assert!(err.contains("ci-leaked.pub"), "{args:?}: {err}");
+    }
+    assert!(!env.root.path().join("var/lib/ovs-bundle").exists());
+    // Fixed, the key is revoked.
+    std::fs::write(&broken, &ci).unwrap();
+    let (code, _, err) = verify(&env, Path::new(b), &["--host", "gw1"]);
+    assert_eq!(code, 10, "{err}");
+    assert!(err.contains("which is revoked"), "{err}");
+}
+
+/// Revocations as operators write them: with a byte order mark (Windows editors), or named
+/// `.PUB`. Each revokes the key; before, the first was a warning and the second not read.
+#[test]
+fn revocations_with_a_byte_order_mark_or_an_upper_case_name_are_in_force() {
+    for (name, bom) in [("ci.pub", true), ("CI.PUB", false), ("ci.Pub", true)] {
+        let (env, sk) = setup();
+        let b = bundle(&env, &sk, "gw1", None);
+        let key = std::fs::read(env.root.path().join("etc/ovs-bundle/trusted.d/ci.pub")).unwrap();
+        let content = if bom {
+            [&b"\xef\xbb\xbf"[..], &key].concat()
+        } else {
+            key
+        };
+        revoke(&env, name, &content);
+        let (code, _, err) = verify(&env, &b, &["--host", "gw1"]);
+        assert_eq!(code, 10, "{name}: {err}");
+        assert!(err.contains("which is revoked"), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+    }
+}
+
+/// Anything else in revoked.d is not a revocation, and is named so that nobody thinks it is.
+#[test]
+fn other_files_in_the_revoked_directory_are_named_in_a_warning() {
+    let (env, sk) = setup();
+    let b = bundle(&env, &sk, "gw1", None);
+    let key = std::fs::read(env.root.path().join("etc/ovs-bundle/trusted.d/ci.pub")).unwrap();
+    revoke(&env, "ci.pub.txt", &key);
+    let (code, _, err) = verify(&env, &b, &["--host", "gw1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("ci.pub.txt is not read: only *.pub files"),
+        "{err}"
+    );
+}
+
+/// A bundle whose manifest is signed in minisign's legacy mode (`minisign -S -l`) by the trusted
+/// key: refused as such, not as "altered after signing".
+#[test]
+fn a_legacy_signature_is_named_and_says_what_to_do() {
+    let (env, sk) = setup();
+    let good = std::fs::read(bundle(&env, &sk, "gw1", None)).unwrap();
+    let b = bundle::read_unverified(&good, &bundle::Limits::default()).unwrap();
+    let manifest = env.root.path().join("manifest.json");
+    std::fs::write(&manifest, &b.manifest_bytes).unwrap();
+    let out = Command::new("minisign")
+        .arg("-S")
+        .arg("-l")
+        .arg("-s")
+        .arg(env.root.path().join("signing.key"))
+        .arg("-m")
+        .arg(&manifest)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("minisign is installed by the test command");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let legacy = std::fs::read(env.root.path().join("manifest.json.minisig")).unwrap();
+    let mut members = vec![
+        bundle::ArchiveMember {
+            name: bundle::MANIFEST_NAME.into(),
+            mode: 0o644,
+            data: b.manifest_bytes.clone(),
+        },
+        bundle::ArchiveMember {
+            name: bundle::SIGNATURE_NAME.into(),
+            mode: 0o644,
+            data: legacy,
+        },
+    ];
+    for f in &b.manifest.files {
+        members.push(bundle::ArchiveMember {
+            name: f.path.clone(),
+            mode: f.mode,
+            data: b.files[&f.path].clone(),
+        });
+    }
+    let path = env.root.path().join("legacy.tgz");
+    std::fs::write(&path, bundle::write_archive(&members)).unwrap();
+    let (code, out, err) = verify(&env, &path, &["--host", "gw1"]);
+    assert_eq!(code, 10, "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("is a legacy (non-prehashed) signature; re-sign with this builder"),
+        "{err}"
+    );
+    assert!(!err.contains("altered"), "{err}");
+}

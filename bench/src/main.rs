@@ -172,6 +172,7 @@ fn bench_tunnels(h: &TestHost, bin: &Path, n: usize, psk: bool, runs: usize) -> 
     };
     let (mut apply, mut noop, mut gre, mut verify, mut per_port, mut batched) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut batched_noop = vec![];
     let (mut noop_writes, mut gre_changes) = (0, 0);
     for _ in 0..runs {
         reset(h);
@@ -196,32 +197,40 @@ fn bench_tunnels(h: &TestHost, bin: &Path, n: usize, psk: bool, runs: usize) -> 
         gre.push(s);
         let (s, _) = timed(&mut applier(h, bin, &["verify", b1.to_str().unwrap()]))?;
         verify.push(s);
-        // Baseline: one ovs-vsctl process per tunnel, as the original tool did.
+        // Baseline: one ovs-vsctl process per tunnel, as the original tool did (minutes at
+        // 1,000 tunnels: BENCH_QUICK=1 leaves it out).
         reset(h);
-        check(
-            vsctl(
-                h,
-                &[
-                    "add-br".into(),
-                    "br-t".into(),
-                    "--".into(),
-                    "set".into(),
-                    "Bridge".into(),
-                    "br-t".into(),
-                    "datapath_type=netdev".into(),
-                ],
-            )
-            .output()?,
-            "add-br",
-        );
-        let start = Instant::now();
-        for i in 0..n {
-            check(vsctl(h, &tunnel_args(i, psk)).output()?, "add-port");
+        if quick() {
+            per_port.push(Sample {
+                secs: f64::NAN,
+                max_rss_kb: 0,
+            });
+        } else {
+            check(
+                vsctl(
+                    h,
+                    &[
+                        "add-br".into(),
+                        "br-t".into(),
+                        "--".into(),
+                        "set".into(),
+                        "Bridge".into(),
+                        "br-t".into(),
+                        "datapath_type=netdev".into(),
+                    ],
+                )
+                .output()?,
+                "add-br",
+            );
+            let start = Instant::now();
+            for i in 0..n {
+                check(vsctl(h, &tunnel_args(i, psk)).output()?, "add-port");
+            }
+            per_port.push(Sample {
+                secs: start.elapsed().as_secs_f64(),
+                max_rss_kb: 0,
+            });
         }
-        per_port.push(Sample {
-            secs: start.elapsed().as_secs_f64(),
-            max_rss_kb: 0,
-        });
         // Baseline: everything in one ovs-vsctl invocation (one transaction).
         reset(h);
         let mut all: Vec<String> = [
@@ -241,12 +250,23 @@ fn bench_tunnels(h: &TestHost, bin: &Path, n: usize, psk: bool, runs: usize) -> 
         }
         let (s, _) = timed(&mut vsctl(h, &all))?;
         batched.push(s);
+        // Baseline for the no-op: one batched `--may-exist add-port` per tunnel (and the bridge),
+        // everything in place: what a config-management run does to make sure the ports exist.
+        let mut again: Vec<String> = ["--may-exist", "add-br", "br-t"].map(String::from).to_vec();
+        for i in 0..n {
+            again.extend(["--", "--may-exist", "add-port", "br-t"].map(String::from));
+            again.push(format!("gre-b{i}"));
+        }
+        let (s, _) = timed(&mut vsctl(h, &again))?;
+        batched_noop.push(s);
     }
     let (apply, batched, per_port) = (stats(&apply), stats(&batched), stats(&per_port));
     Ok(json!({
         "tunnels": n, "psk": psk,
         "apply": apply, "baseline_batched": batched, "baseline_per_port": per_port,
         "noop_reapply": stats(&noop), "noop_write_ops": noop_writes,
+        "baseline_batched_noop": stats(&batched_noop),
+        "ratio_noop_over_batched_noop": median(&stats(&noop)) / median(&stats(&batched_noop)),
         "gre_only_one_peer": stats(&gre), "gre_only_changes": gre_changes,
         "verify": stats(&verify),
         "ratio_apply_over_batched": median(&apply) / median(&batched),
@@ -331,10 +351,19 @@ fn bench_builder(builder: &Path, work: &Path, hosts: usize, runs: usize) -> Resu
     )
 }
 
+/// `BENCH_QUICK=1`: leave out the slow baselines (one ovs-vsctl per tunnel, the builder).
+fn quick() -> bool {
+    std::env::var_os("BENCH_QUICK").is_some()
+}
+
 fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let bins = root.join("target/release");
-    let (applier_bin, builder_bin) = (bins.join("applier"), bins.join("builder"));
+    let (mut applier_bin, builder_bin) = (bins.join("applier"), bins.join("builder"));
+    // Another applier build (say, of an older commit) measured against the same baselines.
+    if let Some(other) = std::env::var_os("BENCH_APPLIER") {
+        applier_bin = PathBuf::from(other);
+    }
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -359,7 +388,7 @@ fn main() -> Result<()> {
     drop(h);
     let work = tempfile_dir()?;
     let mut builds = vec![];
-    for &n in &sizes {
+    for &n in sizes.iter().filter(|_| !quick()) {
         eprintln!("bench: builder, {n}-host full mesh");
         builds.push(bench_builder(&builder_bin, &work, n, runs)?);
     }
@@ -444,6 +473,13 @@ fn print_table(r: &Value) {
             t["tunnels"], t["psk"], ms(&t["apply"]), ms(&t["baseline_batched"]), ms(&t["baseline_per_port"]),
             t["ratio_apply_over_batched"].as_f64().unwrap_or(0.0), t["ratio_per_port_over_apply"].as_f64().unwrap_or(0.0),
             ms(&t["noop_reapply"]), t["noop_write_ops"], ms(&t["gre_only_one_peer"]), t["gre_only_changes"], ms(&t["verify"]));
+        println!(
+            "{:>14} | no-op {} against a batched --may-exist ovs-vsctl no-op {}: {:.2}x",
+            "",
+            ms(&t["noop_reapply"]),
+            ms(&t["baseline_batched_noop"]),
+            t["ratio_noop_over_batched_noop"].as_f64().unwrap_or(0.0)
+        );
         println!(
             "{:>14} | spread {:>5} {:>12} {:>12} | peak RSS apply {} KiB",
             "",

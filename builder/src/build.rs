@@ -159,11 +159,18 @@ pub fn classify(old: Option<&[u8]>, new: &[u8]) -> Change {
     if old.files == new.files {
         return Change::Unchanged;
     }
-    let others_same = old
-        .files
-        .iter()
-        .all(|(k, v)| k == bundle::OVS_NAME || new.files.get(k) == Some(v))
-        && new.files.keys().all(|k| old.files.contains_key(k));
+    // The IPsec guard chain follows the tunnels: it is part of what `--gre-only` reconciles.
+    let rules = |b: &bundle::VerifiedBundle| {
+        b.file(bundle::IPTABLES_NAME)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|t| bundle::Chains::from_bundle(t).ok())
+            .map(|c| c.without_chain(bundle::firewall::GUARD_CHAIN))
+    };
+    let others_same = old.files.iter().all(|(k, v)| {
+        k == bundle::OVS_NAME
+            || (k == bundle::IPTABLES_NAME && rules(&old).is_some() && rules(&old) == rules(&new))
+            || new.files.get(k) == Some(v)
+    }) && new.files.keys().all(|k| old.files.contains_key(k));
     // What must be equal for `--gre-only` to suffice is the format's notion
     // (`OvsState::without_gre`), shared with the applier, not one of the builder's own.
     let without_gre = |b: &bundle::VerifiedBundle| {

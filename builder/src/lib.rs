@@ -14,6 +14,7 @@ pub mod cloudinit;
 pub mod cmd;
 pub mod diag;
 pub mod fleet;
+pub mod harden;
 pub mod inspect;
 pub mod model;
 pub mod net;

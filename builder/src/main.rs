@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 /// Compiles per-host TOML profiles into signed, reproducible ovs-bundle bundles.
 ///
-/// Exit codes: 0 success; 1 invalid profiles or any other failure; 64 bad usage.
+/// Exit codes: 0 success; 1 invalid profiles or any other failure; 64 bad usage (including an
+/// --expires-in of zero or past the largest Unix time, and a --serial more than 10 years ahead
+/// without --allow-far-serial).
 #[derive(Parser)]
 #[command(name = "builder", version)]
 struct Cli {
@@ -31,6 +33,10 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // First: the signing key and PSKs must never land in a core file.
+    if let Err(e) = builder::harden::no_core_dumps() {
+        eprintln!("builder: warning: cannot disable core dumps: {e}");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -55,7 +61,11 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("builder: error: {e:#}");
-            Exit::Failed.into()
+            if e.downcast_ref::<builder::cmd::UsageError>().is_some() {
+                Exit::Usage.into()
+            } else {
+                Exit::Failed.into()
+            }
         }
     }
 }

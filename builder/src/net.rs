@@ -80,21 +80,18 @@ impl fmt::Display for Ipv4Cidr {
 }
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
-pub const MAX_IFNAME: usize = 15;
+pub use bundle::names::MAX_IFNAME;
 
-/// Why `name` cannot be a Linux interface or OVS port name, if it cannot.
+/// Why `name` cannot be a Linux interface or OVS port name, if it cannot. The decision is the
+/// format's ([`bundle::names::ifname_problem`], the same rule for builder and applier); this only
+/// adds the detail an operator needs to fix the profile (the length, the offending character).
 pub fn ifname_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("is empty".into());
-    }
+    let reason = bundle::names::ifname_problem(name)?;
     if name.len() > MAX_IFNAME {
         return Some(format!(
             "is {} bytes long; Linux allows at most {MAX_IFNAME}",
             name.len()
         ));
-    }
-    if name == "." || name == ".." {
-        return Some("is not a usable name".into());
     }
     if let Some(c) = name
         .chars()
@@ -104,7 +101,7 @@ pub fn ifname_problem(name: &str) -> Option<String> {
             "contains {c:?}; use letters, digits, '-', '_' and '.' only"
         ));
     }
-    None
+    Some(reason.to_string())
 }
 
 #[cfg(test)]
@@ -148,5 +145,34 @@ mod tests {
         assert!(ifname_problem("eth 0").is_some());
         assert!(ifname_problem("a/b").is_some());
         assert!(ifname_problem("").is_some());
+        assert!(ifname_problem("-a").unwrap().contains("starts with '-'"));
+        assert!(ifname_problem("..").is_some());
+        assert!(ifname_problem("eth0:1").unwrap().contains("':'"));
+        assert!(ifname_problem("a=b").unwrap().contains("'='"));
+    }
+
+    /// The builder never accepts a name the format (and so the applier) refuses, nor the
+    /// reverse.
+    #[test]
+    fn interface_names_follow_the_format_rule() {
+        for name in [
+            "",
+            "-a",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "a\u{1}",
+            "eth0:1",
+            "x".repeat(16).as_str(),
+            "ok0",
+            "a.b",
+        ] {
+            assert_eq!(
+                ifname_problem(name).is_some(),
+                bundle::names::ifname_problem(name).is_some(),
+                "{name:?}"
+            );
+        }
     }
 }

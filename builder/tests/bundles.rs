@@ -458,3 +458,131 @@ fn building_in_parallel_gives_the_same_bytes_as_one_by_one() {
     let serial: Vec<_> = hosts.iter().map(|h| build_host(h, &k.sk, P)).collect();
     assert_eq!(parallel, serial);
 }
+
+// ---- nothing after the signature is decompressed before the signature is checked ----
+
+/// Incompressible bytes, so that reading them shows in the compressed bytes consumed.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Verifies through a reader that counts what was decompressed: the error, and the bytes of tar
+/// stream and of compressed input read when it was returned.
+fn refuse_counting(k: &Keys, archive: &[u8]) -> (VerifyError, u64, u64) {
+    let opts = opts("gw1");
+    let mut reader = bundle::archive::MemberReader::new(archive, &opts.limits).unwrap();
+    let err = bundle::verify::verify_reader(&mut reader, std::slice::from_ref(&k.pk), &opts)
+        .expect_err("bundle was accepted");
+    (err, reader.decompressed(), reader.compressed_consumed())
+}
+
+#[test]
+fn a_bundle_signed_by_another_key_is_refused_before_its_members_are_decompressed() {
+    let (k, other) = (keys(), keys());
+    let big = noise(8 << 20);
+    let (m, s) = signed_manifest(&other, &[("interfaces", &big), ("ovs.json", b"{}")]);
+    let archive = craft(&[
+        file("manifest.json", &m),
+        file("manifest.json.minisig", &s),
+        file("interfaces", &big),
+        file("ovs.json", b"{}"),
+    ]);
+    assert!(archive.len() > 8 << 20);
+    let (err, tar_bytes, compressed) = refuse_counting(&k, &archive);
+    assert!(matches!(err, VerifyError::UntrustedKey { .. }), "{err}");
+    // The manifest, the signature and their headers: a few KiB, not 8 MiB.
+    assert!(tar_bytes < 8 << 10, "{tar_bytes} bytes decompressed");
+    assert!(compressed < 64 << 10, "{compressed} compressed bytes read");
+    // The same with a trusted key and a manifest altered after signing.
+    let (m, s) = signed_manifest(&k, &[("interfaces", &big), ("ovs.json", b"{}")]);
+    let altered = String::from_utf8(m).unwrap().replace("gw1", "gw2");
+    let archive = craft(&[
+        file("manifest.json", altered.as_bytes()),
+        file("manifest.json.minisig", &s),
+        file("interfaces", &big),
+        file("ovs.json", b"{}"),
+    ]);
+    let (err, tar_bytes, compressed) = refuse_counting(&k, &archive);
+    assert!(matches!(err, VerifyError::BadSignature { .. }), "{err}");
+    assert!(tar_bytes < 8 << 10, "{tar_bytes} bytes decompressed");
+    assert!(compressed < 64 << 10, "{compressed} compressed bytes read");
+}
+
+/// A validly signed manifest saying a member is 10 bytes, and an archive holding 8 MiB under that
+/// name (second to last): refused from the member's header, before its data is decompressed.
+#[test]
+fn a_member_larger_than_the_signed_manifest_says_is_refused_before_it_is_decompressed() {
+    let k = keys();
+    let big = noise(8 << 20);
+    let (m, s) = signed_manifest(&k, &[("interfaces", &big[..10]), ("ovs.json", b"{}")]);
+    let archive = craft(&[
+        file("manifest.json", &m),
+        file("manifest.json.minisig", &s),
+        file("interfaces", &big),
+        file("ovs.json", b"{}"),
+    ]);
+    let (err, tar_bytes, compressed) = refuse_counting(&k, &archive);
+    assert!(
+        err.to_string()
+            .contains("member \"interfaces\": 8388608 bytes, manifest says 10"),
+        "{err}"
+    );
+    assert!(tar_bytes < 8 << 10, "{tar_bytes} bytes decompressed");
+    assert!(compressed < 64 << 10, "{compressed} compressed bytes read");
+}
+
+/// minisign's legacy mode (`minisign -S -l`: Ed25519 over the data itself) is refused by name.
+#[test]
+fn a_legacy_minisign_signature_is_reported_as_such() {
+    let k = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _) = signed_manifest(&k, &[("interfaces", b"x")]);
+    let manifest = dir.path().join("manifest.json");
+    std::fs::write(&manifest, &m).unwrap();
+    let out = std::process::Command::new("minisign")
+        .arg("-S")
+        .arg("-l")
+        .arg("-s")
+        .arg(k.pk_path.with_extension("key"))
+        .arg("-m")
+        .arg(&manifest)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("minisign is installed by the test command (apt-get install minisign)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let legacy = std::fs::read(dir.path().join("manifest.json.minisig")).unwrap();
+    let archive = craft(&[
+        file("manifest.json", &m),
+        file("manifest.json.minisig", &legacy),
+        file("interfaces", b"x"),
+    ]);
+    let err = refuse(&k, &archive);
+    assert!(matches!(err, VerifyError::LegacySignature { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("legacy (non-prehashed) signature; re-sign with this builder"),
+        "{err}"
+    );
+    assert_eq!(err.exit().code(), 10);
+    // minisign itself accepts it: the signature is genuine, only of the wrong kind.
+    let out = std::process::Command::new("minisign")
+        .arg("-Vm")
+        .arg(&manifest)
+        .arg("-p")
+        .arg(&k.pk_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}

@@ -357,3 +357,232 @@ fn cloud_init_user_data_carries_a_verifiable_bundle_and_fits_or_fails_clearly() 
     );
     assert!(!cwd.path().join("huge.yaml").exists());
 }
+
+/// A name that `ifdown` would read as an option, and others that mean something to a shell or
+/// to interfaces(5): refused with their place, nothing built.
+#[test]
+fn check_refuses_interface_names_a_command_would_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("hosts")).unwrap();
+    std::fs::write(
+        dir.path().join("hosts/h1.toml"),
+        "[host]\nname = \"h1\"\nunderlay_ip = \"192.0.2.1\"\n\n[[bridges]]\nname = \"br0\"\n\
+         host_interfaces = [\"-a\"]\nphysical_interfaces = [\"eth0:1\"]\n",
+    )
+    .unwrap();
+    let out = builder(dir.path(), &["check", "."]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("hosts/h1.toml:7:20: error: host interface name \"-a\" starts with '-'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hosts/h1.toml:8:24: error: physical interface name \"eth0:1\" contains ':'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: interface names are Linux device names"),
+        "{err}"
+    );
+    let out = builder(dir.path(), &["build", ".", "--out", "o"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dir.path().join("o").exists());
+}
+
+/// `--expires-in` that would make an expired bundle (0) or wrap into the past (u64::MAX
+/// seconds), and a serial no later default serial could follow: bad usage (64), nothing built,
+/// no key made.
+#[test]
+fn build_refuses_expiries_that_cannot_work_and_far_serials_unless_forced() {
+    let cwd = tempfile::tempdir().unwrap();
+    let p = profiles();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--expires-in", "0s"], "expired when it is built"),
+        (
+            &["--expires-in", "18446744073709551615s"],
+            "wrap into the past",
+        ),
+        (&["--serial", "18446744073709551615"], "--allow-far-serial"),
+        (&["--expires-in", "2w"], "unknown unit"),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["build", &p, "--out", "o"];
+        args.extend_from_slice(extra);
+        let out = builder(cwd.path(), &args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!cwd.path().join("o").exists(), "{extra:?}");
+        assert!(
+            !cwd.path().join("keys").exists(),
+            "{extra:?}: a key was made"
+        );
+    }
+    let out = builder(
+        cwd.path(),
+        &[
+            "cloud-init",
+            "gw1",
+            "--profiles",
+            &p,
+            "--out",
+            "u",
+            "--expires-in",
+            "0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    // Forced, the far serial is built; a near one needs nothing.
+    let out = builder(
+        cwd.path(),
+        &[
+            "build",
+            &p,
+            "--out",
+            "o",
+            "--host",
+            "gw1",
+            "--serial",
+            "18446744073709551615",
+            "--allow-far-serial",
+            "--expires-in",
+            "1d",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("serial 18446744073709551615"));
+}
+
+/// The builder holds the signing key and every PSK: shown on the real binary, run as nobody when
+/// the tests run as root (root's privileges would hide the difference) while it waits for its
+/// passphrase on a FIFO, next to a `sleep` of the same user that did not ask for it.
+#[test]
+fn the_builder_cannot_dump_core_or_be_read_by_its_own_user() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::process::CommandExt;
+    let root = nix::unistd::geteuid().is_root();
+    let uid = if root {
+        65534
+    } else {
+        nix::unistd::getuid().as_raw()
+    };
+    // Children inherit a core limit as high as allowed: whatever the builder shows, it set
+    // itself. (Without root, a hard limit of 0 leaves only the dumpable checks to tell.)
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE).unwrap();
+    let high = if root { 1 << 30 } else { hard };
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, high, high).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("p/hosts")).unwrap();
+    std::fs::write(
+        d.join("p/hosts/h1.toml"),
+        "[host]\nname = \"h1\"\nunderlay_ip = \"192.0.2.1\"\n\n[[bridges]]\nname = \"br0\"\n",
+    )
+    .unwrap();
+    builder::sign::keygen(
+        &d.join("k.key"),
+        &d.join("k.pub"),
+        builder::sign::Protection::Passphrase("pw".into()),
+    )
+    .unwrap();
+    let fifo = d.join("pass");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let bin = d.join("builder");
+    std::fs::copy(env!("CARGO_BIN_EXE_builder"), &bin).unwrap();
+    for e in [
+        "",
+        "p",
+        "p/hosts",
+        "p/hosts/h1.toml",
+        "k.key",
+        "pass",
+        "builder",
+    ] {
+        std::os::unix::fs::chown(d.join(e), Some(uid), Some(uid)).unwrap();
+    }
+    let spawn = |cmd: &mut Command| {
+        cmd.uid(uid)
+            .gid(uid)
+            .current_dir(d)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut control = spawn(Command::new("sleep").arg("60"));
+    let mut b = spawn(Command::new(&bin).args([
+        "build",
+        "p",
+        "--out",
+        "o",
+        "--key",
+        "k.key",
+        "--passphrase-file",
+        "pass",
+    ]));
+    // Opening the FIFO for writing without blocking succeeds once the builder has it open for
+    // reading: it is past main's first lines, and waits for the passphrase.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut writer = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&fifo)
+        {
+            Ok(w) => break w,
+            Err(e) => {
+                if let Ok(Some(status)) = b.try_wait() {
+                    panic!("the builder exited ({status}) before reading the passphrase: {e}");
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the builder never opened {e}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    };
+    let limits = |pid: u32| {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .skip(4)
+            .take(2)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let owner = |pid: u32| {
+        std::fs::metadata(format!("/proc/{pid}/status"))
+            .unwrap()
+            .uid()
+    };
+    let (pid, cpid) = (b.id(), control.id());
+    let seen = (limits(pid), owner(pid), limits(cpid), owner(cpid));
+    use std::io::Write;
+    writer.write_all(b"pw\n").unwrap();
+    drop(writer);
+    let out = b.wait_with_output().unwrap();
+    let _ = control.kill();
+    let _ = control.wait();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (limits, owner, control_limits, control_owner) = seen;
+    assert_eq!(
+        control_owner, uid,
+        "the check cannot tell: the control is not its user's"
+    );
+    if high != 0 {
+        assert_ne!(control_limits, ["0", "0"]);
+    }
+    assert_eq!(limits, ["0", "0"], "the builder may dump core");
+    assert_eq!(
+        owner, 0,
+        "/proc/{pid}/status is not root's: the builder is dumpable"
+    );
+}

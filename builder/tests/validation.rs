@@ -38,6 +38,7 @@ cases! {
     bad_cidr => "bad-cidr",
     ifname_too_long => "ifname-too-long",
     ifname_invalid => "ifname-invalid",
+    ifname_unsafe => "ifname-unsafe",
     duplicate_bridge => "duplicate-bridge",
     duplicate_port => "duplicate-port",
     interface_on_two_bridges => "interface-on-two-bridges",
@@ -71,5 +72,5 @@ cases! {
 fn every_error_case_has_a_test() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 31, "add the new case to the cases! list above");
+    assert_eq!(count, 32, "add the new case to the cases! list above");
 }

@@ -122,75 +122,140 @@ pub enum ArchiveError {
 }
 
 /// Decompresses and walks `compressed` within `limits`, accepting only the canonical layout.
+/// Reads every member; [`MemberReader`] reads them one at a time.
 pub fn parse_archive(compressed: &[u8], limits: &Limits) -> Result<ParsedArchive, ArchiveError> {
-    let size = compressed.len() as u64;
-    if size > limits.max_compressed {
-        return Err(ArchiveError::TooLarge {
-            size,
-            limit: limits.max_compressed,
+    let mut reader = MemberReader::new(compressed, limits)?;
+    let mut members = Vec::new();
+    while let Some(header) = reader.next_header()? {
+        let data = reader.read_data()?;
+        members.push(RawMember {
+            name: header.name,
+            mode: header.mode,
+            data,
         });
     }
-    if compressed.len() < GZIP_HEADER.len() || compressed[..2] != GZIP_HEADER[..2] {
-        return Err(ArchiveError::Gzip("no gzip header".into()));
-    }
-    if compressed[..10] != GZIP_HEADER {
-        return Err(ArchiveError::Gzip(
-            "gzip header differs from the canonical one the builder writes".into(),
-        ));
-    }
-    let limit = limits
-        .max_uncompressed
-        .min((1 << 20) + size.saturating_mul(limits.max_ratio));
-    let mut decoder = flate2::bufread::GzDecoder::new(compressed);
-    let mut tar_bytes = Vec::new();
-    (&mut decoder)
-        .take(limit + 1)
-        .read_to_end(&mut tar_bytes)
-        .map_err(|e| ArchiveError::Gzip(e.to_string()))?;
-    if tar_bytes.len() as u64 > limit {
-        return Err(ArchiveError::Bomb { limit });
-    }
-    if !decoder.into_inner().is_empty() {
-        return Err(ArchiveError::Gzip(
-            "data after the end of the gzip stream".into(),
-        ));
-    }
-    walk_tar(&tar_bytes, limits)
+    Ok(ParsedArchive { members })
 }
 
-fn walk_tar(buf: &[u8], limits: &Limits) -> Result<ParsedArchive, ArchiveError> {
-    let bad = |offset: usize, reason: &str| ArchiveError::Tar {
-        offset,
-        reason: reason.to_string(),
-    };
-    if !buf.len().is_multiple_of(BLOCK) {
-        return Err(bad(buf.len(), "length is not a multiple of 512"));
-    }
-    let mut members: Vec<RawMember> = Vec::new();
-    let mut pos = 0;
-    loop {
-        let block = buf
-            .get(pos..pos + BLOCK)
-            .ok_or_else(|| bad(pos, "archive ends without end-of-archive blocks"))?;
-        if block.iter().all(|&b| b == 0) {
-            // End of archive: everything after must be zero, at least one more block.
-            if buf.len() - pos < 2 * BLOCK {
-                return Err(bad(pos, "only one end-of-archive block"));
-            }
-            if let Some(i) = buf[pos..].iter().position(|&b| b != 0) {
-                return Err(bad(pos + i, "non-zero bytes after end of archive"));
-            }
-            return Ok(ParsedArchive { members });
-        }
-        if members.len() == limits.max_entries {
-            return Err(ArchiveError::TooManyMembers {
-                limit: limits.max_entries,
+/// A member's header: what the archive says the member is, before its data is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberHeader {
+    pub name: String,
+    pub mode: u32,
+    pub size: u64,
+}
+
+/// Reads an archive one member at a time, decompressing only as far as it is asked to: a caller
+/// can read the first members (the manifest and its signature), check them, and refuse the
+/// bundle before the rest is decompressed at all. The rules are those of [`parse_archive`]:
+/// every header is checked before its data is read, no read goes past [`Limits`], and the end of
+/// the archive (zero trailer, gzip CRC and length, nothing after the gzip stream) is checked when
+/// [`MemberReader::next_header`] reaches it.
+pub struct MemberReader<'a> {
+    decoder: flate2::bufread::GzDecoder<&'a [u8]>,
+    compressed_len: u64,
+    limits: Limits,
+    /// Most bytes of tar stream that will be decompressed (the bomb limit).
+    limit: u64,
+    /// Bytes of tar stream decompressed so far (the offset in the tar stream).
+    pos: u64,
+    names: Vec<String>,
+    /// The size of the member whose header was read last and whose data was not read yet.
+    pending: Option<u64>,
+    done: bool,
+}
+
+impl<'a> MemberReader<'a> {
+    /// Checks the compressed size and the gzip header; decompresses nothing yet.
+    pub fn new(compressed: &'a [u8], limits: &Limits) -> Result<Self, ArchiveError> {
+        let size = compressed.len() as u64;
+        if size > limits.max_compressed {
+            return Err(ArchiveError::TooLarge {
+                size,
+                limit: limits.max_compressed,
             });
         }
-        let header = tar::Header::from_byte_slice(block);
+        if compressed.len() < GZIP_HEADER.len() || compressed[..2] != GZIP_HEADER[..2] {
+            return Err(ArchiveError::Gzip("no gzip header".into()));
+        }
+        if compressed[..10] != GZIP_HEADER {
+            return Err(ArchiveError::Gzip(
+                "gzip header differs from the canonical one the builder writes".into(),
+            ));
+        }
+        Ok(MemberReader {
+            decoder: flate2::bufread::GzDecoder::new(compressed),
+            compressed_len: size,
+            limits: *limits,
+            limit: limits
+                .max_uncompressed
+                .min((1 << 20) + size.saturating_mul(limits.max_ratio)),
+            pos: 0,
+            names: Vec::new(),
+            pending: None,
+            done: false,
+        })
+    }
+
+    /// Bytes of tar stream decompressed so far.
+    pub fn decompressed(&self) -> u64 {
+        self.pos
+    }
+
+    /// Bytes of the compressed input the decompressor has consumed so far.
+    pub fn compressed_consumed(&self) -> u64 {
+        self.compressed_len - self.decoder.get_ref().len() as u64
+    }
+
+    fn bad(&self, offset: u64, reason: &str) -> ArchiveError {
+        ArchiveError::Tar {
+            offset: offset as usize,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Up to `n` more bytes of the tar stream (fewer only at its end), never past the limit.
+    fn read_up_to(&mut self, n: u64) -> Result<Vec<u8>, ArchiveError> {
+        if self.pos.saturating_add(n) > self.limit {
+            return Err(ArchiveError::Bomb { limit: self.limit });
+        }
+        let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
+        (&mut self.decoder)
+            .take(n)
+            .read_to_end(&mut out)
+            .map_err(|e| ArchiveError::Gzip(e.to_string()))?;
+        self.pos += out.len() as u64;
+        Ok(out)
+    }
+
+    /// The next member's header, checked; `None` at the end of the archive, once everything
+    /// after the last member has been checked. The data of a member whose header was read but
+    /// not its data is skipped (read, bounded, and dropped).
+    pub fn next_header(&mut self) -> Result<Option<MemberHeader>, ArchiveError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.pending.is_some() {
+            self.read_data()?;
+        }
+        let at = self.pos;
+        let block = self.read_up_to(BLOCK as u64)?;
+        if block.len() < BLOCK {
+            return Err(self.bad(at, "archive ends without end-of-archive blocks"));
+        }
+        if block.iter().all(|&b| b == 0) {
+            self.end(at)?;
+            return Ok(None);
+        }
+        if self.names.len() == self.limits.max_entries {
+            return Err(ArchiveError::TooManyMembers {
+                limit: self.limits.max_entries,
+            });
+        }
+        let header = tar::Header::from_byte_slice(&block);
         let stored = header
             .cksum()
-            .map_err(|_| bad(pos, "unreadable header checksum"))?;
+            .map_err(|_| self.bad(at, "unreadable header checksum"))?;
         let actual: u32 = block
             .iter()
             .enumerate()
@@ -203,18 +268,18 @@ fn walk_tar(buf: &[u8], limits: &Limits) -> Result<ParsedArchive, ArchiveError> 
             })
             .sum();
         if stored != actual {
-            return Err(bad(pos, "header checksum mismatch"));
+            return Err(self.bad(at, "header checksum mismatch"));
         }
         let ustar = header
             .as_ustar()
-            .ok_or_else(|| bad(pos, "not a ustar header"))?;
+            .ok_or_else(|| self.bad(at, "not a ustar header"))?;
         if ustar.prefix.iter().any(|&b| b != 0) {
             return Err(ArchiveError::BadName {
                 name: String::from_utf8_lossy(&header.path_bytes()).into_owned(),
             });
         }
         let name = String::from_utf8(header.path_bytes().into_owned())
-            .map_err(|_| bad(pos, "member name is not UTF-8"))?;
+            .map_err(|_| self.bad(at, "member name is not UTF-8"))?;
         if !crate::manifest::is_valid_member_name(&name) {
             return Err(ArchiveError::BadName { name });
         }
@@ -227,36 +292,84 @@ fn walk_tar(buf: &[u8], limits: &Limits) -> Result<ParsedArchive, ArchiveError> 
         }
         let size = header
             .entry_size()
-            .map_err(|_| bad(pos, "unreadable size"))?;
-        if size > limits.max_member {
+            .map_err(|_| self.bad(at, "unreadable size"))?;
+        // Checked before anything of the data is decompressed.
+        if self
+            .pos
+            .saturating_add(size.div_ceil(BLOCK as u64) * BLOCK as u64)
+            > self.limit
+        {
+            return Err(ArchiveError::Bomb { limit: self.limit });
+        }
+        if size > self.limits.max_member {
             return Err(ArchiveError::MemberTooLarge {
                 name,
                 size,
-                limit: limits.max_member,
+                limit: self.limits.max_member,
             });
         }
-        let mode = header.mode().map_err(|_| bad(pos, "unreadable mode"))?;
-        let start = pos + BLOCK;
-        let end = start + size as usize;
-        let padded = end.div_ceil(BLOCK) * BLOCK;
-        let data = buf
-            .get(start..end)
-            .ok_or_else(|| bad(pos, "member runs past the end of the archive"))?;
-        if buf
-            .get(end..padded)
-            .is_none_or(|p| p.iter().any(|&b| b != 0))
-        {
-            return Err(bad(end, "member padding is not zero"));
-        }
-        if members.iter().any(|m| m.name == name) {
+        let mode = header.mode().map_err(|_| self.bad(at, "unreadable mode"))?;
+        if self.names.contains(&name) {
             return Err(ArchiveError::Duplicate { name });
         }
-        members.push(RawMember {
-            name,
-            mode,
-            data: data.to_vec(),
-        });
-        pos = padded;
+        self.names.push(name.clone());
+        self.pending = Some(size);
+        Ok(Some(MemberHeader { name, mode, size }))
+    }
+
+    /// The data of the member whose header [`MemberReader::next_header`] returned last, its
+    /// padding checked. Reads exactly the size the header states (already checked against the
+    /// limits).
+    pub fn read_data(&mut self) -> Result<Vec<u8>, ArchiveError> {
+        let Some(size) = self.pending.take() else {
+            return Ok(Vec::new());
+        };
+        let at = self.pos;
+        let data = self.read_up_to(size)?;
+        if (data.len() as u64) < size {
+            return Err(self.bad(at - BLOCK as u64, "member runs past the end of the archive"));
+        }
+        let padding = size.div_ceil(BLOCK as u64) * BLOCK as u64 - size;
+        let end = self.pos;
+        let pad = self.read_up_to(padding)?;
+        if pad.len() as u64 != padding || pad.iter().any(|&b| b != 0) {
+            return Err(self.bad(end, "member padding is not zero"));
+        }
+        Ok(data)
+    }
+
+    /// After the first end-of-archive block at `at`: at least one more, only zeros up to the
+    /// end of the gzip stream (whose CRC and length the decoder checks there), and nothing
+    /// after it.
+    fn end(&mut self, at: u64) -> Result<(), ArchiveError> {
+        let mut rest = Vec::new();
+        (&mut self.decoder)
+            .take(self.limit - self.pos + 1)
+            .read_to_end(&mut rest)
+            .map_err(|e| ArchiveError::Gzip(e.to_string()))?;
+        self.pos += rest.len() as u64;
+        if self.pos > self.limit {
+            return Err(ArchiveError::Bomb { limit: self.limit });
+        }
+        if !self.pos.is_multiple_of(BLOCK as u64) {
+            return Err(self.bad(self.pos, "length is not a multiple of 512"));
+        }
+        if rest.len() < BLOCK {
+            return Err(self.bad(at, "only one end-of-archive block"));
+        }
+        if let Some(i) = rest.iter().position(|&b| b != 0) {
+            return Err(self.bad(
+                at + BLOCK as u64 + i as u64,
+                "non-zero bytes after end of archive",
+            ));
+        }
+        if !self.decoder.get_ref().is_empty() {
+            return Err(ArchiveError::Gzip(
+                "data after the end of the gzip stream".into(),
+            ));
+        }
+        self.done = true;
+        Ok(())
     }
 }
 
@@ -348,11 +461,102 @@ mod tests {
         assert!(matches!(err, ArchiveError::TooLarge { .. }), "{err}");
     }
 
+    /// Incompressible bytes: what is read of them shows in the compressed bytes consumed.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reader_decompresses_nothing_past_the_members_it_was_asked_for() {
+        let big = noise(4 << 20);
+        let bytes = write_archive(&[member("a", b"first"), member("big", &big), member("c", b"")]);
+        assert!(bytes.len() > 4 << 20);
+        let mut r = MemberReader::new(&bytes, &Limits::default()).unwrap();
+        assert_eq!(r.decompressed(), 0);
+        let h = r.next_header().unwrap().unwrap();
+        assert_eq!((h.name.as_str(), h.size), ("a", 5));
+        assert_eq!(r.read_data().unwrap(), b"first");
+        let h = r.next_header().unwrap().unwrap();
+        assert_eq!((h.name.as_str(), h.size), ("big", 4 << 20));
+        // Three blocks decompressed (two headers, one data block); of the compressed input, no
+        // more than deflate's look-ahead.
+        assert_eq!(r.decompressed(), 3 * 512);
+        assert!(
+            r.compressed_consumed() < 64 << 10,
+            "{}",
+            r.compressed_consumed()
+        );
+        // Going on reads it all, and checks the end.
+        assert_eq!(r.read_data().unwrap(), big);
+        assert_eq!(r.next_header().unwrap().unwrap().name, "c");
+        assert_eq!(r.next_header().unwrap(), None);
+        assert_eq!(r.compressed_consumed(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_member_over_the_limits_is_refused_from_its_header_before_its_data() {
+        let limits = Limits {
+            max_member: 1 << 20,
+            ..Limits::default()
+        };
+        let bytes = write_archive(&[member("a", b"x"), member("big", &noise(2 << 20))]);
+        let mut r = MemberReader::new(&bytes, &limits).unwrap();
+        r.next_header().unwrap();
+        r.read_data().unwrap();
+        let err = r.next_header().unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::MemberTooLarge { size, .. } if size == 2 << 20),
+            "{err}"
+        );
+        assert_eq!(r.decompressed(), 3 * 512);
+        assert!(r.compressed_consumed() < 64 << 10);
+    }
+
     #[test]
     fn zeros_bomb_is_stopped_at_the_ratio_limit() {
         // 16 MiB of zeros compress to ~16 KiB: a ratio of about 1000.
         let bomb = write_archive(&[member("z", &vec![0; 16 << 20])]);
         let err = parse_archive(&bomb, &Limits::default()).unwrap_err();
         assert!(matches!(err, ArchiveError::Bomb { .. }), "{err}");
+        // Refused from the member's header: none of it was decompressed.
+        let mut r = MemberReader::new(&bomb, &Limits::default()).unwrap();
+        assert!(matches!(r.next_header(), Err(ArchiveError::Bomb { .. })));
+        assert_eq!(r.decompressed(), 512);
+    }
+
+    #[test]
+    fn a_trailer_of_zeros_past_the_limit_is_a_bomb_too() {
+        let mut tar = write_archive(&[member("x", b"y")]);
+        // Rebuild with a long run of zeros after the end blocks.
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&tar[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        plain.resize(plain.len() + (8 << 20), 0);
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .operating_system(0xff)
+            .write(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).unwrap();
+        tar = gz.finish().unwrap();
+        let err = parse_archive(&tar, &Limits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Bomb { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_crc_is_refused_at_the_end() {
+        let mut bytes = write_archive(&[member("x", b"hello")]);
+        let n = bytes.len();
+        bytes[n - 8] ^= 1; // the gzip trailer's CRC-32
+        let err = parse_archive(&bytes, &Limits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::Gzip(_)), "{err}");
     }
 }

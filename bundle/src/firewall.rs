@@ -33,7 +33,70 @@ pub struct RulesError {
     pub reason: String,
 }
 
+/// Why `rule` is not one of the four shapes the builder generates for a forwarder (`None`: it is):
+///
+/// - `-A OVSB-POSTROUTING -s CIDR -o VIA -j MASQUERADE`
+/// - `-A OVSB-FORWARD -s CIDR -i FROM -o VIA -j ACCEPT`
+/// - `-A OVSB-FORWARD -d CIDR -i VIA -o FROM -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`
+/// - `-A OVSB-INPUT -i FROM -j ACCEPT`
+/// - `-A OVSB-OUTPUT -d PEER/32 -p gre -m policy --dir out --pol none -j DROP` (a PSK tunnel's
+///   plaintext guard)
+///
+/// A signed bundle is no reason to open the host's firewall wider than that (`-j ACCEPT` alone
+/// in `OVSB-INPUT` would accept everything, ahead of the operator's own rules).
+pub fn rule_shape_problem(rule: &str) -> Option<String> {
+    let w: Vec<&str> = rule.split_whitespace().collect();
+    let cidr = |s: &str| {
+        let ok = s.split_once('/').is_some_and(|(ip, len)| {
+            ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+        });
+        (!ok).then(|| format!("{s:?} is not an IPv4 network"))
+    };
+    let ifname = |s: &str| crate::names::ifname_problem(s).map(|p| format!("interface {s:?}: {p}"));
+    match w.as_slice() {
+        ["-A", "OVSB-POSTROUTING", "-s", src, "-o", via, "-j", "MASQUERADE"] => {
+            cidr(src).or_else(|| ifname(via))
+        }
+        ["-A", "OVSB-FORWARD", "-s", src, "-i", from, "-o", via, "-j", "ACCEPT"]
+        | ["-A", "OVSB-FORWARD", "-d", src, "-i", via, "-o", from, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"] => {
+            cidr(src).or_else(|| ifname(from)).or_else(|| ifname(via))
+        }
+        ["-A", "OVSB-INPUT", "-i", from, "-j", "ACCEPT"] => ifname(from),
+        ["-A", "OVSB-OUTPUT", "-d", peer, "-p", "gre", "-m", "policy", "--dir", "out", "--pol", "none", "-j", "DROP"] =>
+        {
+            let one = peer
+                .strip_suffix("/32")
+                .map(str::parse::<std::net::Ipv4Addr>);
+            match one {
+                Some(Ok(_)) => None,
+                _ => Some(format!("{peer:?} is not one IPv4 address")),
+            }
+        }
+        _ => Some("not one of the forwarder's or the IPsec guard's rule shapes".into()),
+    }
+}
+
+/// The chain of the IPsec guard: part of what `--gre-only` reconciles, as it follows the tunnels.
+pub const GUARD_CHAIN: &str = "OVSB-OUTPUT";
+
 impl Chains {
+    /// This state, with `chain` as `other` has it.
+    pub fn with_chain_of(&self, other: &Chains, chain: &str) -> Chains {
+        let mut out = self.clone();
+        match other.chains.get(chain) {
+            Some(c) => out.chains.insert(chain.to_string(), c.clone()),
+            None => out.chains.remove(chain),
+        };
+        out
+    }
+
+    /// This state without `chain`: what must be equal for a change to be GRE-only.
+    pub fn without_chain(&self, chain: &str) -> Chains {
+        let mut out = self.clone();
+        out.chains.remove(chain);
+        out
+    }
+
     /// The owned chains as `iptables-save` shows them.
     pub fn from_save(save: &str) -> Chains {
         let mut out = Chains::default();
@@ -112,6 +175,14 @@ impl Chains {
                     let chain = owner(name).ok_or_else(|| {
                         err(format!("appends to chain {name} in table {table}, which ovs-bundle does not own"))
                     })?;
+                    if let Some(why) = rule_shape_problem(line) {
+                        return Err(err(format!(
+                            "{line:?} is not a rule ovs-bundle makes ({why}); the applier applies only \
+                             a NAT forwarder's rules (MASQUERADE of its source out of its uplink, \
+                             FORWARD both ways with replies by conntrack, INPUT from its private \
+                             interface) and the IPsec guard (drop GRE to a PSK peer outside IPsec)"
+                        )));
+                    }
                     out.chains
                         .get_mut(chain)
                         .expect("owned")
@@ -306,6 +377,38 @@ mod tests {
         let err = Chains::from_bundle("*filter\n:OVSB-POSTROUTING - [0:0]\nCOMMIT\n").unwrap_err();
         assert!(err.reason.contains("does not own"), "{err}");
         assert!(Chains::from_bundle("*filter\n-F FORWARD\n").is_err());
+    }
+
+    #[test]
+    fn only_the_forwarder_rule_shapes_are_accepted() {
+        let ok = [
+            "-A OVSB-POSTROUTING -s 10.0.0.0/24 -o up0 -j MASQUERADE",
+            "-A OVSB-FORWARD -s 10.0.0.0/24 -i priv0 -o up0 -j ACCEPT",
+            "-A OVSB-FORWARD -d 10.0.0.0/24 -i up0 -o priv0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            "-A OVSB-INPUT -i priv0 -j ACCEPT",
+            "-A OVSB-OUTPUT -d 192.0.2.2/32 -p gre -m policy --dir out --pol none -j DROP",
+        ];
+        for r in ok {
+            assert_eq!(rule_shape_problem(r), None, "{r}");
+        }
+        let refused = [
+            "-A OVSB-INPUT -j ACCEPT",
+            "-A OVSB-INPUT -p tcp --dport 22 -j ACCEPT",
+            "-A OVSB-FORWARD -j ACCEPT",
+            "-A OVSB-POSTROUTING -s 0.0.0.0/0 -o -a -j MASQUERADE",
+            "-A OVSB-INPUT -i priv0 -j ACCEPT -m comment --comment x",
+            "-A OVSB-POSTROUTING -s 10.0.0.0/33 -o up0 -j MASQUERADE",
+            "-A OVSB-OUTPUT -d 0.0.0.0/0 -p gre -m policy --dir out --pol none -j DROP",
+            "-A OVSB-OUTPUT -j DROP",
+        ];
+        for r in refused {
+            assert!(rule_shape_problem(r).is_some(), "{r}");
+        }
+        let err =
+            Chains::from_bundle("*filter\n:OVSB-INPUT - [0:0]\n-A OVSB-INPUT -j ACCEPT\nCOMMIT\n")
+                .unwrap_err();
+        assert_eq!(err.line, 3);
+        assert!(err.reason.contains("not a rule ovs-bundle makes"), "{err}");
     }
 
     #[test]

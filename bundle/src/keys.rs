@@ -47,6 +47,8 @@ impl TrustedKey {
             source_name: source.to_string(),
             reason: reason.to_string(),
         };
+        // A byte order mark, as some Windows editors write, changes nothing about the key.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let b64 = key_line(text).ok_or_else(|| err("no base64 key line"))?;
         let raw = base64_decode(b64).ok_or_else(|| err("invalid base64"))?;
         if raw.len() != 42 || &raw[..2] != b"Ed" {
@@ -68,6 +70,15 @@ pub fn signature_key_id(sig_text: &str) -> Option<KeyId> {
         return None;
     }
     Some(KeyId(raw[2..10].try_into().ok()?))
+}
+
+/// Whether a minisign signature file holds a legacy signature (algorithm `Ed`: Ed25519 over the
+/// data itself) rather than a prehashed one (`ED`: over its BLAKE2b-512), which is all this
+/// format accepts.
+pub fn signature_is_legacy(sig_text: &str) -> bool {
+    key_line(sig_text)
+        .and_then(base64_decode)
+        .is_some_and(|raw| raw.starts_with(b"Ed"))
 }
 
 /// The first line that is not a comment: the base64 payload of a key or signature file.

@@ -14,6 +14,7 @@ pub mod firewall;
 pub mod interfaces;
 pub mod keys;
 pub mod manifest;
+pub mod names;
 pub mod psk;
 pub mod state;
 pub mod sysctl;
@@ -61,8 +62,13 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// iptables chains this tool owns, as `(table, built-in chain, owned chain)`. The builder fills the
 /// owned chains in `iptables.rules`; the applier replaces their contents and adds one jump from
 /// each built-in chain, so re-applying never duplicates a rule and rules of others stay untouched.
-pub const IPTABLES_CHAINS: [(&str, &str, &str); 3] = [
+///
+/// `OVSB-OUTPUT` holds one rule per IPsec (PSK) tunnel: GRE to that peer that no IPsec policy
+/// covers is dropped, so no tunnel packet leaves in plaintext while ovs-monitor-ipsec or
+/// strongSwan has not (yet, or any more) installed the peer's policies.
+pub const IPTABLES_CHAINS: [(&str, &str, &str); 4] = [
     ("filter", "FORWARD", "OVSB-FORWARD"),
     ("filter", "INPUT", "OVSB-INPUT"),
+    ("filter", "OUTPUT", "OVSB-OUTPUT"),
     ("nat", "POSTROUTING", "OVSB-POSTROUTING"),
 ];

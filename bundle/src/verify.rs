@@ -1,11 +1,15 @@
 //! Verification: from untrusted bytes to a [`VerifiedBundle`], or one clear refusal.
 //!
-//! Order matters: the archive's structure is checked first (bounded, nothing interpreted), then the
-//! manifest's signature against the trusted keys, and only then is the manifest parsed and each
-//! member's size and SHA-256 compared. Nothing here writes anywhere.
+//! Order matters, and nothing is decompressed ahead of it: the first two members (the manifest and
+//! its signature, each bounded by its own limit) are read and the signature is checked against
+//! the trusted keys before any other member is decompressed. Only then is the manifest parsed,
+//! and every further member is checked against it (name, order, size, mode) from its header,
+//! before its data is read; so an untrusted bundle costs at most the manifest and signature, and
+//! a trusted one no more than its signed manifest states. The hashes are compared once the whole
+//! archive has been read and its end (trailer, gzip CRC) checked. Nothing here writes anywhere.
 
-use crate::archive::{parse_archive, ArchiveError, Limits, RawMember};
-use crate::keys::{signature_key_id, KeyId, TrustedKey};
+use crate::archive::{ArchiveError, Limits, MemberReader};
+use crate::keys::{signature_is_legacy, signature_key_id, KeyId, TrustedKey};
 use crate::manifest::{is_valid_member_name, Manifest, FORMAT_VERSION};
 use crate::{sha256_hex, MANIFEST_NAME, SIGNATURE_NAME};
 use std::collections::BTreeMap;
@@ -57,6 +61,8 @@ pub enum VerifyError {
     UntrustedKey { signer: KeyId, trusted: String },
     #[error("signature by key {signer} does not match the manifest: the bundle was altered after signing")]
     BadSignature { signer: KeyId },
+    #[error("signature by key {signer} is a legacy (non-prehashed) signature; re-sign with this builder (`builder build`), which writes the prehashed minisign signatures the applier requires")]
+    LegacySignature { signer: KeyId },
     #[error("signed manifest is not valid: {0}")]
     BadManifest(String),
     #[error("bundle format {found} is not supported (this applier reads format {supported}); upgrade the applier")]
@@ -82,6 +88,7 @@ impl VerifyError {
             VerifyError::UntrustedKey { .. }
             | VerifyError::Revoked { .. }
             | VerifyError::BadSignature { .. }
+            | VerifyError::LegacySignature { .. }
             | VerifyError::Tampered { .. } => Exit::NotAuthentic,
             VerifyError::WrongHost { .. } => Exit::WrongHost,
             VerifyError::Expired { .. } => Exit::Expired,
@@ -96,25 +103,40 @@ pub fn verify_bundle(
     keys: &[TrustedKey],
     opts: &VerifyOptions,
 ) -> Result<VerifiedBundle, VerifyError> {
-    let bundle = check_authenticity(compressed, keys, opts)?;
+    verify_reader(
+        &mut MemberReader::new(compressed, &opts.limits)?,
+        keys,
+        opts,
+    )
+}
+
+/// [`verify_bundle`] on an archive being read, for callers that want to know how much of it was
+/// decompressed ([`MemberReader::decompressed`]) when it was accepted or refused.
+pub fn verify_reader(
+    reader: &mut MemberReader,
+    keys: &[TrustedKey],
+    opts: &VerifyOptions,
+) -> Result<VerifiedBundle, VerifyError> {
+    let bundle = check_authenticity(reader, keys, opts)?;
     check_binding(&bundle.manifest, opts)?;
     Ok(bundle)
 }
 
 /// Checks structure and hashes but not who signed it: for showing a bundle, never for applying.
 pub fn read_unverified(compressed: &[u8], limits: &Limits) -> Result<VerifiedBundle, VerifyError> {
-    let (manifest_member, signature, rest) = split(compressed, limits)?;
+    let mut reader = MemberReader::new(compressed, limits)?;
+    let (manifest_bytes, signature) = read_head(&mut reader, limits)?;
     let signed_by = signature_key_id(&signature)
         .ok_or_else(|| VerifyError::BadSignatureFormat("no key id".into()))?;
-    finish(manifest_member.data, signature, signed_by, rest)
+    finish(&mut reader, manifest_bytes, signature, signed_by)
 }
 
 fn check_authenticity(
-    compressed: &[u8],
+    reader: &mut MemberReader,
     keys: &[TrustedKey],
     opts: &VerifyOptions,
 ) -> Result<VerifiedBundle, VerifyError> {
-    let (manifest_member, signature, rest) = split(compressed, &opts.limits)?;
+    let (manifest_bytes, signature) = read_head(reader, &opts.limits)?;
     let signer = signature_key_id(&signature)
         .ok_or_else(|| VerifyError::BadSignatureFormat("no key id".into()))?;
     if opts.revoked.contains(&signer) {
@@ -134,54 +156,50 @@ fn check_authenticity(
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
+    if signature_is_legacy(&signature) {
+        return Err(VerifyError::LegacySignature { signer });
+    }
     let sig = minisign_verify::Signature::decode(&signature)
         .map_err(|e| VerifyError::BadSignatureFormat(e.to_string()))?;
     key.key
-        .verify(&manifest_member.data, &sig, false)
+        .verify(&manifest_bytes, &sig, false)
         .map_err(|_| VerifyError::BadSignature { signer })?;
-    finish(manifest_member.data, signature, signer, rest)
+    finish(reader, manifest_bytes, signature, signer)
 }
 
-type Split = (RawMember, String, Vec<RawMember>);
-
-fn split(compressed: &[u8], limits: &Limits) -> Result<Split, VerifyError> {
-    let mut members = parse_archive(compressed, limits)?.members.into_iter();
-    let manifest = members
-        .next()
-        .filter(|m| m.name == MANIFEST_NAME)
-        .ok_or(VerifyError::MissingMember(MANIFEST_NAME, "first"))?;
-    if manifest.data.len() as u64 > limits.max_manifest {
-        return Err(ArchiveError::MemberTooLarge {
-            name: MANIFEST_NAME.into(),
-            size: manifest.data.len() as u64,
-            limit: limits.max_manifest,
+/// The first two members, the manifest and its signature, each refused from its header if over
+/// its own limit. Nothing after them is decompressed.
+fn read_head(reader: &mut MemberReader, limits: &Limits) -> Result<(Vec<u8>, String), VerifyError> {
+    let mut member = |name: &'static str, which: &'static str, limit: u64| {
+        let header = reader
+            .next_header()?
+            .filter(|h| h.name == name)
+            .ok_or(VerifyError::MissingMember(name, which))?;
+        if header.size > limit {
+            return Err(VerifyError::from(ArchiveError::MemberTooLarge {
+                name: name.into(),
+                size: header.size,
+                limit,
+            }));
         }
-        .into());
-    }
-    let signature = members
-        .next()
-        .filter(|m| m.name == SIGNATURE_NAME)
-        .ok_or(VerifyError::MissingMember(SIGNATURE_NAME, "second"))?;
-    if signature.data.len() as u64 > limits.max_signature {
-        return Err(ArchiveError::MemberTooLarge {
-            name: SIGNATURE_NAME.into(),
-            size: signature.data.len() as u64,
-            limit: limits.max_signature,
-        }
-        .into());
-    }
-    let signature = String::from_utf8(signature.data)
+        Ok(reader.read_data()?)
+    };
+    let manifest = member(MANIFEST_NAME, "first", limits.max_manifest)?;
+    let signature = member(SIGNATURE_NAME, "second", limits.max_signature)?;
+    let signature = String::from_utf8(signature)
         .map_err(|_| VerifyError::BadSignatureFormat("not UTF-8".into()))?;
-    Ok((manifest, signature, members.collect()))
+    Ok((manifest, signature))
 }
 
-/// Parses the (already authenticated, or knowingly unauthenticated) manifest and binds every
-/// remaining member to it.
+/// Parses the (already authenticated, or knowingly unauthenticated) manifest and reads every
+/// remaining member against it: each member's name, order, size and mode are compared from its
+/// header, before its data is decompressed, so nothing beyond what the manifest states is read.
+/// The hashes are compared once the archive's end has been checked.
 fn finish(
+    reader: &mut MemberReader,
     manifest_bytes: Vec<u8>,
     signature: String,
     signed_by: KeyId,
-    rest: Vec<RawMember>,
 ) -> Result<VerifiedBundle, VerifyError> {
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| VerifyError::BadManifest(e.to_string()))?;
@@ -201,9 +219,9 @@ fn finish(
             )));
         }
     }
-    let mut files = BTreeMap::new();
+    let mut read = Vec::with_capacity(manifest.files.len());
     let mut listed = manifest.files.iter();
-    for member in rest {
+    while let Some(member) = reader.next_header()? {
         let Some(entry) = listed.next() else {
             return Err(VerifyError::Unlisted(member.name));
         };
@@ -221,11 +239,10 @@ fn finish(
             path: member.name.clone(),
             reason,
         };
-        if member.data.len() as u64 != entry.size {
+        if member.size != entry.size {
             return Err(tampered(format!(
                 "{} bytes, manifest says {}",
-                member.data.len(),
-                entry.size
+                member.size, entry.size
             )));
         }
         if member.mode != entry.mode {
@@ -234,13 +251,20 @@ fn finish(
                 member.mode, entry.mode
             )));
         }
-        if sha256_hex(&member.data) != entry.sha256 {
-            return Err(tampered("SHA-256 differs from the manifest".into()));
-        }
-        files.insert(member.name, member.data);
+        read.push((entry, reader.read_data()?));
     }
     if let Some(missing) = listed.next() {
         return Err(VerifyError::Missing(missing.path.clone()));
+    }
+    let mut files = BTreeMap::new();
+    for (entry, data) in read {
+        if sha256_hex(&data) != entry.sha256 {
+            return Err(VerifyError::Tampered {
+                path: entry.path.clone(),
+                reason: "SHA-256 differs from the manifest".into(),
+            });
+        }
+        files.insert(entry.path.clone(), data);
     }
     Ok(VerifiedBundle {
         manifest,
@@ -266,4 +290,144 @@ fn check_binding(manifest: &Manifest, opts: &VerifyOptions) -> Result<(), Verify
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Refusals that need no real signature: who signed is known from the signature's key id
+    //! before any signature is checked. Real signatures are tested with the real builder in
+    //! `builder/tests/bundles.rs`.
+    use super::*;
+    use crate::archive::{write_archive, ArchiveMember};
+    use crate::keys::base64_encode;
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn key(id: u8) -> TrustedKey {
+        let mut raw = b"Ed".to_vec();
+        raw.extend_from_slice(&[id; 8]);
+        raw.extend_from_slice(&[id; 32]);
+        let text = format!("untrusted comment: test key\n{}\n", base64_encode(&raw));
+        TrustedKey::parse(&text, "test").unwrap()
+    }
+
+    /// A well-formed minisign signature file by key `id` with algorithm `alg` that matches
+    /// nothing.
+    fn signature(alg: &[u8; 2], id: u8) -> Vec<u8> {
+        let mut raw = alg.to_vec();
+        raw.extend_from_slice(&[id; 8]);
+        raw.extend_from_slice(&[1; 64]);
+        format!(
+            "untrusted comment: sig\n{}\ntrusted comment: t\n{}\n",
+            base64_encode(&raw),
+            base64_encode(&[2; 64])
+        )
+        .into_bytes()
+    }
+
+    /// A bundle whose second-to-last member is 2 MiB of incompressible bytes.
+    fn bundle_with_big_member(sig: Vec<u8>) -> Vec<u8> {
+        let member = |name: &str, data: Vec<u8>| ArchiveMember {
+            name: name.into(),
+            mode: 0o644,
+            data,
+        };
+        let big = noise(2 << 20);
+        let manifest = Manifest {
+            format: FORMAT_VERSION,
+            host: "h".into(),
+            serial: 1,
+            expires: None,
+            builder: "test".into(),
+            files: [("big", &big[..]), ("last", b"x")]
+                .iter()
+                .map(|(p, d)| crate::FileEntry {
+                    path: p.to_string(),
+                    size: d.len() as u64,
+                    mode: 0o644,
+                    sha256: sha256_hex(d),
+                })
+                .collect(),
+        };
+        write_archive(&[
+            member(MANIFEST_NAME, manifest.to_bytes()),
+            member(SIGNATURE_NAME, sig),
+            member("big", big),
+            member("last", b"x".to_vec()),
+        ])
+    }
+
+    /// Each refusal that a signature's key id or algorithm decides comes before anything after
+    /// the signature is decompressed: at most the manifest, the signature and the next header.
+    #[test]
+    fn untrusted_revoked_legacy_and_forged_bundles_are_refused_before_the_rest_is_decompressed() {
+        let trusted = [key(1)];
+        let cases: Vec<(Vec<u8>, Vec<KeyId>, &str, u8)> = vec![
+            (signature(b"ED", 2), vec![], "which is not trusted", 10),
+            (
+                signature(b"ED", 1),
+                vec![KeyId([1; 8])],
+                "which is revoked",
+                10,
+            ),
+            (
+                signature(b"Ed", 1),
+                vec![],
+                "legacy (non-prehashed) signature; re-sign with this builder",
+                10,
+            ),
+            (signature(b"ED", 1), vec![], "altered after signing", 10),
+        ];
+        for (sig, revoked, want, code) in cases {
+            let bytes = bundle_with_big_member(sig);
+            assert!(bytes.len() > 2 << 20);
+            let opts = VerifyOptions {
+                revoked,
+                ..VerifyOptions::default()
+            };
+            let mut reader = MemberReader::new(&bytes, &opts.limits).unwrap();
+            let err = verify_reader(&mut reader, &trusted, &opts).unwrap_err();
+            assert!(err.to_string().contains(want), "want {want:?}: {err}");
+            assert_eq!(err.exit().code(), code, "{err}");
+            // Manifest and signature: well under 8 KiB of tar stream.
+            assert!(reader.decompressed() < 8 << 10, "{}", reader.decompressed());
+            assert!(
+                reader.compressed_consumed() < 64 << 10,
+                "{} of {} compressed bytes consumed",
+                reader.compressed_consumed(),
+                bytes.len()
+            );
+        }
+    }
+
+    #[test]
+    fn an_unsigned_read_still_reads_everything_and_checks_it() {
+        let bytes = bundle_with_big_member(signature(b"ED", 2));
+        let b = read_unverified(&bytes, &Limits::default()).unwrap();
+        assert_eq!(b.files["big"].len(), 2 << 20);
+        assert_eq!(b.signed_by, KeyId([2; 8]));
+    }
+
+    #[test]
+    fn a_key_file_with_a_byte_order_mark_parses_to_the_same_key() {
+        let k = key(3);
+        let mut raw = b"Ed".to_vec();
+        raw.extend_from_slice(&[3; 8]);
+        raw.extend_from_slice(&[3; 32]);
+        let text = format!(
+            "\u{feff}untrusted comment: test key\r\n{}\r\n",
+            base64_encode(&raw)
+        );
+        assert_eq!(TrustedKey::parse(&text, "bom").unwrap().id, k.id);
+    }
 }

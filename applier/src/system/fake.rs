@@ -210,8 +210,6 @@ impl FakeSystem {
                 kind: kind.into(),
                 options,
                 external_ids: ids.clone(),
-                ofport: Some(1),
-                error: None,
                 raw: Value::Null,
             },
         );

@@ -73,7 +73,7 @@ fn run(cmd: &mut Command, input: Option<&str>) -> Result<String, SysError> {
 impl System for RealSystem {
     fn ovs_read(&mut self) -> Result<Live, SysError> {
         let results = self.conn()?.transact(&ovs::live::read_ops())?;
-        Live::from_results(&results).map_err(SysError::Ovs)
+        Live::from_reply(results).map_err(SysError::Ovs)
     }
 
     fn ovs_apply(
@@ -132,14 +132,29 @@ impl System for RealSystem {
     }
 
     fn read_file(&mut self, path: &Path) -> Result<Option<Vec<u8>>, SysError> {
-        match std::fs::read(path) {
-            Ok(d) => Ok(Some(d)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(SysError::File {
-                path: path.into(),
-                source,
-            }),
+        use std::io::Read;
+        // Non-blocking open and a type check: a FIFO (or a device) put where a file is expected
+        // must not hang the applier, least of all at boot, before networking.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path);
+        let mut file = match file {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SysError::file(path, e)),
+        };
+        let meta = file.metadata().map_err(|e| SysError::file(path, e))?;
+        if !meta.is_file() {
+            return Err(SysError::file(
+                path,
+                std::io::Error::other("not a regular file; remove it"),
+            ));
         }
+        let mut data = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut data)
+            .map_err(|e| SysError::file(path, e))?;
+        Ok(Some(data))
     }
 
     fn write_file(&mut self, path: &Path, data: &[u8], mode: u32) -> Result<(), SysError> {

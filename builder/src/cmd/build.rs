@@ -27,6 +27,10 @@ pub struct BuildArgs {
     /// Bundle serial (default: the current Unix time).
     #[arg(long, value_name = "N")]
     pub serial: Option<u64>,
+    /// Accept a --serial more than 10 years ahead of the current Unix time (hosts that apply it
+    /// then refuse bundles with default serials as downgrades).
+    #[arg(long)]
+    pub allow_far_serial: bool,
     /// Refuse installation after this long, e.g. 30d, 12h.
     #[arg(long, value_name = "DURATION")]
     pub expires_in: Option<String>,
@@ -47,9 +51,14 @@ pub fn run(args: BuildArgs) -> Result<Exit> {
         }
         None => fleet.hosts.iter().collect(),
     };
-    // Key and parameters first: a bad passphrase or duration leaves no output directory behind.
+    // Parameters and key first: a bad duration or passphrase leaves no output directory behind,
+    // and a bad command line is reported before any passphrase is asked for.
+    let params = build_params(
+        args.serial,
+        args.allow_far_serial,
+        args.expires_in.as_deref(),
+    )?;
     let sk = signing_key(args.key, args.passphrase_file)?;
-    let params = build_params(args.serial, args.expires_in.as_deref())?;
     let out = &args.out;
     std::fs::create_dir_all(out)
         .with_context(|| format!("creating output directory {}", out.display()))?;

@@ -26,6 +26,9 @@ pub struct CloudInitArgs {
     pub passphrase_file: Option<PathBuf>,
     #[arg(long, value_name = "N")]
     pub serial: Option<u64>,
+    /// Accept a --serial more than 10 years ahead of the current Unix time.
+    #[arg(long)]
+    pub allow_far_serial: bool,
     #[arg(long, value_name = "DURATION")]
     pub expires_in: Option<String>,
     /// Do not install packages (the image has them).
@@ -48,8 +51,12 @@ pub fn run(args: CloudInitArgs) -> Result<Exit> {
     let Some(h) = fleet.hosts.iter().find(|h| &h.name == host) else {
         bail!("no host {host:?} under {}", args.profiles.display());
     };
+    let params = build_params(
+        args.serial,
+        args.allow_far_serial,
+        args.expires_in.as_deref(),
+    )?;
     let sk = signing_key(args.key, args.passphrase_file)?;
-    let params = build_params(args.serial, args.expires_in.as_deref())?;
     let bytes = build_host(h, &sk, params);
     let max_size = args.max_size;
     let opts = CloudInitOpts {

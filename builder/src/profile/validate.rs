@@ -270,7 +270,13 @@ impl Validator<'_> {
         let from = raw.from.get_ref();
         let via = raw.via.get_ref();
         let from_if = host_ifs.iter().find(|h| &h.name == from);
-        if from_if.is_none() && !phys.contains(from) {
+        if let Some(p) = ifname_problem(from) {
+            self.err(
+                self.at(&raw.from),
+                format!("forwarder from {from:?} {p}"),
+                IFNAME_HINT,
+            );
+        } else if from_if.is_none() && !phys.contains(from) {
             self.err(
                 self.at(&raw.from),
                 format!("forwarder from {from:?} is not an interface of bridge {bridge}"),
@@ -398,11 +404,7 @@ impl Validator<'_> {
 
     fn port_name_at(&mut self, name: &str, loc: Option<Loc>, owner: &str, what: &str) {
         if let Some(problem) = ifname_problem(name) {
-            self.err(
-                loc,
-                format!("{what} name {name:?} {problem}"),
-                "interface names are Linux device names",
-            );
+            self.err(loc, format!("{what} name {name:?} {problem}"), IFNAME_HINT);
             return;
         }
         let here = loc.clone().unwrap_or_else(|| self.map.line(1));
@@ -421,6 +423,9 @@ impl Validator<'_> {
         self.ports.insert(name.to_string(), (here, this));
     }
 }
+
+/// What every refused interface name is told.
+const IFNAME_HINT: &str = "interface names are Linux device names: 1 to 15 letters, digits, '-', '_' or '.', not starting with '-'";
 
 fn hostname_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() || name.len() > 63 {
