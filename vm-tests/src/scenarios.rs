@@ -267,21 +267,23 @@ fn watch_for_plain_gre(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
             .map(|(_, a)| *a)
             .unwrap_or("10.20.20.1");
         ctx.g(name)?.ok(&format!(
-            "(tcpdump -lni eth0 'ip proto 47' >/tmp/plain-gre.cap 2>/dev/null &); \
+            "(tcpdump -lni eth0 -Q out 'ip proto 47' >/tmp/plain-gre.cap 2>/tmp/plain-gre.err &); \
              (while :; do ping -c 1 -W 1 {addr} >/dev/null 2>&1; sleep 0.1; done >/dev/null 2>&1 &); sleep 2"
         ))?;
     }
     Ok(())
 }
 
-/// Stops what [`watch_for_plain_gre`] started and fails if any plain GRE left any of `hosts`.
+/// Stops what [`watch_for_plain_gre`] started and fails if any plain GRE left any of `hosts`
+/// (the capture sees outgoing packets only: each is counted once, by its sender).
 fn no_plain_gre(ctx: &mut Ctx, hosts: &[&str], during: &str) -> Result<()> {
     let mut seen = Vec::new();
     for name in hosts {
         let out = ctx
             .g(name)?
             .ok("pkill -f 'while :; do ping' ; pkill -x tcpdump; sleep 1; \
-             echo plain=$(wc -l </tmp/plain-gre.cap); head -n 5 /tmp/plain-gre.cap")?;
+             echo plain=$(grep -c ' > ' /tmp/plain-gre.cap); head -n 5 /tmp/plain-gre.cap; \
+             echo == tcpdump; cat /tmp/plain-gre.err")?;
         let n: usize = out
             .split_whitespace()
             .find_map(|w| w.strip_prefix("plain="))
