@@ -152,14 +152,14 @@ impl Applier<'_> {
         let current =
             Current::read(self.sys, &self.loc, opts.scope).map_err(ApplyError::Unchanged)?;
         let mut plan = make_plan(&p.desired, &current, opts.scope).map_err(ApplyError::Plan)?;
-        self.review_cycling(&mut plan);
+        self.review_cycling(&mut plan, &p.desired);
         Ok(plan)
     }
 
     /// What must not be cycled, and what is dangerous to: an interface the host's own file
     /// configured and the new file drops stays up unless a generation of ours defined it; one
     /// that carries the default route is warned about.
-    fn review_cycling(&mut self, plan: &mut HostPlan) {
+    fn review_cycling(&mut self, plan: &mut HostPlan, desired: &HostState) {
         let Some(change) = &plan.interfaces else {
             return;
         };
@@ -175,7 +175,12 @@ impl Applier<'_> {
         }
         if !plan.cycle.is_empty() {
             if let Ok(Some(route)) = self.sys.read_file(&self.loc.proc_dir.join("net/route")) {
-                plan.warn_default_route(&String::from_utf8_lossy(&route));
+                let peers: Vec<std::net::Ipv4Addr> = desired
+                    .ovs
+                    .ports()
+                    .filter_map(|(_, p)| p.interface.options.get("remote_ip")?.parse().ok())
+                    .collect();
+                plan.warn_cycled_routes(&String::from_utf8_lossy(&route), &peers);
             }
         }
     }
@@ -373,7 +378,7 @@ impl Applier<'_> {
             Current::read(self.sys, &self.loc, opts.scope).map_err(ApplyError::Unchanged)?;
         let mut plan = make_plan(desired, &current, opts.scope).map_err(ApplyError::Plan)?;
         if opts.cycle {
-            self.review_cycling(&mut plan);
+            self.review_cycling(&mut plan, desired);
             for w in &plan.warnings {
                 (self.log)(&format!("WARNING: {w}"));
             }
@@ -406,6 +411,7 @@ impl Applier<'_> {
         let before = match opts.scope {
             Scope::GreOnly => HostState {
                 ovs: current.live.owned_state(),
+                ipsec_skb_mark: crate::state::owned_skb_mark(&current.live),
                 ..read_rest(self.sys, &self.loc).map_err(ApplyError::Unchanged)?
             },
             Scope::Full => current.snapshot(),

@@ -105,7 +105,7 @@ fn v2() -> String {
     profile(
         &[
             ("10.99.0.2", Some("another-psk-bbbbbbbbbbbb")),
-            ("10.99.0.7", None),
+            ("10.99.0.7", Some("a-third-psk-cccccccccccc")),
         ],
         "10.20.0.8/24",
         false,
@@ -452,9 +452,12 @@ fn the_first_apply_leaves_up_an_uplink_the_hosts_own_file_configured() {
 fn cycling_the_interface_of_the_default_route_is_warned_about() {
     let fx = Fixture::new();
     let (mut sys, _) = on_v1(&fx);
+    // /proc/net/route: priv0 has the default route, up0 the underlay (10.99.0.0/24).
     sys.put(
         "/proc/net/route",
-        b"Iface\tDestination\tGateway\npriv0\t00000000\t0100140A\n",
+        b"Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+          priv0\t00000000\t0100140A\t0003\t0\t0\t0\t00000000\n\
+          up0\t0000630A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n",
     );
     let plan = fx
         .applier(&mut sys)
@@ -473,6 +476,36 @@ fn cycling_the_interface_of_the_default_route_is_warned_about() {
         "{}",
         plan.render()
     );
+    assert!(!plan.render().contains("underlay"), "{}", plan.render());
+}
+
+#[test]
+fn cycling_the_underlay_interface_is_warned_about() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    // The tunnels' peers (10.99.0.x) are reached through priv0 here, the default through up0.
+    sys.put(
+        "/proc/net/route",
+        b"Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+          up0\t00000000\t0100140A\t0003\t0\t0\t0\t00000000\n\
+          priv0\t0000630A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n",
+    );
+    let opts = ApplyOpts {
+        scope: Scope::Full,
+        cycle: true,
+        allow_downgrade: false,
+    };
+    let plan = fx
+        .applier(&mut sys)
+        .plan_bundle(&fx.bundle(&v2(), 2), opts)
+        .unwrap();
+    let shown = plan.render();
+    assert!(
+        shown
+            .contains("WARNING: priv0 carries the underlay to tunnel peer(s) 10.99.0.2, 10.99.0.7"),
+        "{shown}"
+    );
+    assert!(!shown.contains("default route"), "{shown}");
 }
 
 #[test]
@@ -559,4 +592,36 @@ fn boot_brings_up_the_newest_generation_that_verifies_when_the_state_is_damaged(
     assert!(!sys
         .files
         .contains_key(&PathBuf::from("/var/lib/ovs-bundle/in-progress.json")));
+}
+
+#[test]
+fn ipsec_skb_mark_is_set_where_every_tunnel_is_ipsec_and_only_ours_is_removed() {
+    use crate::ovs::change::{SKB_MARK, SKB_MARK_OWNER};
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx); // one PSK tunnel, one plain: no mark
+    assert!(!sys.ovs.root_other_config.contains_key(SKB_MARK));
+    apply(&mut fx.applier(&mut sys), &fx.bundle(&v2(), 2)).unwrap();
+    assert_eq!(
+        sys.ovs.root_other_config.get(SKB_MARK).map(String::as_str),
+        Some("0/1")
+    );
+    assert!(sys.ovs.root_external_ids.contains_key(SKB_MARK_OWNER));
+    // A plain tunnel again: the mark would drop it, so ours goes.
+    apply(&mut fx.applier(&mut sys), &fx.bundle(&v1(), 3)).unwrap();
+    assert!(!sys.ovs.root_other_config.contains_key(SKB_MARK));
+    // Someone else's mark is neither removed nor overwritten.
+    sys.ovs
+        .root_other_config
+        .insert(SKB_MARK.into(), "1/1".into());
+    apply(&mut fx.applier(&mut sys), &fx.bundle(&v1(), 4)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sys.ovs.root_other_config.get(SKB_MARK).map(String::as_str),
+        Some("1/1")
+    );
+    let e = apply(&mut fx.applier(&mut sys), &fx.bundle(&v2(), 5)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("ipsec_skb_mark is \"1/1\", set by someone else"),
+        "{e}"
+    );
 }

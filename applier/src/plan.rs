@@ -68,29 +68,37 @@ impl HostPlan {
         }
     }
 
-    /// Warns about cycling the interface that carries the default route (`route`: the text of
-    /// `/proc/net/route`).
-    pub fn warn_default_route(&mut self, route: &str) {
-        let default: Vec<&str> = route
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                let iface = w.next()?;
-                (w.next()? == "00000000").then_some(iface)
-            })
-            .collect();
-        let carried: Vec<String> = self
-            .cycle
-            .iter()
-            .filter(|c| default.contains(&c.as_str()))
-            .cloned()
-            .collect();
-        for c in carried {
-            self.warnings.push(format!(
-                "{c} carries this host's default route: taking it down and up may cut this \
-                 session off: keep a console at hand"
-            ));
+    /// Warns about cycling an interface that carries the default route, or the route to a
+    /// tunnel peer (the underlay: cycling it cuts the tunnels). `route` is the text of
+    /// `/proc/net/route`; `peers` the tunnels' remote addresses.
+    pub fn warn_cycled_routes(&mut self, route: &str, peers: &[std::net::Ipv4Addr]) {
+        let routes = parse_routes(route);
+        let via = |ip: u32| {
+            routes
+                .iter()
+                .filter(|r| ip & r.mask == r.dest)
+                .max_by_key(|r| r.mask.count_ones())
+                .map(|r| r.iface.as_str())
+        };
+        for c in self.cycle.clone() {
+            if routes.iter().any(|r| r.mask == 0 && r.iface == c) {
+                self.warnings.push(format!(
+                    "{c} carries this host's default route: taking it down and up may cut this \
+                     session off: keep a console at hand"
+                ));
+            }
+            let under: Vec<String> = peers
+                .iter()
+                .filter(|p| via(u32::from(**p)) == Some(c.as_str()))
+                .map(ToString::to_string)
+                .collect();
+            if !under.is_empty() {
+                self.warnings.push(format!(
+                    "{c} carries the underlay to tunnel peer(s) {}: taking it down and up \
+                     interrupts those tunnels",
+                    under.join(", ")
+                ));
+            }
         }
     }
 
@@ -183,14 +191,45 @@ impl HostPlan {
     }
 }
 
+struct Route {
+    iface: String,
+    dest: u32,
+    mask: u32,
+}
+
+/// `/proc/net/route`: interface, destination and mask (hex, in the kernel's byte order).
+fn parse_routes(text: &str) -> Vec<Route> {
+    let hex = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| u32::from_be_bytes(v.to_le_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            Some(Route {
+                iface: w.first()?.to_string(),
+                dest: hex(w.get(1)?)?,
+                mask: hex(w.get(7)?)?,
+            })
+        })
+        .collect()
+}
+
 /// The plan from `current` to `desired`; in `GreOnly` scope, GRE ports only.
 pub fn make_plan(
     desired: &HostState,
     current: &Current,
     scope: Scope,
 ) -> Result<HostPlan, Vec<PlanError>> {
+    let mut changes = ovs::plan(&desired.ovs, &current.live, scope)?;
+    changes.extend(
+        ovs::planner::skb_mark_change(desired.ipsec_skb_mark.as_deref(), &current.live)
+            .map_err(|e| vec![e])?,
+    );
     let mut plan = HostPlan {
-        ovs: ovs::plan(&desired.ovs, &current.live, scope)?,
+        ovs: changes,
         ..HostPlan::default()
     };
     let now = &current.state;

@@ -6,7 +6,7 @@ use crate::ovs::{Live, Scope};
 use crate::paths::Paths;
 use crate::system::{SysError, System};
 use bundle::firewall::GUARD_CHAIN;
-use bundle::{sysctl, Chains, OvsState, VerifiedBundle};
+use bundle::{sysctl, Chains, OvsState, PortRole, VerifiedBundle};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -22,6 +22,10 @@ pub struct HostState {
     pub sysctl: Option<Vec<u8>>,
     /// `net.ipv4.ip_forward`: as read, or the value to set (`None`: leave it as it is).
     pub ip_forward: Option<String>,
+    /// `Open_vSwitch` `other_config:ipsec_skb_mark` as ovs-bundle sets it (`None`: not ours to
+    /// set, or unset): `0/1`, so ovs-monitor-ipsec drops tunnel packets no IPsec policy covers.
+    #[serde(default)]
+    pub ipsec_skb_mark: Option<String>,
 }
 
 impl HostState {
@@ -42,12 +46,24 @@ impl HostState {
         };
         let interfaces = file(bundle::INTERFACES_NAME)?;
         check_names(&ovs, interfaces)?;
+        // Only where every tunnel is an IPsec one: the mark drops every unencrypted tunnel
+        // packet of the host, a plain tunnel's included.
+        let gre: Vec<_> = ovs
+            .ports()
+            .filter(|(_, p)| p.role == PortRole::Gre)
+            .collect();
+        let all_ipsec = !gre.is_empty()
+            && gre
+                .iter()
+                .all(|(_, p)| p.interface.options.contains_key(bundle::state::PSK_OPTION));
+        let ipsec_skb_mark = all_ipsec.then(|| "0/1".to_string());
         Ok(HostState {
             ovs,
             chains,
             interfaces: Some(interfaces.to_vec()),
             sysctl,
             ip_forward,
+            ipsec_skb_mark,
         })
     }
 
@@ -57,6 +73,7 @@ impl HostState {
         HostState {
             ovs: self.ovs.with_gre_of(&gre.ovs),
             chains: self.chains.with_chain_of(&gre.chains, GUARD_CHAIN),
+            ipsec_skb_mark: gre.ipsec_skb_mark.clone(),
             ..self.clone()
         }
     }
@@ -127,9 +144,19 @@ impl Current {
     pub fn snapshot(&self) -> HostState {
         HostState {
             ovs: self.live.owned_state(),
+            ipsec_skb_mark: owned_skb_mark(&self.live),
             ..self.state.clone()
         }
     }
+}
+
+/// `ipsec_skb_mark` if ovs-bundle set it.
+pub fn owned_skb_mark(live: &Live) -> Option<String> {
+    use crate::ovs::change::{SKB_MARK, SKB_MARK_OWNER};
+    live.root_external_ids
+        .contains_key(SKB_MARK_OWNER)
+        .then(|| live.root_other_config.get(SKB_MARK).cloned())
+        .flatten()
 }
 
 /// Everything but OVS: the chains, the interfaces file, the sysctl drop-in and value.
@@ -142,5 +169,6 @@ pub fn read_rest(sys: &mut dyn System, loc: &Locations) -> Result<HostState, Sys
         ip_forward: sys
             .read_file(&loc.ip_forward())?
             .map(|v| String::from_utf8_lossy(&v).trim().to_string()),
+        ipsec_skb_mark: None,
     })
 }

@@ -636,3 +636,28 @@ fn a_fifo_in_the_incoming_directory_does_not_hang_boot() {
     });
     assert!(incoming.join("failed/t1.tgz").exists());
 }
+
+#[test]
+fn ipsec_skb_mark_is_set_only_while_every_tunnel_is_an_ipsec_one() {
+    let h = host("t1");
+    let only_ipsec = profile(&[("10.99.0.2", Some(PSK_A))], "10.20.0.1/24");
+    apply(&h, &h.bundle("v1", &only_ipsec, 1), &[]);
+    let mark = h.vsctl(&["get", "Open_vSwitch", ".", "other_config:ipsec_skb_mark"]);
+    assert_eq!(
+        text(&mark.stdout).trim(),
+        "\"0/1\"",
+        "{}",
+        text(&mark.stderr)
+    );
+    assert_eq!(h.applier(&["status"]).status.code(), Some(0));
+    // A plain tunnel joins: the mark would drop its packets, so it goes.
+    apply(&h, &h.bundle("v2", &three_peers(), 2), &[]);
+    let mark = h.vsctl(&["get", "Open_vSwitch", ".", "other_config:ipsec_skb_mark"]);
+    assert_ne!(
+        mark.status.code(),
+        Some(0),
+        "still set: {}",
+        text(&mark.stdout)
+    );
+    assert_eq!(h.applier(&["status"]).status.code(), Some(0));
+}

@@ -5,6 +5,12 @@
 use bundle::state::{redact, Bridge, Port, OWNER_KEY, PSK_OPTION};
 use std::collections::BTreeMap;
 
+/// `Open_vSwitch` `other_config` key that makes ovs-monitor-ipsec drop tunnel packets no IPsec
+/// policy covers (Open vSwitch's IPsec how-to).
+pub const SKB_MARK: &str = "ipsec_skb_mark";
+/// `Open_vSwitch` `external_ids` key saying [`SKB_MARK`] was set by ovs-bundle.
+pub const SKB_MARK_OWNER: &str = "ovs-bundle-ipsec-skb-mark";
+
 /// Which rows a plan may touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -42,6 +48,11 @@ pub enum OvsChange {
         iface_uuid: String,
         /// What differs, for display: (field, old, new), secrets redacted.
         what: Vec<(String, String, String)>,
+    },
+    /// `Open_vSwitch` `other_config:ipsec_skb_mark`, set (and marked ours) or removed.
+    SkbMark {
+        from: Option<String>,
+        to: Option<String>,
     },
     DeletePort {
         bridge: String,
@@ -95,6 +106,11 @@ impl OvsChange {
                     .join(", ")
             ),
             OvsChange::DeletePort { bridge, name, .. } => format!("- port {bridge}/{name}"),
+            OvsChange::SkbMark { from, to } => format!(
+                "~ Open_vSwitch other_config:ipsec_skb_mark {} -> {}",
+                from.as_deref().unwrap_or("(none)"),
+                to.as_deref().unwrap_or("(none)")
+            ),
         }
     }
 }
@@ -128,6 +144,8 @@ pub enum PlanError {
     ForeignBridge(String),
     #[error("port {0} exists but is not managed by ovs-bundle (no external_ids:{OWNER_KEY}); remove it (ovs-vsctl del-port {0}) or rename it in the profile")]
     ForeignPort(String),
+    #[error("other_config:ipsec_skb_mark is {0:?}, set by someone else; ovs-bundle would set it to {1:?} for its IPsec tunnels: remove it (ovs-vsctl remove Open_vSwitch . other_config ipsec_skb_mark) or set it to that value")]
+    ForeignSkbMark(String, String),
     #[error("--gre-only: bridge {0} is not on this host yet; run a full apply first")]
     MissingBridge(String),
 }

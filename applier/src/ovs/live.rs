@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 pub struct Live {
     pub root: String,
     pub root_raw: Value,
+    /// `Open_vSwitch` `other_config` and `external_ids` (for `ipsec_skb_mark` and whether it is ours).
+    pub root_other_config: BTreeMap<String, String>,
+    pub root_external_ids: BTreeMap<String, String>,
     pub next_cfg: i64,
     pub cur_cfg: i64,
     pub bridges: Vec<LiveBridge>,
@@ -68,7 +71,16 @@ pub fn read_ops() -> Vec<Value> {
         json!({"op": "select", "table": table, "where": [], "columns": cols})
     };
     vec![
-        sel("Open_vSwitch", &["bridges", "next_cfg", "cur_cfg"]),
+        sel(
+            "Open_vSwitch",
+            &[
+                "bridges",
+                "next_cfg",
+                "cur_cfg",
+                "other_config",
+                "external_ids",
+            ],
+        ),
         sel("Bridge", &BRIDGE_COLS),
         sel("Port", &PORT_COLS),
         sel("Interface", &IFACE_COLS),
@@ -103,6 +115,8 @@ impl Live {
         let mut live = Live {
             root: id(&root_row),
             next_cfg: root_row["next_cfg"].as_i64().unwrap_or(0),
+            root_other_config: string_map(&root_row["other_config"]),
+            root_external_ids: string_map(&root_row["external_ids"]),
             cur_cfg: root_row["cur_cfg"].as_i64().unwrap_or(0),
             root_raw: root_row,
             ..Live::default()

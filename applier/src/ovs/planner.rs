@@ -219,3 +219,26 @@ pub fn plan(
         Err(errors)
     }
 }
+
+/// The change of `other_config:ipsec_skb_mark` that `desired` asks for: set where ovs-bundle wants
+/// it, removed where it no longer does and it was ours; a value someone else set is not taken over.
+pub fn skb_mark_change(desired: Option<&str>, live: &Live) -> Result<Option<OvsChange>, PlanError> {
+    use super::change::{SKB_MARK, SKB_MARK_OWNER};
+    let now = live.root_other_config.get(SKB_MARK).cloned();
+    let ours = live.root_external_ids.contains_key(SKB_MARK_OWNER);
+    match (desired, &now) {
+        (Some(want), Some(have)) if want == have => Ok(None),
+        (Some(want), Some(have)) if !ours => {
+            Err(PlanError::ForeignSkbMark(have.clone(), want.to_string()))
+        }
+        (Some(want), _) => Ok(Some(OvsChange::SkbMark {
+            from: now,
+            to: Some(want.to_string()),
+        })),
+        (None, Some(_)) if ours => Ok(Some(OvsChange::SkbMark {
+            from: now,
+            to: None,
+        })),
+        (None, _) => Ok(None),
+    }
+}

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 /// The plan as one OVSDB transaction: guards, changes, and a `next_cfg` bump whose new value the
 /// last operation selects.
 pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Value> {
-    let mut waits: BTreeMap<(String, String), Value> = BTreeMap::new();
+    let mut waits: BTreeMap<(String, String, String), Value> = BTreeMap::new();
     let mut ops: Vec<Value> = Vec::new();
     let mut wait = |table: &str, uuid: &str, raw: &Value, cols: &[&str]| {
         let row: serde_json::Map<String, Value> = cols
@@ -23,7 +23,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
             .map(|c| (c.to_string(), raw[c].clone()))
             .collect();
         waits.insert(
-            (table.to_string(), uuid.to_string()),
+            (table.to_string(), uuid.to_string(), cols.join(",")),
             json!({"op": "wait", "timeout": 0, "table": table, "where": [["_uuid", "==", ["uuid", uuid]]],
                    "columns": cols, "until": "==", "rows": [row]}),
         );
@@ -140,6 +140,8 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                 ops.push(json!({"op": "mutate", "table": "Bridge", "where": [["_uuid", "==", ["uuid", bridge_uuid]]],
                     "mutations": [["ports", "delete", encode_uuid_set([json!(["uuid", uuid])])]]}));
             }
+            // On the root row, below.
+            OvsChange::SkbMark { .. } => {}
         }
     }
     for c in changes {
@@ -163,6 +165,31 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
         );
     }
     let root_where = json!([["_uuid", "==", ["uuid", live.root]]]);
+    for c in changes {
+        if let OvsChange::SkbMark { to, .. } = c {
+            use super::change::{SKB_MARK, SKB_MARK_OWNER};
+            wait(
+                "Open_vSwitch",
+                &live.root,
+                &live.root_raw,
+                &["other_config", "external_ids"],
+            );
+            let keys = |k: &str| json!(["set", [k]]);
+            let mut mutations = vec![
+                json!(["other_config", "delete", keys(SKB_MARK)]),
+                json!(["external_ids", "delete", keys(SKB_MARK_OWNER)]),
+            ];
+            if let Some(v) = to {
+                mutations.push(json!(["other_config", "insert", ["map", [[SKB_MARK, v]]]]));
+                mutations.push(json!([
+                    "external_ids",
+                    "insert",
+                    ["map", [[SKB_MARK_OWNER, "owned"]]]
+                ]));
+            }
+            ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where, "mutations": mutations}));
+        }
+    }
     if !root_insert.is_empty() || !root_delete.is_empty() {
         wait("Open_vSwitch", &live.root, &live.root_raw, &["bridges"]);
         let mut mutations = Vec::new();
@@ -249,6 +276,7 @@ pub fn write_count(changes: &[OvsChange]) -> usize {
                 2
             }
             OvsChange::UpdateBridge { .. } | OvsChange::DeletePort { .. } => 1,
+            OvsChange::SkbMark { .. } => 1,
             OvsChange::UpdatePort { .. } => 2,
         };
     }

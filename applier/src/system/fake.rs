@@ -40,6 +40,8 @@ pub struct FakeSystem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
     pub owned: OvsState,
+    /// `Open_vSwitch` `other_config` and `external_ids`.
+    pub root: (BTreeMap<String, String>, BTreeMap<String, String>),
     pub foreign: Vec<String>,
     pub chains: Chains,
     /// Text files as text, others as their SHA-256.
@@ -150,6 +152,10 @@ impl FakeSystem {
             })
             .collect();
         View {
+            root: (
+                self.ovs.root_other_config.clone(),
+                self.ovs.root_external_ids.clone(),
+            ),
             owned,
             foreign,
             chains: self.chains.clone(),
@@ -352,6 +358,19 @@ impl System for FakeSystem {
                     let p = self.ovs.ports.get_mut(port_uuid).expect("guarded");
                     p.protected = port.protected;
                     p.external_ids = port.external_ids.clone();
+                }
+                OvsChange::SkbMark { to, .. } => {
+                    use crate::ovs::change::{SKB_MARK, SKB_MARK_OWNER};
+                    self.ovs.root_other_config.remove(SKB_MARK);
+                    self.ovs.root_external_ids.remove(SKB_MARK_OWNER);
+                    if let Some(v) = to {
+                        self.ovs
+                            .root_other_config
+                            .insert(SKB_MARK.into(), v.clone());
+                        self.ovs
+                            .root_external_ids
+                            .insert(SKB_MARK_OWNER.into(), "owned".into());
+                    }
                 }
                 OvsChange::DeletePort {
                     bridge_uuid, uuid, ..
