@@ -661,3 +661,18 @@ fn ipsec_skb_mark_is_set_only_while_every_tunnel_is_an_ipsec_one() {
     );
     assert_eq!(h.applier(&["status"]).status.code(), Some(0));
 }
+
+#[test]
+fn a_huge_file_in_the_incoming_directory_is_set_aside_unread() {
+    let h = host("t1");
+    apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
+    let incoming = h.root.join("var/lib/ovs-bundle/incoming");
+    // Sparse: 1 GiB that takes no disk, but would take memory if read.
+    let f = std::fs::File::create(incoming.join("t1.tgz")).unwrap();
+    f.set_len(1 << 30).unwrap();
+    let out = h.applier(&["boot"]);
+    let log = text(&out.stderr);
+    assert!(log.contains("more than the"), "{log}");
+    assert!(log.contains("restored generation 1"), "{log}");
+    assert!(incoming.join("failed/t1.tgz").exists());
+}

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The largest file [`RealSystem::read_file`] reads: twice the largest compressed bundle.
+const MAX_READ: u64 = 64 << 20;
+
 /// The real host (or the namespace the process runs in).
 pub struct RealSystem {
     pub ovsdb: PathBuf,
@@ -139,7 +142,7 @@ impl System for RealSystem {
             .read(true)
             .custom_flags(nix::libc::O_NONBLOCK)
             .open(path);
-        let mut file = match file {
+        let file = match file {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(SysError::file(path, e)),
@@ -151,9 +154,27 @@ impl System for RealSystem {
                 std::io::Error::other("not a regular file; remove it"),
             ));
         }
+        // Nothing the applier reads is larger than a bundle: a huge file (in incoming/, say)
+        // is refused before it is read, not after it filled the memory.
+        if meta.len() > MAX_READ {
+            return Err(SysError::file(
+                path,
+                std::io::Error::other(format!(
+                    "{} bytes, more than the {MAX_READ} any file of ovs-bundle has; remove it",
+                    meta.len()
+                )),
+            ));
+        }
         let mut data = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut data)
+        file.take(MAX_READ + 1)
+            .read_to_end(&mut data)
             .map_err(|e| SysError::file(path, e))?;
+        if data.len() as u64 > MAX_READ {
+            return Err(SysError::file(
+                path,
+                std::io::Error::other("grew past the limit while read"),
+            ));
+        }
         Ok(Some(data))
     }
 
