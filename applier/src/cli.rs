@@ -7,7 +7,8 @@ use std::path::PathBuf;
 /// Verifies ovs-bundle bundles and applies them to this host.
 ///
 /// Exit codes: 0 success / no changes; 1 failure (host unchanged or rolled back); 2 changes
-/// pending (plan, status); 3 rollback failed; 4 another apply is running; 10 not authentic;
+/// pending (plan, status); 3 rollback failed; 4 another apply is running; 5 nothing applied
+/// yet (status); 10 not authentic;
 /// 11 malformed; 12 for another host; 13 expired; 14 no trusted keys; 15 refused (serial,
 /// content); 64 bad usage.
 #[derive(Parser)]

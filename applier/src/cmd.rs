@@ -16,8 +16,25 @@ use bundle::{verify_bundle, Exit, VerifyOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Standard output that a closed pipe cannot turn into a panic: `applier apply X | true` must
+/// still exit as the apply did (a committed apply exits 0 whatever happens to its output).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn log(msg: &str) {
-    eprintln!("applier: {msg}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "applier: {msg}");
 }
 
 /// Runs one command line.
@@ -71,17 +88,25 @@ pub fn run(cli: Cli) -> Result<Exit> {
     if let Cmd::Generations = cli.cmd {
         return generations(&mut sys, &store);
     }
-    store
-        .init(&mut sys)
-        .with_context(|| format!("creating the state directory {}", store.dir().display()))?;
-    let _lock = match crate::lock::acquire(&store.lock_path(), Duration::from_secs(g.lock_timeout))
-    {
-        Ok(l) => l,
-        Err(e @ crate::lock::LockError::Busy { .. }) => {
-            log(&e.to_string());
-            return Ok(Exit::Locked);
+    // Read-only commands write nothing: no state directory, no lock file.
+    let read_only = matches!(
+        cli.cmd,
+        Cmd::Plan { .. } | Cmd::Status | Cmd::Apply { dry_run: true, .. }
+    );
+    let _lock = if read_only {
+        None
+    } else {
+        store
+            .init(&mut sys)
+            .with_context(|| format!("creating the state directory {}", store.dir().display()))?;
+        match crate::lock::acquire(&store.lock_path(), Duration::from_secs(g.lock_timeout)) {
+            Ok(l) => Some(l),
+            Err(e @ crate::lock::LockError::Busy { .. }) => {
+                log(&e.to_string());
+                return Ok(Exit::Locked);
+            }
+            Err(e) => return Err(e).context("taking the applier lock"),
         }
-        Err(e) => return Err(e).context("taking the applier lock"),
     };
     let mut app = Applier {
         sys: &mut sys,
@@ -175,8 +200,8 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global) -> Result<Exit> {
         ),
         Cmd::Status => match app.status() {
             Ok((None, _)) => {
-                println!("no generation applied yet");
-                Exit::Ok
+                outln!("no generation applied yet");
+                Exit::NothingApplied
             }
             Ok((Some(n), plan)) => show_plan(&plan, g.json, Some(n)),
             Err(e) => report(&e),
@@ -216,16 +241,16 @@ fn list_keys(trust: &Trust, revoked: &[TrustedKey], paths: &Paths) -> Exit {
         } else {
             "trusted"
         };
-        println!("{}  {state:<8} {}", k.id, k.source);
+        outln!("{}  {state:<8} {}", k.id, k.source);
     }
     for k in revoked
         .iter()
         .filter(|r| !trust.keys.iter().any(|k| k.id == r.id))
     {
-        println!("{}  {:<8} {}", k.id, "revoked", k.source);
+        outln!("{}  {:<8} {}", k.id, "revoked", k.source);
     }
     if trust.keys.is_empty() {
-        println!("no trusted keys in {}", paths.trusted_dir().display());
+        outln!("no trusted keys in {}", paths.trusted_dir().display());
     }
     Exit::Ok
 }
@@ -240,7 +265,7 @@ fn verify(bundle: &Path, host: String, trust: &Trust, paths: &Paths) -> Result<E
     };
     Ok(match verify_bundle(&bytes, &trust.keys, &opts) {
         Ok(b) => {
-            println!(
+            outln!(
                 "{}: OK: host {}, serial {}, signed by key {}, {} file(s)",
                 bundle.display(),
                 b.manifest.host,
@@ -284,12 +309,12 @@ fn show_plan(plan: &HostPlan, json: bool, generation: Option<u64>) -> Exit {
     if json {
         let mut v = plan.to_json();
         v["generation"] = serde_json::json!(generation);
-        println!("{v}");
+        outln!("{v}");
     } else {
         if let Some(n) = generation {
-            println!("current generation {n}; drift:");
+            outln!("current generation {n}; drift:");
         }
-        print!("{}", plan.render());
+        out!("{}", plan.render());
     }
     if plan.is_empty() {
         Exit::Ok
@@ -302,12 +327,12 @@ fn show_outcome(result: Result<Outcome, ApplyError>, json: bool) -> Exit {
     match result {
         Ok(Outcome::Unchanged { generation }) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"result": "unchanged", "generation": generation, "changes": 0, "ovs_write_ops": 0})
                 );
             } else {
-                println!("no changes: generation {generation} is current and the host matches it");
+                outln!("no changes: generation {generation} is current and the host matches it");
             }
             Exit::Ok
         }
@@ -316,10 +341,10 @@ fn show_outcome(result: Result<Outcome, ApplyError>, json: bool) -> Exit {
                 let mut v = plan.to_json();
                 v["result"] = "applied".into();
                 v["generation"] = generation.into();
-                println!("{v}");
+                outln!("{v}");
             } else {
-                print!("{}", plan.render());
-                println!("applied: generation {generation} is current");
+                out!("{}", plan.render());
+                outln!("applied: generation {generation} is current");
             }
             Exit::Ok
         }
@@ -333,13 +358,13 @@ fn generations(sys: &mut dyn System, store: &Store) -> Result<Exit> {
         .context("reading the current generation")?;
     let gens = store.generations(sys).context("listing generations")?;
     if gens.is_empty() {
-        println!("no generations");
+        outln!("no generations");
     }
     for n in gens {
         let m = store
             .meta(sys, n)
             .with_context(|| format!("reading generation {n}"))?;
-        println!(
+        outln!(
             "{} {:>4}  serial {:<12} host {:<16} applied {}{}",
             if Some(n) == current { "*" } else { " " },
             n,

@@ -25,7 +25,8 @@ fn main() -> ExitCode {
     match applier::cmd::run(cli) {
         Ok(exit) => exit.into(),
         Err(e) => {
-            eprintln!("applier: error: {e:#}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "applier: error: {e:#}");
             applier::harden::exit_for(&e).into()
         }
     }

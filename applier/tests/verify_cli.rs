@@ -295,3 +295,52 @@ fn a_legacy_signature_is_named_and_says_what_to_do() {
     );
     assert!(!err.contains("altered"), "{err}");
 }
+
+/// A closed pipe on standard output is no reason to die: `applier keys | true` exits 0 (it used
+/// to panic on EPIPE, exit 134, which after an apply hid a committed generation).
+#[test]
+fn a_closed_pipe_on_stdout_does_not_change_the_exit_code() {
+    let (env, _) = setup();
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read); // every write to the pipe now fails with EPIPE
+    let out = Command::new(env!("CARGO_BIN_EXE_applier"))
+        .arg("--root")
+        .arg(env.root.path())
+        .arg("keys")
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `status` where nothing was ever applied has its own exit code, and read-only commands
+/// (`status`, `plan`) create nothing under the state directory.
+#[test]
+fn status_on_a_fresh_host_says_so_and_read_only_commands_write_nothing() {
+    let (env, sk) = setup();
+    let (code, out, err) = run(&env, &["status"]);
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(out.contains("no generation applied yet"), "{out}");
+    let b = bundle(&env, &sk, "gw1", None);
+    // No ovsdb-server here: plan fails reading OVS, but must not have written anything first.
+    let (code, _, err) = run(
+        &env,
+        &[
+            "--ovsdb",
+            "unix:/nonexistent/db.sock",
+            "plan",
+            b.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        !env.root.path().join("var/lib/ovs-bundle").exists(),
+        "a read-only command created the state directory"
+    );
+}

@@ -16,6 +16,8 @@ pub enum Exit {
     RollbackFailed,
     /// Another apply holds the lock.
     Locked,
+    /// `status`: nothing was ever applied on this host (no generation to compare with).
+    NothingApplied,
     /// The bundle is not authentic (untrusted or revoked key, bad signature, altered contents).
     NotAuthentic,
     /// The bundle is malformed.
@@ -40,6 +42,7 @@ impl Exit {
             Exit::Changes => 2,
             Exit::RollbackFailed => 3,
             Exit::Locked => 4,
+            Exit::NothingApplied => 5,
             Exit::NotAuthentic => 10,
             Exit::Malformed => 11,
             Exit::WrongHost => 12,
