@@ -82,10 +82,21 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Compare the host with the current generation (exit 0: no drift, 2: drift).
+    /// Compare the host with the current generation (exit 0: no drift, 2: drift, 5: nothing
+    /// applied yet).
     Status,
-    /// Switch back to the previous generation.
-    Rollback,
+    /// Switch back to the previous generation, or to GENERATION (any kept one).
+    Rollback {
+        /// The generation to make current (default: the one before the current one).
+        generation: Option<u64>,
+    },
+    /// Delete all but the newest KEEP generations (old bundles hold old PSKs). The current
+    /// generation, and the generations a --gre-only generation builds on, are always kept.
+    Gc {
+        /// How many generations to keep.
+        #[arg(long, value_name = "N", default_value_t = crate::store::DEFAULT_KEEP)]
+        keep: usize,
+    },
     /// List the generations.
     Generations,
     /// List the trusted and revoked keys with their key ids.

@@ -206,12 +206,27 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global) -> Result<Exit> {
             Ok((Some(n), plan)) => show_plan(&plan, g.json, Some(n)),
             Err(e) => report(&e),
         },
-        Cmd::Rollback => rollback(app, g.json)?,
+        Cmd::Rollback { generation } => rollback(app, generation, g.json)?,
+        Cmd::Gc { keep } => match app.gc(keep) {
+            Ok(gone) => {
+                outln!(
+                    "deleted {} generation(s){}",
+                    gone.len(),
+                    if gone.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {gone:?}")
+                    }
+                );
+                Exit::Ok
+            }
+            Err(e) => report(&e),
+        },
         Cmd::Boot { cycle } => crate::boot::boot(app, cycle),
     })
 }
 
-fn rollback(app: &mut Applier, json: bool) -> Result<Exit> {
+fn rollback(app: &mut Applier, to: Option<u64>, json: bool) -> Result<Exit> {
     let current = app
         .store
         .current(app.sys)
@@ -220,7 +235,17 @@ fn rollback(app: &mut Applier, json: bool) -> Result<Exit> {
         .store
         .generations(app.sys)
         .context("listing generations")?;
-    let Some(previous) = current.and_then(|c| gens.into_iter().filter(|n| *n < c).max()) else {
+    let target = match to {
+        Some(n) if gens.contains(&n) => Some(n),
+        Some(n) => {
+            log(&format!(
+                "generation {n} is not kept here; `applier generations` lists them"
+            ));
+            return Ok(Exit::Failed);
+        }
+        None => current.and_then(|c| gens.into_iter().filter(|n| *n < c).max()),
+    };
+    let Some(previous) = target else {
         log("no earlier generation to roll back to");
         return Ok(Exit::Failed);
     };

@@ -266,6 +266,15 @@ impl Applier<'_> {
             .next_number(self.sys)
             .map_err(ApplyError::Unchanged)?;
         let plan = self.transition(&desired, opts, target, current_gen, Some((bytes, &meta)))?;
+        // Old generations hold old PSKs: keep a bounded number.
+        match self.gc(crate::store::DEFAULT_KEEP) {
+            Ok(gone) if !gone.is_empty() => (self.log)(&format!(
+                "deleted old generation(s) {gone:?} (keeping {})",
+                crate::store::DEFAULT_KEEP
+            )),
+            Ok(_) => {}
+            Err(e) => (self.log)(&format!("warning: could not delete old generations: {e}")),
+        }
         Ok(Outcome::Applied {
             generation: target,
             plan: Box::new(plan),
@@ -472,6 +481,30 @@ impl Applier<'_> {
             ));
         }
         Ok(plan)
+    }
+
+    /// Deletes all but the newest `keep` generations, keeping the current one and every
+    /// generation a `--gre-only` current one builds on. Returns what it deleted.
+    pub fn gc(&mut self, keep: usize) -> Result<Vec<u64>, ApplyError> {
+        let mut protect = Vec::new();
+        let mut next = self
+            .store
+            .current(self.sys)
+            .map_err(ApplyError::Unchanged)?;
+        while let Some(n) = next {
+            if protect.contains(&n) {
+                break;
+            }
+            protect.push(n);
+            next = self
+                .store
+                .meta(self.sys, n)
+                .map_err(ApplyError::Unchanged)?
+                .gre_only_base;
+        }
+        self.store
+            .prune(self.sys, keep, &protect)
+            .map_err(ApplyError::Unchanged)
     }
 
     fn serial_of(&mut self, n: u64) -> Result<u64, ApplyError> {

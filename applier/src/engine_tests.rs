@@ -625,3 +625,41 @@ fn ipsec_skb_mark_is_set_where_every_tunnel_is_ipsec_and_only_ours_is_removed() 
         "{e}"
     );
 }
+
+#[test]
+fn old_generations_are_pruned_but_never_the_current_one_or_its_gre_only_base() {
+    let fx = Fixture::new();
+    let mut sys = FakeSystem::new();
+    let store = Store::new("/var/lib/ovs-bundle");
+    for serial in 1..=12 {
+        let addr = format!("10.20.0.{serial}/24");
+        let p = profile(&[("10.99.0.2", Some(PSK_A))], &addr, false);
+        apply(&mut fx.applier(&mut sys), &fx.bundle(&p, serial)).unwrap();
+    }
+    // Every apply keeps the newest ten (old bundles hold old PSKs).
+    assert_eq!(
+        store.generations(&mut sys).unwrap(),
+        (3..=12).collect::<Vec<_>>()
+    );
+    // A GRE-only generation keeps its base, however old.
+    let gre = profile(
+        &[("10.99.0.2", Some("rotated-psk-dddddddddddd"))],
+        "10.20.0.12/24",
+        false,
+    );
+    fx.applier(&mut sys)
+        .apply_bundle(
+            &fx.bundle(&gre, 13),
+            ApplyOpts {
+                scope: Scope::GreOnly,
+                cycle: true,
+                allow_downgrade: false,
+            },
+        )
+        .unwrap();
+    let gone = fx.applier(&mut sys).gc(1).unwrap();
+    assert_eq!(gone, (4..=11).collect::<Vec<_>>());
+    assert_eq!(store.generations(&mut sys).unwrap(), [12, 13]);
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(drift.is_empty(), "{}", drift.render());
+}

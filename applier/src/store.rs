@@ -7,6 +7,9 @@ use crate::system::{SysError, System};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// How many generations an apply keeps (older ones are deleted after it commits).
+pub const DEFAULT_KEEP: usize = 10;
+
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
@@ -220,5 +223,27 @@ impl Store {
 
     pub fn remove_marker(&self, sys: &mut dyn System) -> Result<(), SysError> {
         sys.remove_file(&self.marker_path())
+    }
+
+    /// Deletes all but the newest `keep` generations, never one in `protect`. Returns what it
+    /// deleted. A generation's files go meta first, so a crash in between leaves no half-listed
+    /// generation behind.
+    pub fn prune(
+        &self,
+        sys: &mut dyn System,
+        keep: usize,
+        protect: &[u64],
+    ) -> Result<Vec<u64>, SysError> {
+        let gens = self.generations(sys)?;
+        let old = gens.len().saturating_sub(keep);
+        let mut deleted = Vec::new();
+        for n in gens.into_iter().take(old) {
+            if protect.contains(&n) {
+                continue;
+            }
+            self.remove_generation(sys, n)?;
+            deleted.push(n);
+        }
+        Ok(deleted)
     }
 }

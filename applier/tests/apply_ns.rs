@@ -676,3 +676,31 @@ fn a_huge_file_in_the_incoming_directory_is_set_aside_unread() {
     assert!(log.contains("restored generation 1"), "{log}");
     assert!(incoming.join("failed/t1.tgz").exists());
 }
+
+#[test]
+fn rollback_to_any_kept_generation_and_gc_keeps_the_current_one() {
+    let h = host("t1");
+    apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
+    let fewer = profile(&[("10.99.0.2", Some(PSK_A))], "10.20.0.1/24");
+    apply(&h, &h.bundle("v2", &fewer, 2), &[]);
+    apply(
+        &h,
+        &h.bundle("v3", &fewer.replace("10.20.0.1/24", "10.20.0.5/24"), 3),
+        &[],
+    );
+    let out = check(h.applier(&["rollback", "1"]), "rollback 1");
+    assert!(out.contains("generation 1 is current"), "{out}");
+    assert_eq!(h.ports("br-t").len(), 4);
+    let missing = h.applier(&["rollback", "9"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("generation 9 is not kept here"));
+    let gc = check(h.applier(&["gc", "--keep", "1"]), "gc");
+    assert!(gc.contains("deleted 1 generation(s): [2]"), "{gc}");
+    let gens = check(h.applier(&["generations"]), "generations");
+    assert_eq!(gens.lines().count(), 2, "{gens}");
+    assert!(
+        gens.lines()
+            .any(|l| l.starts_with('*') && l.contains(" 1 ")),
+        "{gens}"
+    );
+}
