@@ -32,6 +32,30 @@ macro_rules! outln {
     }};
 }
 
+/// Whether `--json` was given: every command then prints exactly one JSON document on stdout,
+/// errors included (schema version [`JSON_VERSION`], documented in docs/applier.md).
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The version of the `--json` documents' schema.
+pub const JSON_VERSION: u32 = 1;
+
+fn json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Prints one JSON document, with the schema version.
+fn emit(mut v: serde_json::Value) {
+    v["version"] = JSON_VERSION.into();
+    outln!("{v}");
+}
+
+/// With `--json`, an error is a document too: what went wrong and the exit code it means.
+fn emit_error(message: &str, exit: Exit) {
+    if json() {
+        emit(serde_json::json!({"result": "error", "error": message, "exit": exit.code()}));
+    }
+}
+
 fn log(msg: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "applier: {msg}");
@@ -39,6 +63,19 @@ fn log(msg: &str) {
 
 /// Runs one command line.
 pub fn run(cli: Cli) -> Result<Exit> {
+    JSON.store(cli.global.json, std::sync::atomic::Ordering::Relaxed);
+    match run_command(cli) {
+        Err(e) if json() => {
+            let exit = crate::harden::exit_for(&e);
+            emit_error(&format!("{e:#}"), exit);
+            log(&format!("error: {e:#}"));
+            Ok(exit)
+        }
+        other => other,
+    }
+}
+
+fn run_command(cli: Cli) -> Result<Exit> {
     let g = &cli.global;
     let paths = Paths::new(&g.root);
     let (keys, warnings) = load_trusted(&paths.trusted_dir(), &g.trusted_key)
@@ -55,6 +92,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         }
         Err(e) => {
             log(&e.to_string());
+            emit_error(&e.to_string(), e.exit());
             return Ok(e.exit());
         }
     };
@@ -103,6 +141,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             Ok(l) => Some(l),
             Err(e @ crate::lock::LockError::Busy { .. }) => {
                 log(&e.to_string());
+                emit_error(&e.to_string(), Exit::Locked);
                 return Ok(Exit::Locked);
             }
             Err(e) => return Err(e).context("taking the applier lock"),
@@ -200,7 +239,11 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global) -> Result<Exit> {
         ),
         Cmd::Status => match app.status() {
             Ok((None, _)) => {
-                outln!("no generation applied yet");
+                if json() {
+                    emit(serde_json::json!({"result": "nothing-applied", "generation": null}));
+                } else {
+                    outln!("no generation applied yet");
+                }
                 Exit::NothingApplied
             }
             Ok((Some(n), plan)) => show_plan(&plan, g.json, Some(n)),
@@ -209,15 +252,13 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global) -> Result<Exit> {
         Cmd::Rollback { generation } => rollback(app, generation, g.json)?,
         Cmd::Gc { keep } => match app.gc(keep) {
             Ok(gone) => {
-                outln!(
-                    "deleted {} generation(s){}",
-                    gone.len(),
-                    if gone.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {gone:?}")
-                    }
-                );
+                if json() {
+                    emit(serde_json::json!({"result": "ok", "deleted": gone}));
+                } else if gone.is_empty() {
+                    outln!("deleted 0 generation(s)");
+                } else {
+                    outln!("deleted {} generation(s): {gone:?}", gone.len());
+                }
                 Exit::Ok
             }
             Err(e) => report(&e),
@@ -238,15 +279,17 @@ fn rollback(app: &mut Applier, to: Option<u64>, json: bool) -> Result<Exit> {
     let target = match to {
         Some(n) if gens.contains(&n) => Some(n),
         Some(n) => {
-            log(&format!(
-                "generation {n} is not kept here; `applier generations` lists them"
-            ));
+            let message =
+                format!("generation {n} is not kept here; `applier generations` lists them");
+            log(&message);
+            emit_error(&message, Exit::Failed);
             return Ok(Exit::Failed);
         }
         None => current.and_then(|c| gens.into_iter().filter(|n| *n < c).max()),
     };
     let Some(previous) = target else {
         log("no earlier generation to roll back to");
+        emit_error("no earlier generation to roll back to", Exit::Failed);
         return Ok(Exit::Failed);
     };
     let flags = ApplyFlags {
@@ -260,19 +303,31 @@ fn rollback(app: &mut Applier, to: Option<u64>, json: bool) -> Result<Exit> {
 }
 
 fn list_keys(trust: &Trust, revoked: &[TrustedKey], paths: &Paths) -> Exit {
+    let mut rows: Vec<(String, &str, String)> = Vec::new();
     for k in &trust.keys {
         let state = if trust.revoked.contains(&k.id) {
             "revoked"
         } else {
             "trusted"
         };
-        outln!("{}  {state:<8} {}", k.id, k.source);
+        rows.push((k.id.to_string(), state, k.source.clone()));
     }
     for k in revoked
         .iter()
         .filter(|r| !trust.keys.iter().any(|k| k.id == r.id))
     {
-        outln!("{}  {:<8} {}", k.id, "revoked", k.source);
+        rows.push((k.id.to_string(), "revoked", k.source.clone()));
+    }
+    if json() {
+        let keys: Vec<_> = rows
+            .iter()
+            .map(|(id, state, source)| serde_json::json!({"id": id, "state": state, "source": source}))
+            .collect();
+        emit(serde_json::json!({"result": "ok", "keys": keys, "trusted_dir": paths.trusted_dir()}));
+        return Exit::Ok;
+    }
+    for (id, state, source) in &rows {
+        outln!("{id}  {state:<8} {source}");
     }
     if trust.keys.is_empty() {
         outln!("no trusted keys in {}", paths.trusted_dir().display());
@@ -289,6 +344,14 @@ fn verify(bundle: &Path, host: String, trust: &Trust, paths: &Paths) -> Result<E
         ..VerifyOptions::default()
     };
     Ok(match verify_bundle(&bytes, &trust.keys, &opts) {
+        Ok(b) if json() => {
+            emit(serde_json::json!({
+                "result": "ok", "bundle": bundle, "host": b.manifest.host,
+                "serial": b.manifest.serial, "signed_by": b.signed_by.to_string(),
+                "expires": b.manifest.expires, "files": b.files.len(),
+            }));
+            Exit::Ok
+        }
         Ok(b) => {
             outln!(
                 "{}: OK: host {}, serial {}, signed by key {}, {} file(s)",
@@ -307,7 +370,9 @@ fn verify(bundle: &Path, host: String, trust: &Trust, paths: &Paths) -> Result<E
                 }
                 _ => String::new(),
             };
-            log(&format!("{}: refused: {e}{also}", bundle.display()));
+            let message = format!("{}: refused: {e}{also}", bundle.display());
+            log(&message);
+            emit_error(&message, e.exit());
             e.exit()
         }
     })
@@ -327,6 +392,7 @@ fn opts(flags: ApplyFlags) -> ApplyOpts {
 
 fn report(e: &ApplyError) -> Exit {
     log(&e.to_string());
+    emit_error(&e.to_string(), e.exit());
     e.exit()
 }
 
@@ -334,7 +400,7 @@ fn show_plan(plan: &HostPlan, json: bool, generation: Option<u64>) -> Exit {
     if json {
         let mut v = plan.to_json();
         v["generation"] = serde_json::json!(generation);
-        outln!("{v}");
+        emit(v);
     } else {
         if let Some(n) = generation {
             outln!("current generation {n}; drift:");
@@ -352,9 +418,8 @@ fn show_outcome(result: Result<Outcome, ApplyError>, json: bool) -> Exit {
     match result {
         Ok(Outcome::Unchanged { generation }) => {
             if json {
-                outln!(
-                    "{}",
-                    serde_json::json!({"result": "unchanged", "generation": generation, "changes": 0, "ovs_write_ops": 0})
+                emit(
+                    serde_json::json!({"result": "unchanged", "generation": generation, "changes": 0, "ovs_write_ops": 0}),
                 );
             } else {
                 outln!("no changes: generation {generation} is current and the host matches it");
@@ -366,7 +431,7 @@ fn show_outcome(result: Result<Outcome, ApplyError>, json: bool) -> Exit {
                 let mut v = plan.to_json();
                 v["result"] = "applied".into();
                 v["generation"] = generation.into();
-                outln!("{v}");
+                emit(v);
             } else {
                 out!("{}", plan.render());
                 outln!("applied: generation {generation} is current");
@@ -382,13 +447,31 @@ fn generations(sys: &mut dyn System, store: &Store) -> Result<Exit> {
         .current(sys)
         .context("reading the current generation")?;
     let gens = store.generations(sys).context("listing generations")?;
-    if gens.is_empty() {
-        outln!("no generations");
-    }
+    let mut metas = Vec::new();
     for n in gens {
         let m = store
             .meta(sys, n)
             .with_context(|| format!("reading generation {n}"))?;
+        metas.push((n, m));
+    }
+    if json() {
+        let list: Vec<_> = metas
+            .iter()
+            .map(|(n, m)| {
+                serde_json::json!({
+                    "generation": n, "current": Some(*n) == current, "serial": m.serial,
+                    "host": m.host, "applied_at": m.applied_at, "sha256": m.sha256,
+                    "gre_only_base": m.gre_only_base,
+                })
+            })
+            .collect();
+        emit(serde_json::json!({"result": "ok", "current": current, "generations": list}));
+        return Ok(Exit::Ok);
+    }
+    if metas.is_empty() {
+        outln!("no generations");
+    }
+    for (n, m) in metas {
         outln!(
             "{} {:>4}  serial {:<12} host {:<16} applied {}{}",
             if Some(n) == current { "*" } else { " " },

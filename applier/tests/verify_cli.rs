@@ -344,3 +344,43 @@ fn status_on_a_fresh_host_says_so_and_read_only_commands_write_nothing() {
         "a read-only command created the state directory"
     );
 }
+
+/// With `--json`, every command prints exactly one JSON document with the schema version,
+/// refusals and errors included, and exits as it would without it.
+#[test]
+fn every_command_prints_one_json_document_errors_included() {
+    let (env, sk) = setup();
+    let good = bundle(&env, &sk, "gw1", None);
+    let other_host = bundle(&env, &sk, "node1", None);
+    let doc = |args: &[&str]| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run(&env, &all);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: not one document:\n{out}\n{err}");
+        let v: serde_json::Value = serde_json::from_str(lines[0])
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
+        assert_eq!(v["version"], 1, "{args:?}: {v}");
+        (code, v)
+    };
+    let (code, v) = doc(&["verify", good.to_str().unwrap()]);
+    assert_eq!((code, v["result"].as_str()), (0, Some("ok")), "{v}");
+    assert_eq!(v["host"], "gw1");
+    let (code, v) = doc(&["verify", other_host.to_str().unwrap()]);
+    assert_eq!((code, v["result"].as_str()), (12, Some("error")), "{v}");
+    assert_eq!(v["exit"], 12);
+    assert!(v["error"].as_str().unwrap().contains("not \"gw1\""), "{v}");
+    let (code, v) = doc(&["keys"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["keys"][0]["state"], "trusted", "{v}");
+    let (code, v) = doc(&["generations"]);
+    assert_eq!((code, v["generations"].as_array().map(Vec::len)), (0, Some(0)), "{v}");
+    let (code, v) = doc(&["status"]);
+    assert_eq!((code, v["result"].as_str()), (5, Some("nothing-applied")), "{v}");
+    // A refused apply (a bundle for another host) is a document too.
+    let (code, v) = doc(&["apply", other_host.to_str().unwrap()]);
+    assert_eq!((code, v["exit"].as_i64()), (12, Some(12)), "{v}");
+    // So is an error before any bundle is read.
+    let (code, v) = doc(&["verify", "/nonexistent.tgz"]);
+    assert_eq!((code, v["result"].as_str()), (1, Some("error")), "{v}");
+}
