@@ -358,8 +358,8 @@ fn every_command_prints_one_json_document_errors_included() {
         let (code, out, err) = run(&env, &all);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: not one document:\n{out}\n{err}");
-        let v: serde_json::Value = serde_json::from_str(lines[0])
-            .unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
+        let v: serde_json::Value =
+            serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
         assert_eq!(v["version"], 1, "{args:?}: {v}");
         (code, v)
     };
@@ -374,9 +374,17 @@ fn every_command_prints_one_json_document_errors_included() {
     assert_eq!(code, 0);
     assert_eq!(v["keys"][0]["state"], "trusted", "{v}");
     let (code, v) = doc(&["generations"]);
-    assert_eq!((code, v["generations"].as_array().map(Vec::len)), (0, Some(0)), "{v}");
+    assert_eq!(
+        (code, v["generations"].as_array().map(Vec::len)),
+        (0, Some(0)),
+        "{v}"
+    );
     let (code, v) = doc(&["status"]);
-    assert_eq!((code, v["result"].as_str()), (5, Some("nothing-applied")), "{v}");
+    assert_eq!(
+        (code, v["result"].as_str()),
+        (5, Some("nothing-applied")),
+        "{v}"
+    );
     // A refused apply (a bundle for another host) is a document too.
     let (code, v) = doc(&["apply", other_host.to_str().unwrap()]);
     assert_eq!((code, v["exit"].as_i64()), (12, Some(12)), "{v}");

@@ -397,14 +397,16 @@ fn check_refuses_interface_names_a_command_would_misread() {
 fn build_refuses_expiries_that_cannot_work_and_far_serials_unless_forced() {
     let cwd = tempfile::tempdir().unwrap();
     let p = profiles();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--expires-in", "0s"], "expired when it is built"),
         (
             &["--expires-in", "18446744073709551615s"],
             "wrap into the past",
         ),
         (&["--serial", "18446744073709551615"], "--allow-far-serial"),
-        (&["--expires-in", "2w"], "unknown unit"),
+        (&["--expires-in", "30"], "has no unit"),
+        (&["--expires-in", "30x"], "is not a duration"),
+        (&["--expires-in", "2x"], "write e.g. 30d, 2w, 2d12h"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["build", &p, "--out", "o"];

@@ -31,7 +31,7 @@ pub struct BuildArgs {
     /// then refuse bundles with default serials as downgrades).
     #[arg(long)]
     pub allow_far_serial: bool,
-    /// Refuse installation after this long, e.g. 30d, 12h.
+    /// Refuse installation after this long: a duration with units, e.g. 30d, 2w, 2d12h, 90m.
     #[arg(long, value_name = "DURATION")]
     pub expires_in: Option<String>,
 }

@@ -29,6 +29,7 @@ pub struct CloudInitArgs {
     /// Accept a --serial more than 10 years ahead of the current Unix time.
     #[arg(long)]
     pub allow_far_serial: bool,
+    /// Refuse installation after this long: a duration with units, e.g. 30d, 2w, 2d12h, 90m.
     #[arg(long, value_name = "DURATION")]
     pub expires_in: Option<String>,
     /// Do not install packages (the image has them).

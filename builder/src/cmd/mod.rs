@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn zero_and_wrapping_expiries_are_refused() {
-        for d in ["0s", "0", "0d"] {
+        for d in ["0s", "0d", "0h"] {
             let e = params_at(NOW, None, false, Some(d)).unwrap_err().0;
             assert!(e.contains("expired when it is built"), "{d}: {e}");
         }
@@ -136,8 +136,13 @@ mod tests {
             params_at(NOW, None, false, Some(&fits)).unwrap().expires,
             Some(u64::MAX)
         );
-        let e = params_at(NOW, None, false, Some("1w")).unwrap_err().0;
-        assert!(e.starts_with("--expires-in \"1w\": unknown unit"), "{e}");
+        // Weeks and compound durations are durations; a bare number is not.
+        assert_eq!(
+            params_at(NOW, None, false, Some("1w")).unwrap().expires,
+            Some(NOW + 7 * 86_400)
+        );
+        let e = params_at(NOW, None, false, Some("0")).unwrap_err().0;
+        assert!(e.contains("has no unit"), "{e}");
     }
 
     #[test]
