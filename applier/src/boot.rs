@@ -10,23 +10,20 @@ use std::path::PathBuf;
 pub fn boot(app: &mut Applier, cycle: bool) -> Exit {
     // An interrupted apply is undone first. If that fails (a damaged marker, or the way back
     // fails), boot goes on: restoring a generation below puts the host on a known state anyway.
-    let mut stale_marker = false;
+    let mut stale = None;
     match app.recover() {
         Ok(Some(msg)) => (app.log)(&msg),
         Ok(None) => {}
         Err(e) => {
             (app.log)(&format!("WARNING: {e}; restoring a generation instead"));
-            stale_marker = true;
+            // Kept, if it can be read: the generation it created and the serial it raised
+            // must not outlive it once the host is on a known generation again.
+            stale = Some(app.store.marker(app.sys).ok().flatten());
         }
     }
     let code = deliver_and_restore(app, cycle);
-    if stale_marker && code == Exit::Ok {
-        match app.store.remove_marker(app.sys) {
-            Ok(()) => (app.log)("removed the in-progress marker of the interrupted apply"),
-            Err(e) => (app.log)(&format!(
-                "WARNING: could not remove the in-progress marker: {e}"
-            )),
-        }
+    if let (Some(marker), Exit::Ok) = (stale, code) {
+        app.forget_stale(marker.as_ref());
     }
     code
 }
@@ -119,10 +116,18 @@ fn restore(app: &mut Applier, opts: ApplyOpts, code: Exit) -> Exit {
     }
     let mut skipped = Vec::new();
     for n in candidates {
-        match app.apply_generation(n, opts) {
+        // Only a damaged generation (unreadable, altered, unverifiable) is passed over. A
+        // generation that is sound but fails to apply (OVS slow, the xtables lock busy) stays
+        // current: falling back would make an old generation, with old PSKs, stick.
+        if let Err(e) = app.generation_desired(n) {
+            (app.log)(&format!("WARNING: generation {n} is damaged: {e}"));
+            skipped.push(format!("generation {n} is damaged ({e})"));
+            continue;
+        }
+        return match app.apply_generation(n, opts) {
             Ok(_) if skipped.is_empty() => {
                 (app.log)(&format!("restored generation {n}"));
-                return code;
+                code
             }
             Ok(_) => {
                 (app.log)(&format!(
@@ -130,13 +135,13 @@ fn restore(app: &mut Applier, opts: ApplyOpts, code: Exit) -> Exit {
                      `applier rollback`/`apply` once the cause is fixed",
                     skipped.join("; ")
                 ));
-                return Exit::Failed;
+                Exit::Failed
             }
             Err(e) => {
-                (app.log)(&format!("WARNING: generation {n} not restored: {e}"));
-                skipped.push(format!("generation {n} could not be restored ({e})"));
+                (app.log)(&format!("generation {n} not restored: {e}"));
+                e.exit()
             }
-        }
+        };
     }
     (app.log)(
         "ERROR: no generation could be restored; the host runs without ovs-bundle's configuration",
@@ -145,7 +150,7 @@ fn restore(app: &mut Applier, opts: ApplyOpts, code: Exit) -> Exit {
 }
 
 /// Moves a refused delivery to `incoming/failed/`, so it is not retried at every boot.
-fn set_aside(app: &mut Applier, path: &std::path::Path) {
+pub(crate) fn set_aside(app: &mut Applier, path: &std::path::Path) {
     let failed = app.store.incoming_dir().join("failed");
     let Some(name) = path.file_name() else { return };
     let moved = app

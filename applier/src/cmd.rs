@@ -176,6 +176,8 @@ fn boot_without_revocations(cli: &Cli, paths: &Paths, keys: Vec<TrustedKey>) -> 
         paths.host("/run/network"),
     );
     let store = Store::new(paths.state_dir());
+    let _lock = crate::lock::acquire(&store.lock_path(), Duration::from_secs(g.lock_timeout))
+        .context("taking the applier lock")?;
     let mut app = Applier {
         sys: &mut sys,
         loc: Locations {
@@ -191,6 +193,20 @@ fn boot_without_revocations(cli: &Cli, paths: &Paths, keys: Vec<TrustedKey>) -> 
         now: unix_now(),
         log: Box::new(log),
     };
+    // Nothing new is installed until the revocation list is fixed; deliveries are set aside
+    // (`incoming/failed/`) so the incoming path unit does not fire again and again.
+    let incoming = app.store.incoming_dir();
+    for name in app.sys.list_dir(&incoming).unwrap_or_default() {
+        if name.ends_with(".tgz") {
+            log(&format!(
+                "{name}: not installed while the revocation list cannot be read"
+            ));
+            crate::boot::set_aside(&mut app, &incoming.join(&name));
+        }
+    }
+    if let Err(e) = app.recover() {
+        log(&format!("WARNING: {e}"));
+    }
     let current = app.store.current(app.sys).ok().flatten();
     if let Some(n) = current {
         let opts = ApplyOpts {

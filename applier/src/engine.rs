@@ -8,7 +8,7 @@
 
 pub use crate::error::ApplyError;
 use crate::executor::{kill_point, Mode, StepError};
-use crate::ovs::Scope;
+use crate::ovs::{Live, Scope};
 use crate::plan::{make_plan, HostPlan, InterfacesChange};
 use crate::state::{read_rest, Current, HostState, Locations};
 use crate::store::{GenMeta, Marker, Store};
@@ -117,6 +117,23 @@ impl Applier<'_> {
             .store
             .current(self.sys)
             .map_err(ApplyError::Unchanged)?;
+        // A restore of the generation that was current already (boot, `rollback` to itself):
+        // `current` says nothing about how far it got, so it runs again.
+        if marker.previous == Some(marker.target) && !marker.created {
+            self.store
+                .remove_marker(self.sys)
+                .map_err(ApplyError::Unchanged)?;
+            let opts = ApplyOpts {
+                scope: Scope::Full,
+                cycle: !marker.cycled.is_empty(),
+                allow_downgrade: true,
+            };
+            self.apply_generation(marker.target, opts)?;
+            return Ok(Some(format!(
+                "an interrupted restore of generation {} was run again",
+                marker.target
+            )));
+        }
         if current == Some(marker.target) {
             self.store
                 .remove_marker(self.sys)
@@ -361,10 +378,14 @@ impl Applier<'_> {
             .generations(self.sys)
             .map_err(ApplyError::Unchanged)?
         {
-            let meta = self
-                .store
-                .meta(self.sys, n)
-                .map_err(ApplyError::Unchanged)?;
+            // One damaged old generation must not block every install.
+            let meta = match self.store.meta(self.sys, n) {
+                Ok(m) => m,
+                Err(e) => {
+                    (self.log)(&format!("warning: skipping generation {n}: {e}"));
+                    continue;
+                }
+            };
             if meta.serial == serial && meta.sha256 != sha {
                 return Err(ApplyError::Refused(format!(
                     "generation {n} has serial {serial} with different content; a new bundle needs a new serial"
@@ -553,20 +574,19 @@ impl Applier<'_> {
     }
 
     fn revert_host(&mut self, marker: &Marker) -> Vec<String> {
-        let current = match Current::read(self.sys, &self.loc, Scope::Full) {
-            Ok(c) => c,
-            Err(e) => return vec![format!("reading the host to restore it: {e}")],
-        };
+        let (current, mut errors, ovs_read) = self.read_for_revert(&marker.before);
         let mut plan = match make_plan(&marker.before, &current, Scope::Full) {
             Ok(p) if marker.cycled.is_empty() => p.without_cycling(),
             Ok(p) => p,
             Err(e) => {
-                return e
-                    .iter()
-                    .map(|e| format!("planning the way back: {e}"))
-                    .collect()
+                errors.extend(e.iter().map(|e| format!("planning the way back: {e}")));
+                return errors;
             }
         };
+        if !ovs_read {
+            // Planned against no rows at all: nothing of it is true.
+            plan.ovs.clear();
+        }
         // The apply may have taken interfaces down before it failed to replace the file: the
         // file is as it was, but those interfaces must come up again (ifup of an interface that
         // is up already does nothing).
@@ -585,12 +605,82 @@ impl Applier<'_> {
                 });
             }
         }
-        match self.execute(&plan, &current.live, "ovs-bundle: rollback", Mode::Revert) {
-            Ok(()) => Vec::new(),
-            Err(errors) => errors
-                .into_iter()
-                .map(|(step, e)| format!("restoring {step}: {e}"))
-                .collect(),
+        if let Err(failed) =
+            self.execute(&plan, &current.live, "ovs-bundle: rollback", Mode::Revert)
+        {
+            errors.extend(
+                failed
+                    .into_iter()
+                    .map(|(step, e)| format!("restoring {step}: {e}")),
+            );
+        }
+        errors
+    }
+
+    /// The host as it is, subsystem by subsystem: what cannot be read is reported and taken to
+    /// be as `before` (so the way back leaves it alone) instead of stopping the whole revert.
+    /// Returns whether OVS could be read.
+    fn read_for_revert(&mut self, before: &HostState) -> (Current, Vec<String>, bool) {
+        fn or_before<T>(errors: &mut Vec<String>, what: &str, r: Result<T, SysError>, old: T) -> T {
+            r.unwrap_or_else(|e| {
+                errors.push(format!("reading {what} to restore it: {e}"));
+                old
+            })
+        }
+        let mut errors = Vec::new();
+        let e = &mut errors;
+        let paths = self.loc.paths.clone();
+        let live = self.sys.ovs_read();
+        let ovs_read = live.is_ok();
+        let live = or_before(e, "OVS", live, Live::default());
+        let chains = or_before(
+            e,
+            "iptables",
+            self.sys.firewall_read(),
+            before.chains.clone(),
+        );
+        let interfaces = self.sys.read_file(&paths.interfaces_file());
+        let interfaces = or_before(
+            e,
+            "the interfaces file",
+            interfaces,
+            before.interfaces.clone(),
+        );
+        let sysctl = self.sys.read_file(&paths.sysctl_dropin());
+        let sysctl = or_before(e, "the sysctl drop-in", sysctl, before.sysctl.clone());
+        let forward = self
+            .sys
+            .read_file(&self.loc.ip_forward())
+            .map(|v| v.map(|v| String::from_utf8_lossy(&v).trim().to_string()));
+        let ip_forward = or_before(e, "ip_forward", forward, before.ip_forward.clone());
+        let state = HostState {
+            chains,
+            interfaces,
+            sysctl,
+            ip_forward,
+            ..HostState::default()
+        };
+        (Current { live, state }, errors, ovs_read)
+    }
+
+    /// After boot put the host on a known generation although undoing an interrupted apply
+    /// failed: that apply's generation (unless it is the current one now), the serial it
+    /// raised and its marker go. `marker` is `None` if it could not even be read.
+    pub fn forget_stale(&mut self, marker: Option<&Marker>) {
+        if let Some(m) = marker {
+            let current = self.store.current(self.sys).ok().flatten();
+            if current != Some(m.target) {
+                if m.created {
+                    let _ = self.store.remove_generation(self.sys, m.target);
+                }
+                let _ = self.store.set_highest_serial(self.sys, m.highest_before);
+            }
+        }
+        match self.store.remove_marker(self.sys) {
+            Ok(()) => (self.log)("removed the in-progress marker of the interrupted apply"),
+            Err(e) => (self.log)(&format!(
+                "WARNING: could not remove the in-progress marker: {e}"
+            )),
         }
     }
 

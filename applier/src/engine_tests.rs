@@ -582,6 +582,25 @@ fn boot_brings_up_the_newest_generation_that_verifies_when_the_state_is_damaged(
             .is_empty(),
         "v1's NAT is back"
     );
+    // A damaged highest-serial does not stop a restore.
+    let mut sys = base.clone();
+    sys.put("/var/lib/ovs-bundle/highest-serial", b"garbage\n");
+    lose_rules(&mut sys);
+    let (code, log) = boot(&mut sys);
+    assert_eq!(code, bundle::Exit::Ok, "{log}");
+    assert_eq!(sys.view().chains, on_v2.chains);
+    // A sound generation that fails to apply is not replaced by an older one: it stays
+    // current (falling back would make old PSKs stick).
+    let mut sys = base.clone();
+    lose_rules(&mut sys);
+    sys.firewall_ignores_writes = true;
+    let (code, log) = boot(&mut sys);
+    assert_ne!(code, bundle::Exit::Ok, "{log}");
+    assert!(!log.contains("instead"), "{log}");
+    assert_eq!(
+        sys.files[&PathBuf::from("/var/lib/ovs-bundle/current")],
+        b"2\n"
+    );
     // A damaged in-progress marker does not stop boot either.
     let mut sys = base.clone();
     sys.put("/var/lib/ovs-bundle/in-progress.json", b"not json");
@@ -662,4 +681,40 @@ fn old_generations_are_pruned_but_never_the_current_one_or_its_gre_only_base() {
     assert_eq!(store.generations(&mut sys).unwrap(), [12, 13]);
     let (_, drift) = fx.applier(&mut sys).status().unwrap();
     assert!(drift.is_empty(), "{}", drift.render());
+}
+
+#[test]
+fn a_removed_tunnels_ipsec_guard_goes_only_after_the_tunnel() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx); // PSK tunnel to 10.99.0.2 (guarded), plain one to .3
+    let plain_only = profile(&[("10.99.0.3", None)], "10.20.0.1/24", true);
+    apply(&mut fx.applier(&mut sys), &fx.bundle(&plain_only, 2)).unwrap();
+    let order: Vec<&str> = sys
+        .calls
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c == "firewall_write" || c.starts_with("ovs_apply"))
+        .collect();
+    assert_eq!(
+        order,
+        ["ovs_apply 1 change(s)", "firewall_write"],
+        "{:?}",
+        sys.calls
+    );
+    assert!(sys.chains.chains["OVSB-OUTPUT"].rules.is_empty());
+    // And a new PSK tunnel's guard comes before the tunnel.
+    sys.calls.clear();
+    apply(&mut fx.applier(&mut sys), &fx.bundle(&v1(), 3)).unwrap();
+    let order: Vec<&str> = sys
+        .calls
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c == "firewall_write" || c.starts_with("ovs_apply"))
+        .collect();
+    assert_eq!(
+        order,
+        ["firewall_write", "ovs_apply 1 change(s)"],
+        "{:?}",
+        sys.calls
+    );
 }

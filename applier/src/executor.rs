@@ -5,6 +5,8 @@ use crate::engine::Applier;
 use crate::ovs::{Live, OvsChange};
 use crate::plan::HostPlan;
 use crate::system::{IfAction, SysError};
+use bundle::firewall::GUARD_CHAIN;
+use bundle::Chains;
 
 /// How the executor treats a failed step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,16 +24,21 @@ pub enum Mode {
 /// last.
 #[derive(Debug, Clone, Copy)]
 enum Driver {
-    Ovs,
+    /// The firewall as wanted, but keeping every IPsec guard rule of now as well: a guard
+    /// goes only after OVS removed its tunnel (and comes before OVS creates one).
     Firewall,
+    Ovs,
+    /// The guard rules of tunnels OVS has just removed.
+    FirewallGuards,
     Sysctl,
     Interfaces,
 }
 
 impl Driver {
-    const ORDER: [Driver; 4] = [
+    const ORDER: [Driver; 5] = [
         Driver::Firewall,
         Driver::Ovs,
+        Driver::FirewallGuards,
         Driver::Sysctl,
         Driver::Interfaces,
     ];
@@ -66,6 +73,7 @@ impl Applier<'_> {
             let done = match driver {
                 Driver::Ovs => self.ovs_driver(plan, base, comment, mode),
                 Driver::Firewall => self.firewall_driver(plan),
+                Driver::FirewallGuards => self.guards_driver(plan),
                 Driver::Sysctl => self.sysctl_driver(plan),
                 Driver::Interfaces => self.interfaces_driver(plan, mode),
             };
@@ -133,9 +141,26 @@ impl Applier<'_> {
             return Ok(());
         };
         kill_point("iptables");
+        let first = keep_guards(want, now);
+        if &first == now {
+            return Ok(());
+        }
         self.sys
-            .firewall_write(want, now, false)
+            .firewall_write(&first, now, false)
             .map_err(|e| ("iptables".to_string(), e))
+    }
+
+    fn guards_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
+        let Some((want, now)) = &plan.chains else {
+            return Ok(());
+        };
+        let first = keep_guards(want, now);
+        if &first == want {
+            return Ok(());
+        }
+        self.sys
+            .firewall_write(want, &first, false)
+            .map_err(|e| ("iptables (IPsec guards of removed tunnels)".to_string(), e))
     }
 
     fn sysctl_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
@@ -192,4 +217,22 @@ impl Applier<'_> {
         }
         failed.map_or(Ok(()), Err)
     }
+}
+
+/// `want`, with the IPsec guard rules of `now` that `want` drops kept for now.
+fn keep_guards(want: &Chains, now: &Chains) -> Chains {
+    let (Some(w), Some(n)) = (want.chains.get(GUARD_CHAIN), now.chains.get(GUARD_CHAIN)) else {
+        return want.clone();
+    };
+    let mut both = w.clone();
+    both.exists |= n.exists;
+    both.jump |= n.jump;
+    for r in &n.rules {
+        if !both.rules.contains(r) {
+            both.rules.push(r.clone());
+        }
+    }
+    let mut out = want.clone();
+    out.chains.insert(GUARD_CHAIN.to_string(), both);
+    out
 }

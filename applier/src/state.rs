@@ -5,7 +5,8 @@
 use crate::ovs::{Live, Scope};
 use crate::paths::Paths;
 use crate::system::{SysError, System};
-use bundle::firewall::GUARD_CHAIN;
+use bundle::firewall::{guard_chain, GUARD_CHAIN};
+use bundle::state::PSK_OPTION;
 use bundle::{sysctl, Chains, OvsState, PortRole, VerifiedBundle};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -46,17 +47,7 @@ impl HostState {
         };
         let interfaces = file(bundle::INTERFACES_NAME)?;
         check_names(&ovs, interfaces)?;
-        // Only where every tunnel is an IPsec one: the mark drops every unencrypted tunnel
-        // packet of the host, a plain tunnel's included.
-        let gre: Vec<_> = ovs
-            .ports()
-            .filter(|(_, p)| p.role == PortRole::Gre)
-            .collect();
-        let all_ipsec = !gre.is_empty()
-            && gre
-                .iter()
-                .all(|(_, p)| p.interface.options.contains_key(bundle::state::PSK_OPTION));
-        let ipsec_skb_mark = all_ipsec.then(|| "0/1".to_string());
+        let ipsec_skb_mark = skb_mark_for(&ovs);
         Ok(HostState {
             ovs,
             chains,
@@ -70,13 +61,41 @@ impl HostState {
     /// A `--gre-only` generation on top of `self`: everything from `self`, but on each of `gre`'s
     /// bridges the GRE ports are `gre`'s, and so is the IPsec guard chain that follows them.
     pub fn with_gre_of(&self, gre: &HostState) -> HostState {
+        // The mark and the guard chain follow the tunnels of the combined state: a bridge the
+        // GRE-only bundle does not name keeps its tunnels, and their guards.
+        let ovs = self.ovs.with_gre_of(&gre.ovs);
+        let mut chains = self.chains.clone();
+        chains
+            .chains
+            .insert(GUARD_CHAIN.to_string(), guard_chain(psk_peers(&ovs)));
         HostState {
-            ovs: self.ovs.with_gre_of(&gre.ovs),
-            chains: self.chains.with_chain_of(&gre.chains, GUARD_CHAIN),
-            ipsec_skb_mark: gre.ipsec_skb_mark.clone(),
+            ipsec_skb_mark: skb_mark_for(&ovs),
+            ovs,
+            chains,
             ..self.clone()
         }
     }
+}
+
+/// `ipsec_skb_mark` for these tunnels: `0/1` only where every tunnel is an IPsec one, as the
+/// mark drops every unencrypted tunnel packet of the host, a plain tunnel's included.
+fn skb_mark_for(ovs: &OvsState) -> Option<String> {
+    let gre: Vec<_> = ovs
+        .ports()
+        .filter(|(_, p)| p.role == PortRole::Gre)
+        .collect();
+    let all_ipsec = !gre.is_empty()
+        && gre
+            .iter()
+            .all(|(_, p)| p.interface.options.contains_key(PSK_OPTION));
+    all_ipsec.then(|| "0/1".to_string())
+}
+
+/// The remote addresses of the tunnels with a PSK.
+fn psk_peers(ovs: &OvsState) -> impl Iterator<Item = &str> {
+    ovs.ports()
+        .filter(|(_, p)| p.role == PortRole::Gre && p.interface.options.contains_key(PSK_OPTION))
+        .filter_map(|(_, p)| p.interface.options.get("remote_ip").map(String::as_str))
 }
 
 /// Every name that reaches OVS, ifup/ifdown or the kernel must be one they cannot misread (a
@@ -96,6 +115,15 @@ fn check_names(ovs: &OvsState, interfaces: &[u8]) -> Result<(), String> {
         if let Some(why) = bundle::names::ifname_problem(&name) {
             return Err(format!(
                 "{}:{line}: interface name {name:?} {why}",
+                bundle::INTERFACES_NAME
+            ));
+        }
+    }
+    // Names on `auto`/`allow-*` lines are cycled too.
+    for name in bundle::interfaces::stanzas(interfaces).keys() {
+        if let Some(why) = bundle::names::ifname_problem(name) {
+            return Err(format!(
+                "{}: interface name {name:?} (on an auto or allow- line) {why}",
                 bundle::INTERFACES_NAME
             ));
         }

@@ -110,8 +110,23 @@ impl Store {
         self.read_number(sys, "current")
     }
 
+    /// The highest serial applied here. A damaged record does not stop anything: the highest
+    /// serial of the generations kept stands in for it (a lower bound), and the next commit
+    /// writes it anew.
     pub fn highest_serial(&self, sys: &mut dyn System) -> Result<Option<u64>, SysError> {
-        self.read_number(sys, "highest-serial")
+        match self.read_number(sys, "highest-serial") {
+            Ok(v) => Ok(v),
+            Err(SysError::File { .. }) => {
+                let mut highest = None;
+                for n in self.generations(sys)? {
+                    if let Ok(m) = self.meta(sys, n) {
+                        highest = highest.max(Some(m.serial));
+                    }
+                }
+                Ok(highest)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Generation numbers present, ascending.

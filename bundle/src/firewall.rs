@@ -46,11 +46,19 @@ pub struct RulesError {
 /// in `OVSB-INPUT` would accept everything, ahead of the operator's own rules).
 pub fn rule_shape_problem(rule: &str) -> Option<String> {
     let w: Vec<&str> = rule.split_whitespace().collect();
+    // A network as iptables-save prints it: no host bits (iptables would normalise them, and
+    // the rule would never match what the bundle says).
     let cidr = |s: &str| {
         let ok = s.split_once('/').is_some_and(|(ip, len)| {
-            ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+            match (ip.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) {
+                (Ok(ip), Ok(len)) if len <= 32 => {
+                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                    u32::from(ip) & !mask == 0
+                }
+                _ => false,
+            }
         });
-        (!ok).then(|| format!("{s:?} is not an IPv4 network"))
+        (!ok).then(|| format!("{s:?} is not an IPv4 network (address/prefix, no host bits)"))
     };
     let ifname = |s: &str| crate::names::ifname_problem(s).map(|p| format!("interface {s:?}: {p}"));
     match w.as_slice() {
@@ -78,6 +86,20 @@ pub fn rule_shape_problem(rule: &str) -> Option<String> {
 
 /// The chain of the IPsec guard: part of what `--gre-only` reconciles, as it follows the tunnels.
 pub const GUARD_CHAIN: &str = "OVSB-OUTPUT";
+
+/// The IPsec guard rule for a PSK tunnel to `peer` (an IPv4 address).
+pub fn guard_rule(peer: &str) -> String {
+    format!("-A {GUARD_CHAIN} -d {peer}/32 -p gre -m policy --dir out --pol none -j DROP")
+}
+
+/// The guard chain for these PSK tunnels' peers: every tunnel with a PSK gets its rule.
+pub fn guard_chain<'a>(psk_peers: impl IntoIterator<Item = &'a str>) -> Chain {
+    Chain {
+        exists: true,
+        rules: psk_peers.into_iter().map(guard_rule).collect(),
+        jump: true,
+    }
+}
 
 impl Chains {
     /// This state, with `chain` as `other` has it.
@@ -398,6 +420,7 @@ mod tests {
             "-A OVSB-POSTROUTING -s 0.0.0.0/0 -o -a -j MASQUERADE",
             "-A OVSB-INPUT -i priv0 -j ACCEPT -m comment --comment x",
             "-A OVSB-POSTROUTING -s 10.0.0.0/33 -o up0 -j MASQUERADE",
+            "-A OVSB-POSTROUTING -s 10.0.0.5/24 -o up0 -j MASQUERADE",
             "-A OVSB-OUTPUT -d 0.0.0.0/0 -p gre -m policy --dir out --pol none -j DROP",
             "-A OVSB-OUTPUT -j DROP",
         ];
