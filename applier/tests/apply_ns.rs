@@ -704,3 +704,52 @@ fn rollback_to_any_kept_generation_and_gc_keeps_the_current_one() {
         "{gens}"
     );
 }
+
+/// ip_forward is per network namespace: the real value goes back when the forwarder goes.
+#[test]
+fn removing_the_forwarder_puts_ip_forward_back() {
+    let h = host("t1");
+    let fwd = || {
+        text(&h.exec("cat", &["/proc/sys/net/ipv4/ip_forward"]).stdout)
+            .trim()
+            .to_string()
+    };
+    assert_eq!(fwd(), "0");
+    apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
+    assert_eq!(fwd(), "1");
+    let out = apply(&h, &h.bundle("v2", &changes_every_part(PSK_A), 2), &[]);
+    assert!(out.contains("net.ipv4.ip_forward = 0"), "{out}");
+    assert_eq!(fwd(), "0");
+    assert_eq!(h.applier(&["status"]).status.code(), Some(0));
+}
+
+/// A damaged state directory (garbage `current`, then a damaged generation) does not keep boot
+/// from putting back the rules a reboot lost.
+#[test]
+fn boot_restores_the_newest_sound_generation_of_a_damaged_state_directory() {
+    let h = host("t1");
+    apply(&h, &h.bundle("v1", &three_peers(), 1), &[]);
+    apply(&h, &h.bundle("v2", &changes_every_part(PSK_A), 2), &[]);
+    let v2_rules = h.iptables_save();
+    let state = h.root.join("var/lib/ovs-bundle");
+    let reboot = |h: &TestHost| {
+        for table in ["filter", "nat"] {
+            check(h.exec("iptables", &["-t", table, "-F"]), "iptables -F");
+            check(h.exec("iptables", &["-t", table, "-X"]), "iptables -X");
+        }
+    };
+    std::fs::write(state.join("current"), "garbage\n").unwrap();
+    reboot(&h);
+    let out = h.applier(&["boot"]);
+    let log = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("restored generation 2"), "{log}");
+    assert_eq!(h.iptables_save(), v2_rules);
+    std::fs::write(state.join("generations/2/meta.json"), "{").unwrap();
+    reboot(&h);
+    let out = h.applier(&["boot"]);
+    let log = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("restored generation 1 instead"), "{log}");
+    assert!(h.iptables_save().contains("MASQUERADE"), "v1's NAT is back");
+}
