@@ -113,16 +113,8 @@ fn run_command(cli: Cli) -> Result<Exit> {
     if let Cmd::Verify { bundle } = &cli.cmd {
         return verify(bundle, host, &trust, &paths);
     }
-    let socket = g
-        .ovsdb
-        .strip_prefix("unix:")
-        .with_context(|| format!("--ovsdb {}: only unix:PATH sockets are supported", g.ovsdb))?;
     let store = Store::new(paths.state_dir());
-    let mut sys = RealSystem::new(
-        PathBuf::from(socket),
-        Duration::from_secs(g.timeout),
-        paths.host("/run/network"),
-    );
+    let mut sys = real_system(g, &paths)?;
     if let Cmd::Generations = cli.cmd {
         return generations(&mut sys, &store);
     }
@@ -147,8 +139,33 @@ fn run_command(cli: Cli) -> Result<Exit> {
             Err(e) => return Err(e).context("taking the applier lock"),
         }
     };
-    let mut app = Applier {
-        sys: &mut sys,
+    let mut app = applier(&mut sys, g, &paths, store, trust, host);
+    on_host(&mut app, cli.cmd, g)
+}
+
+/// This host, as the global options describe it.
+fn real_system(g: &Global, paths: &Paths) -> Result<RealSystem> {
+    let socket = g
+        .ovsdb
+        .strip_prefix("unix:")
+        .with_context(|| format!("--ovsdb {}: only unix:PATH sockets are supported", g.ovsdb))?;
+    Ok(RealSystem::new(
+        PathBuf::from(socket),
+        Duration::from_secs(g.timeout),
+        paths.host("/run/network"),
+    ))
+}
+
+fn applier<'a>(
+    sys: &'a mut RealSystem,
+    g: &Global,
+    paths: &Paths,
+    store: Store,
+    trust: Trust,
+    host: String,
+) -> Applier<'a> {
+    Applier {
+        sys,
         loc: Locations {
             paths: paths.clone(),
             proc_dir: g.proc.clone(),
@@ -158,8 +175,7 @@ fn run_command(cli: Cli) -> Result<Exit> {
         host,
         now: unix_now(),
         log: Box::new(log),
-    };
-    on_host(&mut app, cli.cmd, g)
+    }
 }
 
 /// Boot while the revocation list cannot be read: restore the current generation only.
@@ -169,30 +185,15 @@ fn boot_without_revocations(cli: &Cli, paths: &Paths, keys: Vec<TrustedKey>) -> 
         Some(h) => h.clone(),
         None => this_host()?,
     };
-    let socket = g.ovsdb.strip_prefix("unix:").unwrap_or(&g.ovsdb);
-    let mut sys = RealSystem::new(
-        PathBuf::from(socket),
-        Duration::from_secs(g.timeout),
-        paths.host("/run/network"),
-    );
+    let mut sys = real_system(g, paths)?;
     let store = Store::new(paths.state_dir());
     let _lock = crate::lock::acquire(&store.lock_path(), Duration::from_secs(g.lock_timeout))
         .context("taking the applier lock")?;
-    let mut app = Applier {
-        sys: &mut sys,
-        loc: Locations {
-            paths: paths.clone(),
-            proc_dir: g.proc.clone(),
-        },
-        store,
-        trust: Trust {
-            keys,
-            revoked: Vec::new(),
-        },
-        host,
-        now: unix_now(),
-        log: Box::new(log),
+    let trust = Trust {
+        keys,
+        revoked: Vec::new(),
     };
+    let mut app = applier(&mut sys, g, paths, store, trust, host);
     // Nothing new is installed until the revocation list is fixed; deliveries are set aside
     // (`incoming/failed/`) so the incoming path unit does not fire again and again.
     let incoming = app.store.incoming_dir();
