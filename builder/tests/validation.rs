@@ -47,6 +47,7 @@ cases! {
     remote_on_two_bridges => "remote-on-two-bridges",
     forwarder_from_not_on_bridge => "forwarder-from-not-on-bridge",
     forwarder_source_host_bits => "forwarder-source-host-bits",
+    forwarder_via_ovs_port => "forwarder-via-ovs-port",
     psk_file_missing => "psk-file-missing",
     psk_empty => "psk-empty",
     psk_too_short => "psk-too-short",
@@ -72,5 +73,36 @@ cases! {
 fn every_error_case_has_a_test() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 32, "add the new case to the cases! list above");
+    assert_eq!(count, 33, "add the new case to the cases! list above");
+}
+
+/// A forwarder may NAT out of another bridge's own interface: on a userspace-datapath host the
+/// uplink NIC is a port of a bridge (`br-phy`) and the host's uplink address sits on that bridge.
+#[test]
+fn a_forwarder_may_leave_by_another_bridges_own_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("hosts")).unwrap();
+    std::fs::write(
+        dir.path().join("hosts/h1.toml"),
+        "[host]\nname = \"h1\"\nunderlay_ip = \"192.0.2.1\"\n\n\
+         [[bridges]]\nname = \"br-phy\"\ndatapath = \"netdev\"\nphysical_interfaces = [\"eth0\"]\n\n\
+         [[bridges]]\nname = \"br0\"\ndatapath = \"netdev\"\n\
+         host_interfaces = [{ name = \"priv0\", address = \"10.20.20.1/24\" }]\n\n\
+         [bridges.forwarder]\nfrom = \"priv0\"\nvia = \"br-phy\"\nsource = \"10.20.20.0/24\"\n",
+    )
+    .unwrap();
+    let fleet = load_fleet(dir.path()).unwrap_or_else(|d| {
+        panic!(
+            "{}",
+            d.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let rules = builder::render::iptables(&fleet.hosts[0]);
+    assert!(
+        rules.contains("-A OVSB-POSTROUTING -s 10.20.20.0/24 -o br-phy -j MASQUERADE"),
+        "{rules}"
+    );
 }

@@ -31,6 +31,7 @@ pub(super) fn host(
         base,
         diags,
         ports: BTreeMap::new(),
+        host_side: BTreeMap::new(),
     };
     v.host(raw, path, rel)
 }
@@ -42,6 +43,9 @@ struct Validator<'a> {
     /// Every port name on the host (bridge local ports included), where it was first named, and
     /// as what.
     ports: BTreeMap<String, (Loc, String)>,
+    /// Names that are an interface of the host itself (a bridge's own port, a host interface),
+    /// with their bridge: a forwarder may NAT out of another bridge's (`via = "br-phy"`).
+    host_side: BTreeMap<String, String>,
 }
 
 impl Validator<'_> {
@@ -113,6 +117,7 @@ impl Validator<'_> {
     fn bridge(&mut self, rb: &RawBridge, underlay: Option<Ipv4Addr>) -> Bridge {
         let name = rb.name.get_ref().clone();
         self.port_name(&rb.name, "", "bridge");
+        self.host_side.insert(name.clone(), name.clone());
         let datapath = match rb.datapath.as_ref().map(|d| d.get_ref().as_str()) {
             None | Some("system") => Datapath::System,
             Some("netdev") => Datapath::Netdev,
@@ -139,6 +144,7 @@ impl Validator<'_> {
                 &format!("bridge {name}"),
                 "host interface",
             );
+            self.host_side.insert(ifname.clone(), name.clone());
             let address = address.and_then(|a| match Ipv4Cidr::parse(&a) {
                 Ok(c) if c.is_host_address() => Some(c),
                 Ok(c) => {
@@ -296,12 +302,18 @@ impl Validator<'_> {
                 "via is the uplink the traffic leaves by, e.g. eth0",
             );
         } else if let Some((first, owner)) = self.ports.get(via) {
-            let msg = format!("forwarder via {via:?} is {owner} at {first}");
-            self.err(
-                self.at(&raw.via),
-                msg,
-                "via is the uplink outside the bridge, e.g. eth0",
-            );
+            // Another bridge's own interface (the bridge holding the uplink NIC, as on userspace
+            // datapath hosts) is a host interface like eth0; a port of this bridge, a NIC
+            // enslaved to OVS or a tunnel is not.
+            let other_bridges = self.host_side.get(via).is_some_and(|b| b != bridge);
+            if !other_bridges {
+                let msg = format!("forwarder via {via:?} is {owner} at {first}");
+                self.err(
+                    self.at(&raw.via),
+                    msg,
+                    "via is the uplink: a device outside OVS (eth0) or another bridge's own interface",
+                );
+            }
         }
         let source = match Ipv4Cidr::parse(raw.source.get_ref()) {
             Ok(c) if c.is_network() => c,
