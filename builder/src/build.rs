@@ -129,6 +129,9 @@ pub enum Change {
     New,
     /// Same contents (perhaps a new serial): applying it changes nothing.
     Unchanged,
+    /// Same contents, but signed by another key or with another expiry: applying it changes
+    /// nothing on the host, but hosts that do not trust the new key refuse it.
+    Resigned,
     /// Only GRE tunnels differ: `applier apply --gre-only` suffices.
     GreOnly,
     /// Anything else differs: a full apply is needed.
@@ -140,6 +143,9 @@ impl Change {
         match self {
             Change::New => "new",
             Change::Unchanged => "contents unchanged",
+            Change::Resigned => {
+                "contents unchanged, signed by another key or with another expiry: hosts must trust the key"
+            }
             Change::GreOnly => "changed: only GRE tunnels, `applier apply --gre-only` suffices",
             Change::Full => "changed: needs a full `applier apply`",
         }
@@ -156,7 +162,11 @@ pub fn classify(old: Option<&[u8]>, new: &[u8]) -> Change {
         return Change::New;
     };
     if old.files == new.files {
-        return Change::Unchanged;
+        return if old.signed_by != new.signed_by || old.manifest.expires != new.manifest.expires {
+            Change::Resigned
+        } else {
+            Change::Unchanged
+        };
     }
     // The IPsec guard chain follows the tunnels: it is part of what `--gre-only` reconciles.
     let rules = |b: &bundle::VerifiedBundle| {

@@ -139,10 +139,33 @@ fn build_says_which_hosts_changed_and_whether_gre_only_suffices() {
             .any(|l| l.starts_with("node1:") && l.ends_with("contents unchanged")),
         "{out}"
     );
+    // Same contents with an expiry now: not "contents unchanged" as if nothing happened.
+    let out = builder(
+        cwd.path(),
+        &[
+            "build",
+            p.to_str().unwrap(),
+            "--out",
+            "o",
+            "--serial",
+            "3",
+            "--expires-in",
+            "30d",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = text(&out.stdout);
+    assert!(
+        out.lines().any(|l| l.starts_with("node1:")
+            && l.ends_with(
+                "signed by another key or with another expiry: hosts must trust the key"
+            )),
+        "{out}"
+    );
     // An address change needs a full apply.
     let t = std::fs::read_to_string(&n2).unwrap();
     std::fs::write(&n2, t.replace("10.20.20.3/24", "10.20.20.33/24")).unwrap();
-    let out = build("3");
+    let out = build("4");
     assert!(
         out.lines()
             .any(|l| l.starts_with("node2:") && l.ends_with("needs a full `applier apply`")),
