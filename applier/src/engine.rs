@@ -5,6 +5,11 @@
 //! Going back is not a second code path: it is a plan from the host as it is now to the recorded
 //! [`HostState`], run by the same executor (`crate::executor`) in [`Mode::Revert`], which does
 //! every step it can instead of stopping at the first failure.
+//!
+//! Over 500 lines: the transaction's steps (verify, prepare, transition, verify read, revert,
+//! recovery, the forwarding and GC rules) are methods of one `Applier` and share its state; the
+//! executor and the error type already live in `executor.rs` and `error.rs`. Splitting the rest
+//! by size would separate a step from the undo it pairs with.
 
 pub use crate::error::ApplyError;
 use crate::executor::{kill_point, Mode, StepError};

@@ -1,5 +1,7 @@
 //! The engine on the in-memory host: apply, rollback and crash recovery at every step, without
 //! root or OVS. Bundles are real: built and signed by the builder library.
+//!
+//! Over 500 lines on purpose: one test per behaviour of the engine, each its own story.
 
 use super::*;
 use crate::paths::Paths;
