@@ -11,6 +11,13 @@ use std::path::PathBuf;
 
 const PSK_A: &str = "engine-test-psk-aaaaaaaaaaaa";
 
+/// What `applier apply` does: everything, cycling changed interfaces, no downgrade.
+const FULL: ApplyOpts = ApplyOpts {
+    scope: Scope::Full,
+    cycle: true,
+    allow_downgrade: false,
+};
+
 pub(crate) struct Fixture {
     dir: tempfile::TempDir,
     key: SecretKey,
@@ -115,14 +122,7 @@ fn v2() -> String {
 }
 
 fn apply(app: &mut Applier, bytes: &[u8]) -> Result<Outcome, ApplyError> {
-    app.apply_bundle(
-        bytes,
-        ApplyOpts {
-            scope: Scope::Full,
-            cycle: true,
-            allow_downgrade: false,
-        },
-    )
+    app.apply_bundle(bytes, FULL)
 }
 
 /// A fake host on generation 1 (v1), and its view.
@@ -427,14 +427,7 @@ fn the_first_apply_leaves_up_an_uplink_the_hosts_own_file_configured() {
     );
     let plan = fx
         .applier(&mut sys)
-        .plan_bundle(
-            &fx.bundle(&v1(), 1),
-            ApplyOpts {
-                scope: Scope::Full,
-                cycle: true,
-                allow_downgrade: false,
-            },
-        )
+        .plan_bundle(&fx.bundle(&v1(), 1), FULL)
         .unwrap();
     assert!(
         plan.render().contains("WARNING: leaving up0 up"),
@@ -463,14 +456,7 @@ fn cycling_the_interface_of_the_default_route_is_warned_about() {
     );
     let plan = fx
         .applier(&mut sys)
-        .plan_bundle(
-            &fx.bundle(&v2(), 2),
-            ApplyOpts {
-                scope: Scope::Full,
-                cycle: true,
-                allow_downgrade: false,
-            },
-        )
+        .plan_bundle(&fx.bundle(&v2(), 2), FULL)
         .unwrap();
     assert!(
         plan.render()
@@ -492,11 +478,7 @@ fn cycling_the_underlay_interface_is_warned_about() {
           up0\t00000000\t0100140A\t0003\t0\t0\t0\t00000000\n\
           priv0\t0000630A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n",
     );
-    let opts = ApplyOpts {
-        scope: Scope::Full,
-        cycle: true,
-        allow_downgrade: false,
-    };
+    let opts = FULL;
     let plan = fx
         .applier(&mut sys)
         .plan_bundle(&fx.bundle(&v2(), 2), opts)

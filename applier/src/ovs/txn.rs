@@ -85,11 +85,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                 external_ids,
                 ..
             } => {
-                let lb = live
-                    .bridges
-                    .iter()
-                    .find(|b| &b.uuid == uuid)
-                    .expect("planned from live");
+                let lb = planned_bridge(live, uuid);
                 wait("Bridge", uuid, &lb.raw, &BRIDGE_COLS);
                 let mut row = serde_json::Map::new();
                 if let Some((_, d)) = datapath_type {
@@ -104,11 +100,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                 ops.push(json!({"op": "update", "table": "Bridge", "where": [["_uuid", "==", ["uuid", uuid]]], "row": row}));
             }
             OvsChange::DeleteBridge { uuid, .. } => {
-                let lb = live
-                    .bridges
-                    .iter()
-                    .find(|b| &b.uuid == uuid)
-                    .expect("planned from live");
+                let lb = planned_bridge(live, uuid);
                 wait("Bridge", uuid, &lb.raw, &BRIDGE_COLS);
                 root_delete.push(json!(["uuid", uuid]));
             }
@@ -130,11 +122,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
             OvsChange::DeletePort {
                 bridge_uuid, uuid, ..
             } => {
-                let lb = live
-                    .bridges
-                    .iter()
-                    .find(|b| &b.uuid == bridge_uuid)
-                    .expect("planned from live");
+                let lb = planned_bridge(live, bridge_uuid);
                 wait("Bridge", bridge_uuid, &lb.raw, &BRIDGE_COLS);
                 wait("Port", uuid, &live.ports[uuid].raw, &PORT_COLS);
                 ops.push(json!({"op": "mutate", "table": "Bridge", "where": [["_uuid", "==", ["uuid", bridge_uuid]]],
@@ -207,6 +195,14 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
     all.push(json!({"op": "comment", "comment": comment}));
     all.push(json!({"op": "select", "table": "Open_vSwitch", "where": root_where, "columns": ["next_cfg"]}));
     all
+}
+
+/// The bridge row a change was planned against (the plan was made from this read).
+fn planned_bridge<'a>(live: &'a Live, uuid: &str) -> &'a super::live::LiveBridge {
+    live.bridges
+        .iter()
+        .find(|b| b.uuid == uuid)
+        .expect("planned from live")
 }
 
 /// `select` operations reading the `error` column of the named interfaces.
