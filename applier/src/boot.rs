@@ -21,14 +21,74 @@ pub fn boot(app: &mut Applier, cycle: bool) -> Exit {
             stale = Some(app.store.marker(app.sys).ok().flatten());
         }
     }
-    let code = deliver_and_restore(app, cycle);
+    let opts = ApplyOpts {
+        scope: Scope::Full,
+        cycle,
+        allow_downgrade: false,
+    };
+    let restored = match unconfirmed_try(app, opts) {
+        TryAtBoot::Pending => return Exit::Ok,
+        TryAtBoot::Reverted => true,
+        TryAtBoot::None => false,
+    };
+    let code = deliver_and_restore(app, opts, restored);
     if let (Some(marker), Exit::Ok) = (stale, code) {
         app.forget_stale(marker.as_ref());
     }
     code
 }
 
-fn deliver_and_restore(app: &mut Applier, cycle: bool) -> Exit {
+enum TryAtBoot {
+    None,
+    /// A try from an earlier boot was reverted: its previous generation is restored.
+    Reverted,
+    /// A try of this boot is running (the incoming path unit runs `boot` too): its watcher
+    /// decides, and deliveries wait.
+    Pending,
+}
+
+/// A try found at boot that was started before this boot was never confirmed: the host goes
+/// back to the generation before it, as the watcher would have.
+fn unconfirmed_try(app: &mut Applier, opts: ApplyOpts) -> TryAtBoot {
+    if let Err(e) = app.settle_interrupted_try(opts.cycle) {
+        (app.log)(&format!("WARNING: {e}"));
+    }
+    let t = match app.pending_try() {
+        Ok(Some(t)) => t,
+        Ok(None) => return TryAtBoot::None,
+        Err(e) => {
+            (app.log)(&format!("WARNING: cannot read the pending try: {e}"));
+            return TryAtBoot::None;
+        }
+    };
+    if !t.boot_id.is_empty() && t.boot_id == crate::trial::boot_id(app) {
+        (app.log)(&format!(
+            "{}; deliveries in incoming/ wait until it is confirmed or reverted",
+            crate::trial::describe(&t, app.now)
+        ));
+        return TryAtBoot::Pending;
+    }
+    let reverted = app.revert_try_with(
+        &t,
+        "the host restarted before the try was confirmed",
+        ApplyOpts {
+            allow_downgrade: true,
+            ..opts
+        },
+    );
+    match reverted {
+        Ok(_) => TryAtBoot::Reverted,
+        Err(e) => {
+            (app.log)(&format!(
+                "ERROR: reverting the unconfirmed try failed: {e}; restoring the current \
+                 generation instead. Run `applier rollback` once the cause is fixed"
+            ));
+            TryAtBoot::None
+        }
+    }
+}
+
+fn deliver_and_restore(app: &mut Applier, opts: ApplyOpts, restored: bool) -> Exit {
     let incoming = app.store.incoming_dir();
     let names = match app.sys.list_dir(&incoming) {
         Ok(n) => n,
@@ -42,11 +102,6 @@ fn deliver_and_restore(app: &mut Applier, cycle: bool) -> Exit {
         .filter(|n| n.ends_with(".tgz"))
         .map(|n| incoming.join(n))
         .collect();
-    let opts = ApplyOpts {
-        scope: Scope::Full,
-        cycle,
-        allow_downgrade: false,
-    };
     let mut installed = false;
     let mut code = Exit::Ok;
     for path in bundles {
@@ -82,6 +137,9 @@ fn deliver_and_restore(app: &mut Applier, cycle: bool) -> Exit {
     }
     if installed {
         return Exit::Ok;
+    }
+    if restored {
+        return code;
     }
     restore(app, opts, code)
 }

@@ -38,7 +38,7 @@ pub struct Global {
     pub proc: PathBuf,
     /// Seconds to wait for ovsdb-server and ovs-vswitchd.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
-    pub timeout: u64,
+    pub ovs_timeout: u64,
     /// Seconds to wait for another apply to finish.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
     pub lock_timeout: u64,
@@ -82,6 +82,42 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Apply a bundle on trial: it goes back by itself unless confirmed.
+    ///
+    /// Unless `applier confirm` is run within --timeout, or when a health check fails, the host
+    /// goes back to the current generation by itself. The revert does not depend on this
+    /// session (it survives SSH dropping); a reboot before confirmation boots the previous
+    /// generation.
+    #[command(after_help = TRY_HELP)]
+    Try {
+        /// The bundle to try (BUNDLE.tgz from `builder build`).
+        #[arg(required_unless_present = "status", value_name = "BUNDLE")]
+        bundle: Option<PathBuf>,
+        #[command(flatten)]
+        flags: ApplyFlags,
+        /// Revert unless confirmed within this time (90s, 5m, 1h).
+        #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = duration)]
+        timeout: u64,
+        /// How long a check may fail before it has passed once (tunnels and IKE need a moment).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+        settle: u64,
+        /// A health check, run with /bin/sh -c every few seconds; exit 0 means healthy
+        /// (repeatable).
+        #[arg(long = "check", value_name = "CMD")]
+        checks: Vec<String>,
+        /// Run only the --check commands, not the built-in checks (an underlay route to every
+        /// tunnel peer, an IPsec SA to every PSK peer).
+        #[arg(long)]
+        no_builtin_checks: bool,
+        /// Show the pending try and the time left, and change nothing.
+        #[arg(long, conflicts_with = "bundle")]
+        status: bool,
+    },
+    /// Keep the generation on trial (`applier try`): it becomes permanent.
+    Confirm,
+    /// The detached process of `applier try` that runs the checks and reverts (internal).
+    #[command(hide = true)]
+    TryWatch,
     /// Compare the host with the current generation (exit 0: no drift, 2: drift, 5: nothing
     /// applied yet).
     Status,
@@ -108,4 +144,13 @@ pub enum Cmd {
         #[arg(long)]
         cycle: bool,
     },
+}
+
+const TRY_HELP: &str = "While a try is pending, `apply` and `try` are refused; `applier rollback` \
+ends it by going back now. The watcher logs to /var/lib/ovs-bundle/try.log (or the journal, \
+as the transient unit ovs-bundle-try-N, on systemd hosts).";
+
+/// Durations as people write them; a bare number is refused (seconds? minutes?).
+fn duration(s: &str) -> Result<u64, String> {
+    bundle::time::parse_duration(s)
 }

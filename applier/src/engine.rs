@@ -509,8 +509,8 @@ impl Applier<'_> {
         Ok(plan)
     }
 
-    /// Deletes all but the newest `keep` generations, keeping the current one and every
-    /// generation a `--gre-only` current one builds on. Returns what it deleted.
+    /// Deletes all but the newest `keep` generations, keeping the current one, every
+    /// generation a `--gre-only` current one builds on, and the one a pending try reverts to. Returns what it deleted.
     pub fn gc(&mut self, keep: usize) -> Result<Vec<u64>, ApplyError> {
         let mut protect = Vec::new();
         let mut next = self
@@ -527,6 +527,14 @@ impl Applier<'_> {
                 .meta(self.sys, n)
                 .map_err(ApplyError::Unchanged)?
                 .gre_only_base;
+        }
+        // A pending try goes back to its previous generation: that one must stay.
+        if let Some(t) = self
+            .store
+            .pending_try(self.sys)
+            .map_err(ApplyError::Unchanged)?
+        {
+            protect.push(t.previous);
         }
         self.store
             .prune(self.sys, keep, &protect)

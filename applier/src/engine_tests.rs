@@ -12,7 +12,7 @@ use std::path::PathBuf;
 const PSK_A: &str = "engine-test-psk-aaaaaaaaaaaa";
 
 /// What `applier apply` does: everything, cycling changed interfaces, no downgrade.
-const FULL: ApplyOpts = ApplyOpts {
+pub(crate) const FULL: ApplyOpts = ApplyOpts {
     scope: Scope::Full,
     cycle: true,
     allow_downgrade: false,
@@ -101,7 +101,7 @@ pub(crate) fn profile(peers: &[(&str, Option<&str>)], address: &str, forwarder: 
     p
 }
 
-fn v1() -> String {
+pub(crate) fn v1() -> String {
     profile(
         &[("10.99.0.2", Some(PSK_A)), ("10.99.0.3", None)],
         "10.20.0.1/24",
@@ -110,7 +110,7 @@ fn v1() -> String {
 }
 
 /// Changes every part: a PSK, a peer added and one removed, the address, the forwarder gone.
-fn v2() -> String {
+pub(crate) fn v2() -> String {
     profile(
         &[
             ("10.99.0.2", Some("another-psk-bbbbbbbbbbbb")),
@@ -126,7 +126,7 @@ fn apply(app: &mut Applier, bytes: &[u8]) -> Result<Outcome, ApplyError> {
 }
 
 /// A fake host on generation 1 (v1), and its view.
-fn on_v1(fx: &Fixture) -> (FakeSystem, View) {
+pub(crate) fn on_v1(fx: &Fixture) -> (FakeSystem, View) {
     let mut sys = FakeSystem::new();
     sys.add_foreign_port("br-ext", "manual");
     apply(&mut fx.applier(&mut sys), &fx.bundle(&v1(), 1)).unwrap();

@@ -72,16 +72,9 @@ impl HostPlan {
     /// tunnel peer (the underlay: cycling it cuts the tunnels). `route` is the text of
     /// `/proc/net/route`; `peers` the tunnels' remote addresses.
     pub fn warn_cycled_routes(&mut self, route: &str, peers: &[std::net::Ipv4Addr]) {
-        let routes = parse_routes(route);
-        let via = |ip: u32| {
-            routes
-                .iter()
-                .filter(|r| ip & r.mask == r.dest)
-                .max_by_key(|r| r.mask.count_ones())
-                .map(|r| r.iface.as_str())
-        };
+        let routes = crate::routes::Routes::parse(route);
         for c in self.cycle.clone() {
-            if routes.iter().any(|r| r.mask == 0 && r.iface == c) {
+            if routes.0.iter().any(|r| r.is_default() && r.iface == c) {
                 self.warnings.push(format!(
                     "{c} carries this host's default route: taking it down and up may cut this \
                      session off: keep a console at hand"
@@ -89,7 +82,7 @@ impl HostPlan {
             }
             let under: Vec<String> = peers
                 .iter()
-                .filter(|p| via(u32::from(**p)) == Some(c.as_str()))
+                .filter(|p| routes.via(**p) == Some(c.as_str()))
                 .map(ToString::to_string)
                 .collect();
             if !under.is_empty() {
@@ -189,32 +182,6 @@ impl HostPlan {
             "warnings": self.warnings,
         })
     }
-}
-
-struct Route {
-    iface: String,
-    dest: u32,
-    mask: u32,
-}
-
-/// `/proc/net/route`: interface, destination and mask (hex, in the kernel's byte order).
-fn parse_routes(text: &str) -> Vec<Route> {
-    let hex = |s: &str| {
-        u32::from_str_radix(s, 16)
-            .ok()
-            .map(|v| u32::from_be_bytes(v.to_le_bytes()))
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            Some(Route {
-                iface: w.first()?.to_string(),
-                dest: hex(w.get(1)?)?,
-                mask: hex(w.get(7)?)?,
-            })
-        })
-        .collect()
 }
 
 /// The plan from `current` to `desired`; in `GreOnly` scope, GRE ports only.

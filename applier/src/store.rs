@@ -50,6 +50,39 @@ pub struct Marker {
     pub highest_before: Option<u64>,
 }
 
+/// An `applier try` that has not been confirmed yet (`try.json`). Written before the apply it
+/// guards, so that a crash or power loss at any point leaves a record that boot acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTry {
+    /// The generation on trial; `None` while its apply is still running.
+    pub generation: Option<u64>,
+    /// The generation a revert goes back to (current when the try began).
+    pub previous: u64,
+    /// Unix times: when the try began and when it reverts unless confirmed.
+    pub started: u64,
+    pub deadline: u64,
+    /// How long checks may take to pass for the first time (tunnels and IKE need a moment).
+    pub settle_secs: u64,
+    /// The operator's `--check` commands (run with `/bin/sh -c`).
+    pub checks: Vec<String>,
+    /// Whether the built-in checks run (underlay routes, IPsec SAs).
+    pub builtin_checks: bool,
+    /// The kernel's boot id when the try began: a different one at boot means the host
+    /// restarted before confirmation, and boot reverts.
+    pub boot_id: String,
+}
+
+/// How the last try ended (`last-try.json`), for `status` and `confirm` to report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TryResult {
+    pub generation: Option<u64>,
+    pub previous: u64,
+    /// `confirmed`, `reverted`, `rolled-back` or `revert-failed`.
+    pub result: String,
+    pub reason: String,
+    pub at: u64,
+}
+
 impl Store {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Store { dir: dir.into() }
@@ -229,6 +262,58 @@ impl Store {
                     source: std::io::Error::other(e),
                 }),
         }
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        sys: &mut dyn System,
+        name: &str,
+    ) -> Result<Option<T>, SysError> {
+        let path = self.dir.join(name);
+        match sys.read_file(&path)? {
+            None => Ok(None),
+            Some(d) => serde_json::from_slice(&d)
+                .map(Some)
+                .map_err(|e| SysError::File {
+                    path,
+                    source: std::io::Error::other(format!("{e}; the state directory is damaged")),
+                }),
+        }
+    }
+
+    fn write_json<T: Serialize>(
+        &self,
+        sys: &mut dyn System,
+        name: &str,
+        v: &T,
+    ) -> Result<(), SysError> {
+        let data = serde_json::to_vec_pretty(v).expect("serializes");
+        sys.write_file(&self.dir.join(name), &data, 0o600)
+    }
+
+    /// The try waiting for confirmation, if any.
+    pub fn pending_try(&self, sys: &mut dyn System) -> Result<Option<PendingTry>, SysError> {
+        self.read_json(sys, "try.json")
+    }
+
+    pub fn write_pending_try(&self, sys: &mut dyn System, t: &PendingTry) -> Result<(), SysError> {
+        self.write_json(sys, "try.json", t)
+    }
+
+    /// Ends the pending try, recording how (the record goes first: a crash in between leaves
+    /// the try pending, which is the safe side).
+    pub fn end_try(&self, sys: &mut dyn System, r: &TryResult) -> Result<(), SysError> {
+        self.write_json(sys, "last-try.json", r)?;
+        sys.remove_file(&self.dir.join("try.json"))
+    }
+
+    pub fn last_try(&self, sys: &mut dyn System) -> Result<Option<TryResult>, SysError> {
+        self.read_json(sys, "last-try.json")
+    }
+
+    /// Where a detached try watcher writes what it does (root only).
+    pub fn try_log_path(&self) -> PathBuf {
+        self.dir.join("try.log")
     }
 
     pub fn write_marker(&self, sys: &mut dyn System, m: &Marker) -> Result<(), SysError> {

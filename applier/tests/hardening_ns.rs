@@ -266,7 +266,7 @@ fn ovs_vswitchd_down_is_one_clear_error_and_the_host_as_it_was() {
     let before = state(&h);
     h.stop("ovs-vswitchd");
     let v2b = h.bundle("v2", &v2(), 2);
-    let out = h.applier(&["--timeout", "3", "apply", v2b.to_str().unwrap()]);
+    let out = h.applier(&["--ovs-timeout", "3", "apply", v2b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     // The change is made in OVSDB, not confirmed, and undone: one error, the rows as they were,
@@ -281,7 +281,7 @@ fn ovs_vswitchd_down_is_one_clear_error_and_the_host_as_it_was() {
     assert_eq!(other.count(), 1, "{err}");
     assert_eq!(state(&h), before);
     // Tried again, it is refused before any change: vswitchd never caught up.
-    let out = h.applier(&["--timeout", "3", "apply", v2b.to_str().unwrap()]);
+    let out = h.applier(&["--ovs-timeout", "3", "apply", v2b.to_str().unwrap()]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -91,35 +91,8 @@ pub fn write_bundle(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Parses durations such as `90s`, `45m`, `12h`, `30d` into seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    // A bare number has no unit a reader can be sure of (30 seconds? days?): refuse it.
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{s:?} has no unit; write e.g. {s}d, {s}h, {s}m or {s}s (2w and 2d12h work too)"
-        ));
-    }
-    let d = humantime::parse_duration(s).map_err(|e| {
-        format!("{s:?} is not a duration ({e}); write e.g. 30d, 2w, 2d12h, 45m or 90s")
-    })?;
-    Ok(d.as_secs())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30d"), Ok(30 * 86_400));
-        assert_eq!(parse_duration("12h"), Ok(43_200));
-        assert_eq!(parse_duration("1w"), Ok(7 * 86_400));
-        assert_eq!(parse_duration("2d12h"), Ok(2 * 86_400 + 12 * 3600));
-        assert!(parse_duration("90").unwrap_err().contains("has no unit"));
-        assert!(parse_duration("30x").is_err());
-        assert!(parse_duration("h").is_err());
-    }
-}
+/// Durations are parsed where both binaries can use them.
+pub use bundle::time::parse_duration;
 
 /// How a host's new bundle differs from the one built before it (in the output directory): what
 /// an operator needs to know to roll it out.

@@ -189,8 +189,8 @@ impl TestHost {
             .arg("--ovsdb")
             .arg(format!("unix:{}", self.sock().display()))
             .args(["--host", &self.name]);
-        if !args.contains(&"--timeout") {
-            cmd.args(["--timeout", "20"]);
+        if !args.contains(&"--ovs-timeout") {
+            cmd.args(["--ovs-timeout", "20"]);
         }
         cmd.args(args);
         for (k, v) in env {

@@ -32,6 +32,8 @@ macro_rules! outln {
     }};
 }
 
+mod trial;
+
 /// Whether `--json` was given: every command then prints exactly one JSON document on stdout,
 /// errors included (schema version [`JSON_VERSION`], documented in docs/applier.md).
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -115,8 +117,12 @@ fn run_command(cli: Cli) -> Result<Exit> {
     }
     let store = Store::new(paths.state_dir());
     let mut sys = real_system(g, &paths)?;
-    if let Cmd::Generations = cli.cmd {
-        return generations(&mut sys, &store);
+    match cli.cmd {
+        Cmd::Generations => return generations(&mut sys, &store),
+        Cmd::Try { status: true, .. } => return trial::try_status(&mut sys, &store),
+        // The watcher takes the lock only to revert: `confirm` must get it meanwhile.
+        Cmd::TryWatch => return trial::watch(g, &paths, trust, host),
+        _ => {}
     }
     // Read-only commands write nothing: no state directory, no lock file.
     let read_only = matches!(
@@ -140,7 +146,7 @@ fn run_command(cli: Cli) -> Result<Exit> {
         }
     };
     let mut app = applier(&mut sys, g, &paths, store, trust, host);
-    on_host(&mut app, cli.cmd, g)
+    on_host(&mut app, cli.cmd, g, &paths)
 }
 
 /// This host, as the global options describe it.
@@ -151,7 +157,7 @@ fn real_system(g: &Global, paths: &Paths) -> Result<RealSystem> {
         .with_context(|| format!("--ovsdb {}: only unix:PATH sockets are supported", g.ovsdb))?;
     Ok(RealSystem::new(
         PathBuf::from(socket),
-        Duration::from_secs(g.timeout),
+        Duration::from_secs(g.ovs_timeout),
         paths.host("/run/network"),
     ))
 }
@@ -226,7 +232,7 @@ fn boot_without_revocations(cli: &Cli, paths: &Paths, keys: Vec<TrustedKey>) -> 
 }
 
 /// The commands that work on the host, under the lock.
-fn on_host(app: &mut Applier, cmd: Cmd, g: &Global) -> Result<Exit> {
+fn on_host(app: &mut Applier, cmd: Cmd, g: &Global, paths: &Paths) -> Result<Exit> {
     // Boot does its own recovery, and goes on when it fails.
     let plan_only = matches!(
         cmd,
@@ -238,9 +244,14 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global) -> Result<Exit> {
             Ok(None) => {}
             Err(e) => return Ok(report(&e)),
         }
+        if let Err(e) = app.settle_interrupted_try(true) {
+            return Ok(report(&e));
+        }
     }
     Ok(match cmd {
-        Cmd::Verify { .. } | Cmd::Generations | Cmd::Keys => unreachable!("handled before"),
+        Cmd::Verify { .. } | Cmd::Generations | Cmd::Keys | Cmd::TryWatch => {
+            unreachable!("handled before")
+        }
         Cmd::Plan { bundle, flags }
         | Cmd::Apply {
             bundle,
@@ -250,22 +261,64 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global) -> Result<Exit> {
             Ok(plan) => show_plan(&plan, g.json, None),
             Err(e) => report(&e),
         },
-        Cmd::Apply { bundle, flags, .. } => show_outcome(
-            app.apply_bundle(&read_bundle(&bundle)?, opts(flags)),
-            g.json,
-        ),
-        Cmd::Status => match app.status() {
-            Ok((None, _)) => {
-                if json() {
-                    emit(serde_json::json!({"result": "nothing-applied", "generation": null}));
-                } else {
-                    outln!("no generation applied yet");
-                }
-                Exit::NothingApplied
-            }
-            Ok((Some(n), plan)) => show_plan(&plan, g.json, Some(n)),
+        Cmd::Apply { bundle, flags, .. } => match app.refuse_if_trying() {
             Err(e) => report(&e),
+            Ok(()) => show_outcome(
+                app.apply_bundle(&read_bundle(&bundle)?, opts(flags)),
+                g.json,
+            ),
         },
+        Cmd::Try {
+            bundle,
+            flags,
+            timeout,
+            settle,
+            checks,
+            no_builtin_checks,
+            status: _,
+        } => {
+            let args = trial::TryArgs {
+                bundle: bundle.context("applier try needs a BUNDLE (or --status)")?,
+                flags,
+                timeout,
+                settle,
+                checks,
+                builtin_checks: !no_builtin_checks,
+            };
+            trial::try_bundle(app, args, g, paths)?
+        }
+        Cmd::Confirm => trial::confirm(app),
+        Cmd::Status => {
+            let pending = app.pending_try().ok().flatten();
+            match app.status() {
+                Ok((None, _)) => {
+                    if json() {
+                        emit(serde_json::json!({"result": "nothing-applied", "generation": null}));
+                    } else {
+                        outln!("no generation applied yet");
+                    }
+                    Exit::NothingApplied
+                }
+                Ok((Some(n), plan)) if json() => {
+                    let mut v = plan.to_json();
+                    v["generation"] = n.into();
+                    v["try"] = serde_json::json!(pending);
+                    emit(v);
+                    if plan.is_empty() {
+                        Exit::Ok
+                    } else {
+                        Exit::Changes
+                    }
+                }
+                Ok((Some(n), plan)) => {
+                    if let Some(t) = &pending {
+                        outln!("try: {}", crate::trial::describe(t, app.now));
+                    }
+                    show_plan(&plan, false, Some(n))
+                }
+                Err(e) => report(&e),
+            }
+        }
         Cmd::Rollback { generation } => rollback(app, generation, g.json)?,
         Cmd::Gc { keep } => match app.gc(keep) {
             Ok(gone) => {
@@ -293,6 +346,7 @@ fn rollback(app: &mut Applier, to: Option<u64>, json: bool) -> Result<Exit> {
         .store
         .generations(app.sys)
         .context("listing generations")?;
+    let pending = app.pending_try().ok().flatten();
     let target = match to {
         Some(n) if gens.contains(&n) => Some(n),
         Some(n) => {
@@ -302,7 +356,11 @@ fn rollback(app: &mut Applier, to: Option<u64>, json: bool) -> Result<Exit> {
             emit_error(&message, Exit::Failed);
             return Ok(Exit::Failed);
         }
-        None => current.and_then(|c| gens.into_iter().filter(|n| *n < c).max()),
+        // A pending try goes back to where it began.
+        None => pending
+            .as_ref()
+            .map(|t| t.previous)
+            .or_else(|| current.and_then(|c| gens.into_iter().filter(|n| *n < c).max())),
     };
     let Some(previous) = target else {
         log("no earlier generation to roll back to");
@@ -313,10 +371,14 @@ fn rollback(app: &mut Applier, to: Option<u64>, json: bool) -> Result<Exit> {
         gre_only: false,
         allow_downgrade: true,
     };
-    Ok(show_outcome(
-        app.apply_generation(previous, opts(flags)),
-        json,
-    ))
+    let result = app.apply_generation(previous, opts(flags));
+    if let (Ok(_), Some(t)) = (&result, &pending) {
+        let why = format!("`applier rollback` to generation {previous}");
+        if let Err(e) = app.end_try(t, "rolled-back", &why) {
+            log(&format!("warning: the try record stays: {e}"));
+        }
+    }
+    Ok(show_outcome(result, json))
 }
 
 fn list_keys(trust: &Trust, revoked: &[TrustedKey], paths: &Paths) -> Exit {
