@@ -66,15 +66,23 @@ pub struct ApplyFlags {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Check a bundle's signature, contents and binding without changing anything.
-    Verify { bundle: PathBuf },
+    Verify {
+        /// The bundle (BUNDLE.tgz from `builder build`).
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
     /// Print what applying a bundle would change (exit 0: nothing, 2: something).
     Plan {
+        /// The bundle (BUNDLE.tgz from `builder build`).
+        #[arg(value_name = "BUNDLE")]
         bundle: PathBuf,
         #[command(flatten)]
         flags: ApplyFlags,
     },
     /// Verify a bundle and apply it atomically, as a new generation.
     Apply {
+        /// The bundle (BUNDLE.tgz from `builder build`).
+        #[arg(value_name = "BUNDLE")]
         bundle: PathBuf,
         #[command(flatten)]
         flags: ApplyFlags,
@@ -133,8 +141,19 @@ pub enum Cmd {
         #[arg(long, value_name = "N", default_value_t = crate::store::DEFAULT_KEEP)]
         keep: usize,
     },
-    /// List the generations.
+    /// List the generations: serial, signing key, when applied, and what each changed from the
+    /// one before it.
     Generations,
+    /// Show what differs between two kept generations (PSKs as fingerprints; exit 0: nothing,
+    /// 2: something).
+    Diff {
+        /// The generation to compare from.
+        #[arg(value_name = "A")]
+        from: u64,
+        /// The generation to compare with (default: the current one).
+        #[arg(value_name = "B")]
+        to: Option<u64>,
+    },
     /// List the trusted and revoked keys with their key ids.
     Keys,
     /// At boot: finish an interrupted apply, install bundles from the incoming directory, and

@@ -113,6 +113,18 @@ impl Applier<'_> {
         Ok((desired, meta))
     }
 
+    /// The key that signed generation `n`'s bundle (verified again, expiry aside).
+    pub fn generation_signer(&mut self, n: u64) -> Result<bundle::KeyId, ApplyError> {
+        let bytes = self
+            .store
+            .bundle(self.sys, n)
+            .map_err(ApplyError::Unchanged)?;
+        Ok(self
+            .verify(&bytes, false)
+            .map_err(ApplyError::Verify)?
+            .signed_by)
+    }
+
     /// Finishes or undoes an apply that was interrupted (crash, power loss, SIGKILL).
     pub fn recover(&mut self) -> Result<Option<String>, ApplyError> {
         let Some(marker) = self.store.marker(self.sys).map_err(ApplyError::Unchanged)? else {

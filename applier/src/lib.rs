@@ -8,6 +8,7 @@
 pub mod boot;
 pub mod cli;
 pub mod cmd;
+pub mod diff;
 pub mod engine;
 pub mod error;
 pub mod executor;

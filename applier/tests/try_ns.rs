@@ -1,7 +1,8 @@
 //! `applier try` on real Open vSwitch and iptables in namespaces, with the real detached
 //! watcher: it reverts by itself when nobody confirms (even after the calling session is
 //! killed), when a check fails, and not after `confirm`; while a try is pending, `apply` and
-//! another `try` are refused; `rollback` ends it. Waits are polls with generous bounds, never
+//! another `try` are refused; `rollback` ends it. Also the tools for going back by hand:
+//! `generations` (what each changed) and `diff`. Waits are polls with generous bounds, never
 //! timed assertions.
 
 mod common;
@@ -302,4 +303,56 @@ fn try_refuses_a_host_with_nothing_to_go_back_to() {
         text(&out.stderr)
     );
     assert!(!Path::new(&h.root.join("var/lib/ovs-bundle/try.json")).exists());
+}
+
+#[test]
+fn generations_and_diff_say_what_changed_without_showing_psks() {
+    let h = host("t1");
+    on_v1(&h);
+    let psk = "generations-test-psk-Kq2v9";
+    let mut v2 = v2();
+    v2.push_str(&format!(
+        "\n[[bridges.gre]]\nremote_ip = \"10.99.0.9\"\nexternal = true\npsk = \"{psk}\"\n"
+    ));
+    let b2 = h.bundle("v2", &v2, 2);
+    check(h.applier(&["apply", b2.to_str().unwrap()]), "apply v2");
+    let gens = check(h.applier(&["generations"]), "generations");
+    let key = check(h.applier(&["keys"]), "keys");
+    let key_id = key.split_whitespace().next().unwrap();
+    let lines: Vec<&str> = gens.lines().collect();
+    assert!(
+        lines[0].contains("serial 1")
+            && lines[0].contains(&format!("key {key_id}"))
+            && lines[0].ends_with("first: 1 bridge(s), 2 tunnel(s)"),
+        "{gens}"
+    );
+    assert!(
+        lines[1].starts_with("*    2")
+            && lines[1].ends_with("+2 tunnel(s), -1 tunnel(s), iptables, interfaces"),
+        "{gens}"
+    );
+    let out = h.applier(&["diff", "1", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let d = text(&out.stdout);
+    for want in [
+        "generation 1 -> 2:",
+        "- port gre-0a630003 on br-t: gre remote_ip=10.99.0.3",
+        "+ port gre-0a630004 on br-t: gre remote_ip=10.99.0.4",
+        "+ port gre-0a630009 on br-t: gre psk=<redacted sha256:",
+        "    +    address 10.20.0.2/24",
+    ] {
+        assert!(d.contains(want), "missing {want:?}:\n{d}");
+    }
+    assert!(!d.contains(psk) && !text(&out.stderr).contains(psk), "{d}");
+    // B defaults to the current generation; the same generation differs in nothing.
+    let out = h.applier(&["diff", "2"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("configure the same"));
+    let out = h.applier(&["diff", "7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("generation 7:"),
+        "{}",
+        text(&out.stderr)
+    );
 }

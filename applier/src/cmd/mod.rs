@@ -8,7 +8,7 @@ use crate::paths::Paths;
 use crate::plan::HostPlan;
 use crate::state::Locations;
 use crate::store::Store;
-use crate::system::{RealSystem, System};
+use crate::system::RealSystem;
 use crate::trust::{load_revoked, load_trusted};
 use anyhow::{Context, Result};
 use bundle::TrustedKey;
@@ -118,7 +118,16 @@ fn run_command(cli: Cli) -> Result<Exit> {
     let store = Store::new(paths.state_dir());
     let mut sys = real_system(g, &paths)?;
     match cli.cmd {
-        Cmd::Generations => return generations(&mut sys, &store),
+        Cmd::Generations => {
+            return generations(&mut applier(&mut sys, g, &paths, store, trust, host))
+        }
+        Cmd::Diff { from, to } => {
+            return diff(
+                &mut applier(&mut sys, g, &paths, store, trust, host),
+                from,
+                to,
+            )
+        }
         Cmd::Try { status: true, .. } => return trial::try_status(&mut sys, &store),
         // The watcher takes the lock only to revert: `confirm` must get it meanwhile.
         Cmd::TryWatch => return trial::watch(g, &paths, trust, host),
@@ -249,7 +258,7 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global, paths: &Paths) -> Result<Exi
         }
     }
     Ok(match cmd {
-        Cmd::Verify { .. } | Cmd::Generations | Cmd::Keys | Cmd::TryWatch => {
+        Cmd::Verify { .. } | Cmd::Generations | Cmd::Diff { .. } | Cmd::Keys | Cmd::TryWatch => {
             unreachable!("handled before")
         }
         Cmd::Plan { bundle, flags }
@@ -521,42 +530,59 @@ fn show_outcome(result: Result<Outcome, ApplyError>, json: bool) -> Exit {
     }
 }
 
-fn generations(sys: &mut dyn System, store: &Store) -> Result<Exit> {
-    let current = store
-        .current(sys)
+fn generations(app: &mut Applier) -> Result<Exit> {
+    let current = app
+        .store
+        .current(app.sys)
         .context("reading the current generation")?;
-    let gens = store.generations(sys).context("listing generations")?;
-    let mut metas = Vec::new();
+    let gens = app
+        .store
+        .generations(app.sys)
+        .context("listing generations")?;
+    let mut rows = Vec::new();
+    let mut before: Option<crate::state::HostState> = None;
     for n in gens {
-        let m = store
-            .meta(sys, n)
+        let m = app
+            .store
+            .meta(app.sys, n)
             .with_context(|| format!("reading generation {n}"))?;
-        metas.push((n, m));
+        // A damaged generation is listed as such, not a reason to list nothing.
+        let (key, changed) = match app.generation_desired(n) {
+            Ok((state, _)) => {
+                let key = app
+                    .generation_signer(n)
+                    .map_or_else(|e| format!("? ({e})"), |k| k.to_string());
+                let changed = crate::diff::summary(before.as_ref(), &state);
+                before = Some(state);
+                (key, changed)
+            }
+            Err(e) => ("?".to_string(), format!("cannot be read: {e}")),
+        };
+        rows.push((n, m, key, changed));
     }
     if json() {
-        let list: Vec<_> = metas
+        let list: Vec<_> = rows
             .iter()
-            .map(|(n, m)| {
+            .map(|(n, m, key, changed)| {
                 serde_json::json!({
                     "generation": n, "current": Some(*n) == current, "serial": m.serial,
                     "host": m.host, "applied_at": m.applied_at, "sha256": m.sha256,
-                    "gre_only_base": m.gre_only_base,
+                    "gre_only_base": m.gre_only_base, "signed_by": key, "changed": changed,
                 })
             })
             .collect();
         emit(serde_json::json!({"result": "ok", "current": current, "generations": list}));
         return Ok(Exit::Ok);
     }
-    if metas.is_empty() {
+    if rows.is_empty() {
         outln!("no generations");
     }
-    for (n, m) in metas {
+    for (n, m, key, changed) in rows {
         outln!(
-            "{} {:>4}  serial {:<12} host {:<16} applied {}{}",
+            "{} {:>4}  serial {:<12} key {key}  applied {}{}  {changed}",
             if Some(n) == current { "*" } else { " " },
             n,
             m.serial,
-            m.host,
             bundle::time::format_utc(m.applied_at),
             m.gre_only_base
                 .map(|b| format!("  (gre-only on {b})"))
@@ -564,6 +590,55 @@ fn generations(sys: &mut dyn System, store: &Store) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// `applier diff A [B]`: what differs between two kept generations.
+fn diff(app: &mut Applier, from: u64, to: Option<u64>) -> Result<Exit> {
+    let to = match to {
+        Some(n) => n,
+        None => match app
+            .store
+            .current(app.sys)
+            .context("reading the current generation")?
+        {
+            Some(n) => n,
+            None => {
+                let message = "no generation is current; name both: applier diff A B";
+                log(message);
+                emit_error(message, Exit::Failed);
+                return Ok(Exit::Failed);
+            }
+        },
+    };
+    let mut states = Vec::new();
+    for n in [from, to] {
+        match app.generation_desired(n) {
+            Ok((s, _)) => states.push(s),
+            Err(e) => {
+                let message =
+                    format!("generation {n}: {e}; `applier generations` lists the kept ones");
+                log(&message);
+                emit_error(&message, Exit::Failed);
+                return Ok(Exit::Failed);
+            }
+        }
+    }
+    let lines = crate::diff::diff(&states[0], &states[1]);
+    if json() {
+        emit(serde_json::json!({"result": "ok", "from": from, "to": to, "changes": lines}));
+    } else if lines.is_empty() {
+        outln!("generations {from} and {to} configure the same");
+    } else {
+        outln!("generation {from} -> {to}:");
+        for l in &lines {
+            outln!("{l}");
+        }
+    }
+    Ok(if lines.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Changes
+    })
 }
 
 /// A bundle file, bounded and never blocking (see `harden::read_bundle_file`).
