@@ -118,15 +118,19 @@ impl Applier<'_> {
         }
         let wait_step = |e| ("waiting for ovs-vswitchd".to_string(), e);
         waited.map_err(wait_step)?;
-        // Only the interfaces this apply added or changed, not the whole table.
+        // Only the interfaces this apply added or changed, not the whole table; a new bridge's
+        // own interface and ports included (a bridge vswitchd cannot create shows up there).
         let names: Vec<&str> = plan
             .ovs
             .iter()
-            .filter_map(|c| match c {
+            .flat_map(|c| match c {
                 OvsChange::AddPort { port, .. } | OvsChange::UpdatePort { port, .. } => {
-                    Some(port.name.as_str())
+                    vec![port.name.as_str()]
                 }
-                _ => None,
+                OvsChange::AddBridge { bridge } => std::iter::once(bridge.name.as_str())
+                    .chain(bridge.ports.iter().map(|p| p.name.as_str()))
+                    .collect(),
+                _ => Vec::new(),
             })
             .collect();
         let errors = self.sys.ovs_interface_errors(&names).map_err(wait_step)?;

@@ -753,3 +753,34 @@ fn boot_restores_the_newest_sound_generation_of_a_damaged_state_directory() {
     assert!(log.contains("restored generation 1 instead"), "{log}");
     assert!(h.iptables_save().contains("MASQUERADE"), "v1's NAT is back");
 }
+
+/// A bridge ovs-vswitchd cannot create (here: the kernel datapath, with no openvswitch module in
+/// this kernel) is reported as the real cause, with vswitchd's own words and the remedy, not as
+/// the `ifup` failure it leads to; and the host is rolled back.
+#[test]
+fn a_bridge_vswitchd_cannot_create_is_reported_as_such() {
+    let h = host("t1");
+    let kernel_datapath = three_peers().replace("datapath = \"netdev\"\n", "");
+    let out = h.applier(&[
+        "apply",
+        h.bundle("v1", &kernel_datapath, 1).to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    for want in [
+        "interfaces br-t, gre-0a630002, gre-0a630003, gre-0a630004, priv0: ovs-vswitchd did not set them up",
+        "failed to create bridge br-t",
+        "modprobe openvswitch",
+        "datapath = \"netdev\"",
+        "rolled back",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in: {err}");
+    }
+    assert!(!err.contains("ifup"), "{err}");
+    assert_eq!(
+        h.vsctl(&["br-exists", "br-t"]).status.code(),
+        Some(2),
+        "rolled back"
+    );
+    eprintln!("{err}");
+}

@@ -209,20 +209,38 @@ fn planned_bridge<'a>(live: &'a Live, uuid: &str) -> &'a super::live::LiveBridge
 pub fn error_ops(names: &[&str]) -> Vec<Value> {
     names
         .iter()
-        .map(|n| json!({"op": "select", "table": "Interface", "where": [["name", "==", n]], "columns": ["error"]}))
+        .map(|n| json!({"op": "select", "table": "Interface", "where": [["name", "==", n]], "columns": ["error", "ofport"]}))
         .collect()
 }
 
-/// `interface NAME: ERROR` for each interface ovs-vswitchd reports an error on.
+/// `interface NAME: ERROR` for each interface ovs-vswitchd reports an error on, or did not set
+/// up at all: no OpenFlow port once it has caught up (as `ovs-vsctl` judges it; a bridge whose
+/// datapath cannot be opened leaves no `error`, only that).
 pub fn interface_errors(names: &[&str], results: &[Value]) -> Vec<String> {
-    names
-        .iter()
-        .zip(results)
-        .filter_map(|(n, r)| {
-            let e = optional(&r["rows"][0]["error"])?;
-            Some(format!("interface {n}: {}", e.as_str()?))
-        })
-        .collect()
+    let mut errors = Vec::new();
+    let mut not_set_up = Vec::new();
+    for (n, r) in names.iter().zip(results) {
+        let row = &r["rows"][0];
+        if let Some(e) = optional(&row["error"]).and_then(|v| v.as_str().map(str::to_string)) {
+            errors.push(format!("interface {n}: {e}"));
+            continue;
+        }
+        let ofport = optional(&row["ofport"]).and_then(|v| v.as_i64());
+        if row.is_object() && ofport.is_none_or(|p| p < 0) {
+            not_set_up.push(*n);
+        }
+    }
+    match not_set_up.as_slice() {
+        [] => {}
+        [one] => errors.push(format!(
+            "interface {one}: ovs-vswitchd did not set it up (no OpenFlow port)"
+        )),
+        many => errors.push(format!(
+            "interfaces {}: ovs-vswitchd did not set them up (no OpenFlow port)",
+            many.join(", ")
+        )),
+    }
+    errors
 }
 
 /// The `next_cfg` the transaction's last operation read back.

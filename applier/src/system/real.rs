@@ -19,17 +19,58 @@ pub struct RealSystem {
     pub ovsdb: PathBuf,
     pub timeout: Duration,
     pub ifstate_dir: PathBuf,
+    /// ovs-vswitchd's log, where it says why it could not set something up.
+    pub vswitchd_log: PathBuf,
+    /// Its size when the last OVS change was sent: what it says after that is about our change.
+    log_mark: Option<u64>,
     conn: Option<Connection>,
 }
 
 impl RealSystem {
     pub fn new(ovsdb: PathBuf, timeout: Duration, ifstate_dir: PathBuf) -> Self {
+        // Where Open vSwitch's own tools look: $OVS_LOGDIR, else Debian's log directory.
+        let log_dir = std::env::var_os("OVS_LOGDIR")
+            .map_or_else(|| PathBuf::from("/var/log/openvswitch"), PathBuf::from);
         RealSystem {
             ovsdb,
             timeout,
             ifstate_dir,
+            vswitchd_log: log_dir.join("ovs-vswitchd.log"),
+            log_mark: None,
             conn: None,
         }
+    }
+
+    /// What ovs-vswitchd logged as an error since our change (at most a few lines), with the
+    /// remedy for the usual cause. Empty if its log cannot be read.
+    fn vswitchd_complaint(&self) -> Option<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mark = self.log_mark?;
+        let mut f = std::fs::File::open(&self.vswitchd_log).ok()?;
+        f.seek(SeekFrom::Start(mark)).ok()?;
+        let mut text = String::new();
+        f.take(256 * 1024).read_to_string(&mut text).ok()?;
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("|ERR|") || l.contains("kernel module"))
+            .map(|l| l.rsplit('|').next().unwrap_or(l).trim())
+            .take(4)
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        let mut s = format!(
+            "ovs-vswitchd says ({}): {}",
+            self.vswitchd_log.display(),
+            lines.join("; ")
+        );
+        if text.contains("kernel module is probably not loaded") {
+            s.push_str(
+                ". The openvswitch kernel module is not loaded: load it (modprobe openvswitch) \
+                 or give the bridge datapath = \"netdev\" (userspace) in its profile",
+            );
+        }
+        Some(s)
     }
 
     fn conn(&mut self) -> Result<&mut Connection, SysError> {
@@ -86,13 +127,18 @@ impl System for RealSystem {
         comment: &str,
     ) -> Result<i64, SysError> {
         let ops = ovs::txn::transaction(changes, base, comment);
+        self.log_mark = std::fs::metadata(&self.vswitchd_log).ok().map(|m| m.len());
         let results = self.conn()?.transact(&ops)?;
         Ok(ovs::txn::committed_cfg(&results).unwrap_or(base.next_cfg + 1))
     }
 
     fn ovs_interface_errors(&mut self, names: &[&str]) -> Result<Vec<String>, SysError> {
         let results = self.conn()?.transact(&ovs::txn::error_ops(names))?;
-        Ok(ovs::txn::interface_errors(names, &results))
+        let mut errors = ovs::txn::interface_errors(names, &results);
+        if !errors.is_empty() {
+            errors.extend(self.vswitchd_complaint());
+        }
+        Ok(errors)
     }
 
     fn ovs_wait_applied(&mut self, cfg: i64) -> Result<(), SysError> {
