@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// pending (plan, status); 3 rollback failed; 4 another apply is running; 5 nothing applied
 /// yet (status); 10 not authentic;
 /// 11 malformed; 12 for another host; 13 expired; 14 no trusted keys; 15 refused (serial,
-/// content); 64 bad usage.
+/// content, a pending try); 64 bad usage.
 #[derive(Parser)]
 #[command(name = "applier", version)]
 pub struct Cli {
@@ -48,7 +48,8 @@ pub struct Global {
     /// The host bundles must be for (default: this host's name).
     #[arg(long, global = true, value_name = "NAME")]
     pub host: Option<String>,
-    /// Machine-readable output (plan, apply, status).
+    /// Machine-readable output: every command prints one JSON document on stdout, errors
+    /// included (schema version 1).
     #[arg(long, global = true)]
     pub json: bool,
 }

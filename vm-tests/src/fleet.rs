@@ -193,6 +193,41 @@ impl Fleet {
             "[[mesh]]\nbridge = \"private-br0\"\nmembers = [\"gw1\", \"node1\", \"node2\"]\npsk_secret_file = \"secrets/fleet.secret\"\n",
         )?;
         build(&v4, "v4", 4, None)?;
+        // v5: for `applier try`. A good change (gw1 and node2 gain a second internal port), and
+        // for node1 a bad one: its underlay NIC put into the bridge, which cuts it off.
+        let v5 = work.join("profiles-v5");
+        let _ = std::fs::remove_dir_all(&v5);
+        copy_dir(&v4, &v5)?;
+        for (h, addr, aux) in [
+            ("gw1", "10.20.20.1/24", "10.20.20.111/24"),
+            ("node2", "10.20.20.3/24", "10.20.20.113/24"),
+        ] {
+            let path = v5.join(format!("hosts/{h}.toml"));
+            let text = std::fs::read_to_string(&path)?;
+            let from = format!("host_interfaces = [{{ name = \"priv0\", address = \"{addr}\" }}]");
+            anyhow::ensure!(
+                text.contains(&from),
+                "{h}'s profile changed: update vm-tests/src/fleet.rs"
+            );
+            let to = format!(
+                "host_interfaces = [{{ name = \"priv0\", address = \"{addr}\" }}, {{ name = \"aux1\", address = \"{aux}\" }}]"
+            );
+            std::fs::write(&path, text.replace(&from, &to))?;
+        }
+        build(&v5, "v5", 5, None)?;
+        let v5_bad = work.join("profiles-v5-bad");
+        let _ = std::fs::remove_dir_all(&v5_bad);
+        copy_dir(&v4, &v5_bad)?;
+        let node1 = v5_bad.join("hosts/node1.toml");
+        let text = std::fs::read_to_string(&node1)?;
+        std::fs::write(
+            &node1,
+            text.replace(
+                "host_interfaces = [",
+                "physical_interfaces = [\"eth0\"]\nhost_interfaces = [",
+            ),
+        )?;
+        build(&v5_bad, "v5-bad", 5, Some("node1"))?;
         // ci1's user data, from `builder cloud-init`. The image has the packages; the applier
         // and its units come from the payload disk, as an operator's own bootcmd would fetch them.
         let ci = work.join("profiles-ci");

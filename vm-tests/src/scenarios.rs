@@ -178,7 +178,7 @@ fn apply(g: &mut Guest, args: &str) -> Result<String> {
 type Scenario = fn(&mut Ctx) -> Result<()>;
 
 pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
-    let list: [(u32, &str, Scenario); 7] = [
+    let list: [(u32, &str, Scenario); 8] = [
         (
             1,
             "original example: gateway + two nodes, GRE over IPsec",
@@ -189,6 +189,7 @@ pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
         (5, "refusals on a live host", refusals),
         (6, "crash mid-apply, then reboot", crash_and_reboot),
         (7, "three-host full mesh from fleet.toml", full_mesh),
+        (8, "applier try: revert, confirm, power loss", try_scenarios),
         (4, "boot via cloud-init, then reboot", cloud_init_boot),
     ];
     let mut results = Vec::new();
@@ -621,4 +622,96 @@ fn full_mesh(ctx: &mut Ctx) -> Result<()> {
         bail!("underlay busy without traffic (a loop?): {out}");
     }
     no_plain_gre(ctx, &["gw1", "node1", "node2"], "a PSK rotation")
+}
+
+/// `applier try`, three ways (on the mesh of scenario 7):
+/// 1. node1 tries a bundle that cuts its underlay off (its NIC put into the bridge), from a
+///    session that is then killed: gw1 loses node1, and node1 comes back by itself when the
+///    try times out.
+/// 2. node2 tries a good bundle, its --check passes, it is confirmed, and it survives a power
+///    loss.
+/// 3. gw1 tries a good bundle and loses power before confirming: it boots the generation before
+///    the try.
+fn try_scenarios(ctx: &mut Ctx) -> Result<()> {
+    ctx.boot_fleet()?;
+    ctx.stop(&["node3", "up1"]);
+    let hosts = ["gw1", "node1", "node2"];
+    for name in hosts {
+        apply(ctx.g(name)?, &format!("/payload/v4/{name}.tgz"))?;
+    }
+    ping_all(ctx, &hosts)?;
+
+    let current = |g: &mut Guest| g.ok("cat /var/lib/ovs-bundle/current");
+    let n1_before = current(ctx.g("node1")?)?;
+    // 1. Tried from a shell in a session of its own, which is killed as a dropped SSH
+    //    connection would be; the watcher is not part of it.
+    let n1 = ctx.g("node1")?;
+    n1.ok("setsid sh -c 'echo $$ >/tmp/session.pid; applier try /payload/v5-bad/node1.tgz --timeout 40s >/tmp/try.out 2>&1; sleep 600' </dev/null >/dev/null 2>&1 & sleep 1")?;
+    until_ok(n1, "applier try --status | grep 'is on trial'", 60)
+        .context("node1: the bad bundle was not put on trial")?;
+    n1.ok("kill -9 -- -$(cat /tmp/session.pid); cat /tmp/try.out")?;
+    until_ok(ctx.g("gw1")?, "! ping -c 1 -W 1 192.0.2.2", 30)
+        .context("the bad bundle did not cut node1 off the underlay")?;
+    until_ok(ctx.g("gw1")?, "ping -c 1 -W 1 192.0.2.2", 120)
+        .context("node1 did not come back by itself after its try timed out")?;
+    let n1 = ctx.g("node1")?;
+    let status = n1.ok("applier try --status; ovs-vsctl list-ports private-br0")?;
+    if !status.contains(" reverted at ")
+        || !status.contains("not confirmed within 40 s")
+        || status.lines().any(|l| l == "eth0")
+        || current(n1)? != n1_before
+    {
+        bail!("node1 after its try:\n{status}");
+    }
+    ping_all(ctx, &hosts)?;
+
+    // 2. A good bundle: checked, confirmed, kept through a power loss.
+    let n2 = ctx.g("node2")?;
+    let out = n2.ok(
+        "applier try /payload/v5/node2.tgz --timeout 10m --check 'ping -c 1 -W 2 10.20.20.1' 2>&1",
+    )?;
+    if !out.contains("applied on trial") {
+        bail!("node2: try:\n{out}");
+    }
+    until_ok(n2, "grep 'check(s) passed' /var/lib/ovs-bundle/try.log", 90)
+        .context("node2: the try's checks did not pass")?;
+    let out = n2.ok("applier confirm 2>&1")?;
+    let tried = current(n2)?;
+    if !out.contains(&format!("confirmed: generation {} stays", tried.trim())) {
+        bail!("node2: confirm:\n{out}");
+    }
+    n2.reboot("echo b > /proc/sysrq-trigger", BOOT_TIMEOUT)?;
+    let state = n2.ok("applier generations; ip -4 addr show aux1; applier status")?;
+    if current(n2)? != tried || !state.contains("10.20.20.113/24") {
+        bail!("node2 lost its confirmed generation in a power loss:\n{state}");
+    }
+    vswitchd_forwards(ctx.g("node2")?)?;
+    ping_all(ctx, &hosts)?;
+
+    // 3. Power lost while a try is pending: boot goes back to the generation before it.
+    let gw = ctx.g("gw1")?;
+    let gw_before = current(gw)?;
+    gw.ok("applier try /payload/v5/gw1.tgz --timeout 10m 2>&1 && ip -4 addr show aux1 | grep -q 10.20.20.111")?;
+    gw.reboot("echo b > /proc/sysrq-trigger", BOOT_TIMEOUT)?;
+    let state =
+        gw.ok("applier generations; applier try --status; cat /var/log/applier-boot.log")?;
+    if current(ctx.g("gw1")?)? != gw_before
+        || !state.contains(" reverted at ")
+        || !state.contains("the host restarted before the try was confirmed")
+    {
+        bail!("gw1 did not boot the generation before its unconfirmed try:\n{state}");
+    }
+    let (rc, _) = ctx.g("gw1")?.run("ip link show aux1")?;
+    if rc == 0 {
+        bail!("gw1: aux1 of the unconfirmed try survived the power loss");
+    }
+    vswitchd_forwards(ctx.g("gw1")?)?;
+    ping_all(ctx, &hosts)?;
+    for name in hosts {
+        let (rc, out) = ctx.g(name)?.run("applier status")?;
+        if rc != 0 {
+            bail!("{name}: drift after the tries:\n{out}");
+        }
+    }
+    Ok(())
 }
