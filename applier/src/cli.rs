@@ -155,6 +155,13 @@ pub enum Cmd {
         #[arg(value_name = "B")]
         to: Option<u64>,
     },
+    /// Install a bundle into an offline root (a disk image being built, with --root) as its
+    /// current generation: the files an apply leaves, nothing live. Boot applies the rest.
+    Install {
+        /// The bundle (BUNDLE.tgz from `builder build`).
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
     /// List the trusted and revoked keys with their key ids.
     Keys,
     /// At boot: finish an interrupted apply, install bundles from the incoming directory, and

@@ -74,7 +74,11 @@ pub struct Applier<'a> {
 }
 
 impl Applier<'_> {
-    fn verify(&self, bytes: &[u8], check_expiry: bool) -> Result<VerifiedBundle, VerifyError> {
+    pub(crate) fn verify(
+        &self,
+        bytes: &[u8],
+        check_expiry: bool,
+    ) -> Result<VerifiedBundle, VerifyError> {
         let opts = VerifyOptions {
             host: Some(self.host.clone()),
             now: check_expiry.then_some(self.now),
@@ -368,7 +372,7 @@ impl Applier<'_> {
         Ok(now.map(|v| String::from_utf8_lossy(&v).trim().to_string()))
     }
 
-    fn check_serial(
+    pub(crate) fn check_serial(
         &mut self,
         serial: u64,
         sha: &str,

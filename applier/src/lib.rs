@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod harden;
+pub mod install;
 pub mod lock;
 pub mod ovs;
 pub mod ovsdb;

@@ -784,3 +784,40 @@ fn a_bridge_vswitchd_cannot_create_is_reported_as_such() {
     );
     eprintln!("{err}");
 }
+
+/// `applier install` into an offline root writes the generation and the files, and nothing
+/// live; the first `boot` then configures the host exactly as an apply does.
+#[test]
+fn an_installed_root_is_configured_by_its_first_boot() {
+    let h = host("t1");
+    let b = h.bundle("v1", &three_peers(), 1);
+    let cfg = h.next_cfg();
+    let rules = h.iptables_save();
+    let out = check(h.applier(&["install", b.to_str().unwrap()]), "install");
+    assert!(out.contains("installed: generation 1 is current"), "{out}");
+    assert_eq!(h.next_cfg(), cfg, "install touched OVS");
+    assert_eq!(h.vsctl(&["br-exists", "br-t"]).status.code(), Some(2));
+    assert_eq!(h.iptables_save(), rules, "install touched iptables");
+    assert!(h.interfaces().unwrap().contains("10.20.0.1/24"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        std::fs::metadata(h.root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("var/lib/ovs-bundle"), 0o700);
+    assert_eq!(mode("var/lib/ovs-bundle/generations/1/bundle.tgz"), 0o600);
+    let out = check(h.applier(&["boot"]), "first boot");
+    assert!(out.is_empty() || !out.contains("error"), "{out}");
+    let mut ports = h.ports("br-t");
+    ports.sort();
+    assert_eq!(
+        ports,
+        ["gre-0a630002", "gre-0a630003", "gre-0a630004", "priv0"]
+    );
+    assert!(h.iptables_save().contains("MASQUERADE"));
+    let status = h.applier(&["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+}

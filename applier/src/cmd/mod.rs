@@ -108,9 +108,11 @@ fn run_command(cli: Cli) -> Result<Exit> {
     if let Cmd::Keys = cli.cmd {
         return Ok(list_keys(&trust, &revoked_keys, &paths));
     }
-    let host = match &g.host {
-        Some(h) => h.clone(),
-        None => this_host()?,
+    let host = match (&g.host, &cli.cmd) {
+        (Some(h), _) => h.clone(),
+        // An offline root is another machine: its own host name, not this one's.
+        (None, Cmd::Install { .. }) => root_host(&paths)?,
+        (None, _) => this_host()?,
     };
     if let Cmd::Verify { bundle } = &cli.cmd {
         return verify(bundle, host, &trust, &paths);
@@ -242,10 +244,15 @@ fn boot_without_revocations(cli: &Cli, paths: &Paths, keys: Vec<TrustedKey>) -> 
 
 /// The commands that work on the host, under the lock.
 fn on_host(app: &mut Applier, cmd: Cmd, g: &Global, paths: &Paths) -> Result<Exit> {
-    // Boot does its own recovery, and goes on when it fails.
+    // Boot does its own recovery, and goes on when it fails; an offline root has nothing live
+    // to recover.
     let plan_only = matches!(
         cmd,
-        Cmd::Plan { .. } | Cmd::Status | Cmd::Apply { dry_run: true, .. } | Cmd::Boot { .. }
+        Cmd::Plan { .. }
+            | Cmd::Status
+            | Cmd::Apply { dry_run: true, .. }
+            | Cmd::Boot { .. }
+            | Cmd::Install { .. }
     );
     if !plan_only {
         match app.recover() {
@@ -297,6 +304,22 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global, paths: &Paths) -> Result<Exi
             trial::try_bundle(app, args, g, paths)?
         }
         Cmd::Confirm => trial::confirm(app),
+        Cmd::Install { bundle } => match app.install_offline(&read_bundle(&bundle)?) {
+            Ok(n) => {
+                if json() {
+                    emit(
+                        serde_json::json!({"result": "installed", "generation": n, "root": g.root}),
+                    );
+                } else {
+                    outln!(
+                        "installed: generation {n} is current in {}; its first boot applies it",
+                        g.root.display()
+                    );
+                }
+                Exit::Ok
+            }
+            Err(e) => report(&e),
+        },
         Cmd::Status => {
             let pending = app.pending_try().ok().flatten();
             match app.status() {
@@ -645,6 +668,21 @@ fn diff(app: &mut Applier, from: u64, to: Option<u64>) -> Result<Exit> {
 fn read_bundle(path: &Path) -> Result<Vec<u8>> {
     crate::harden::read_bundle_file(path)
         .with_context(|| format!("reading bundle {}", path.display()))
+}
+
+/// The host name of an offline root (`ROOT/etc/hostname`), as profiles spell it.
+fn root_host(paths: &Paths) -> Result<String> {
+    let path = paths.host("/etc/hostname");
+    let name = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {}: give --host NAME, the host the root is for",
+            path.display()
+        )
+    })?;
+    match name.trim().split('.').next() {
+        Some(h) if !h.is_empty() => Ok(h.to_string()),
+        _ => anyhow::bail!("{} is empty: give --host NAME", path.display()),
+    }
 }
 
 /// This host's name as profiles spell it: the first label of the kernel's host name.
