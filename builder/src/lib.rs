@@ -4,8 +4,8 @@
 //! key), `build::write_bundle`, and the command layer in [`cmd`], which is what the `builder`
 //! binary runs. The builder never links the code that changes a host.
 //!
-//! Layers, each using only those listed before it: [`diag`], [`net`], [`model`] and [`psk`]
-//! (values and rules); [`fleet`] (cross-host checks on valid hosts) and [`profile`] (TOML to a
+//! Layers, each using only those listed before it: [`diag`], [`shape`], [`net`], [`model`] and
+//! [`psk`] (values and rules); [`fleet`] (cross-host checks on valid hosts) and [`profile`] (TOML to a
 //! validated fleet, using `fleet`); [`render`], [`sign`], [`build`], [`inspect`], [`cloudinit`]
 //! (bundles); [`cmd`] (the subcommands).
 
@@ -21,4 +21,5 @@ pub mod net;
 pub mod profile;
 pub mod psk;
 pub mod render;
+pub mod shape;
 pub mod sign;
