@@ -1,7 +1,7 @@
 //! `builder`: command-line front end. Parses arguments and dispatches; the work is in the library
 //! (`builder::cmd`, one module per subcommand).
 
-use builder::cmd::{build, check, cloud_init, inspect, keygen};
+use builder::cmd::{build, check, cloud_init, import, inspect, keygen};
 use bundle::Exit;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -68,6 +68,8 @@ enum Cmd {
     /// The user data holds HOST's signed bundle and the public key, and installs both (and,
     /// unless --no-packages, Open vSwitch) when the machine first boots.
     CloudInit(cloud_init::CloudInitArgs),
+    /// Write a profiles directory from another tool's configuration (ovs-crate's EDN map).
+    Import(import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Cmd::Build(args) => build::run(args),
         Cmd::Inspect(args) => inspect::run(args),
         Cmd::CloudInit(args) => cloud_init::run(args),
+        Cmd::Import(args) => import::run(args),
     };
     match outcome {
         Ok(exit) => exit.into(),

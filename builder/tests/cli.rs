@@ -69,8 +69,18 @@ fn check_shows_every_unknown_key_at_once_with_carets_and_a_suggestion() {
 /// at what an installed builder has (its help and man pages), not at the source tree's docs/.
 #[test]
 fn every_argument_has_help_text() {
-    for cmd in ["keygen", "check", "build", "inspect", "cloud-init"] {
-        let out = builder(Path::new("."), &[cmd, "--help"]);
+    for cmd in [
+        "keygen",
+        "check",
+        "build",
+        "inspect",
+        "cloud-init",
+        "import",
+        "import ovs-crate",
+    ] {
+        let mut args: Vec<&str> = cmd.split(' ').collect();
+        args.push("--help");
+        let out = builder(Path::new("."), &args);
         assert!(out.status.success());
         let help = text(&out.stdout);
         let lines: Vec<&str> = help.lines().collect();

@@ -58,7 +58,9 @@ pub(super) struct RawProfile {
 #[cfg_attr(test, serde(deny_unknown_fields))]
 pub(super) struct RawHost {
     pub(super) name: Spanned<String>,
-    pub(super) underlay_ip: Spanned<String>,
+    /// Required, but optional here so that a profile without it is still validated: the shape
+    /// check reports it missing.
+    pub(super) underlay_ip: Option<Spanned<String>>,
     pub(super) interfaces_file: Option<Spanned<String>>,
 }
 
@@ -95,7 +97,8 @@ pub(super) struct RawHostInterfaceTable {
 #[derive(Debug, Deserialize)]
 #[cfg_attr(test, serde(deny_unknown_fields))]
 pub(super) struct RawGre {
-    pub(super) remote_ip: Spanned<String>,
+    /// Required, as underlay_ip: a misspelt `remote_ipp` must not hide the file's other problems.
+    pub(super) remote_ip: Option<Spanned<String>>,
     pub(super) psk: Option<Spanned<String>>,
     pub(super) psk_file: Option<Spanned<String>>,
     pub(super) external: Option<bool>,
