@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 /// Compiles per-host TOML profiles into signed, reproducible ovs-bundle bundles.
 ///
-/// Exit codes: 0 success; 1 invalid profiles or any other failure; 64 bad usage (including an
-/// --expires-in of zero or past the largest Unix time, and a --serial more than 10 years ahead
-/// without --allow-far-serial).
+/// Exit codes: 0 success; 1 invalid profiles (for import: an invalid map, files that would be
+/// overwritten, or imported profiles that need edits) or any other failure; 64 bad usage
+/// (including an --expires-in of zero or past the largest Unix time, and a --serial more than 10
+/// years ahead without --allow-far-serial).
 #[derive(Parser)]
 #[command(name = "builder", version)]
 struct Cli {
@@ -49,7 +50,8 @@ enum Cmd {
     ///
     /// The original tool's keys are named differently: :interfaces-file is interfaces_file,
     /// :host-interfaces-to-connect is host_interfaces, :gre-connections is [[bridges.gre]],
-    /// :remote-ip is remote_ip, :act-as-forwarder is [bridges.forwarder].
+    /// :remote-ip is remote_ip, :act-as-forwarder is [bridges.forwarder];
+    /// `builder import ovs-crate` converts a whole EDN map.
     #[command(
         verbatim_doc_comment,
         about = "Validate every profile under DIR and print every problem found"

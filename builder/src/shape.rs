@@ -153,7 +153,10 @@ impl Walker<'_> {
                         meant.push(s);
                     }
                     let hint = match (ovs_crate_name(key), suggestion) {
-                        (Some(ours), _) => format!("this is ovs-crate's :{key}; here it is {ours}"),
+                        (Some(ours), _) => format!(
+                            "this is ovs-crate's :{key}; here it is {ours} (`builder import \
+                             ovs-crate` converts a whole EDN map)"
+                        ),
                         (None, Some(s)) => format!("did you mean `{s}`?"),
                         (None, None) => format!(
                             "{ctx} takes {}; {}",
