@@ -280,7 +280,12 @@ impl Reader<'_> {
     }
 
     fn gre(&mut self, bridge: &str, v: &Val) -> Option<IGre> {
-        let m = self.map(v, &format!("a GRE connection of {bridge}"), GRE_KEYS, true)?;
+        let m = self.map(
+            v,
+            &format!("a GRE connection of bridge {bridge:?}"),
+            GRE_KEYS,
+            true,
+        )?;
         let psk = match m.get("psk") {
             // Never quoted in a message: only its place is named.
             Some(p) => match &p.kind {
@@ -299,7 +304,7 @@ impl Reader<'_> {
         let Some(ip) = m.get("remote-ip") else {
             self.err(
                 &v.loc,
-                format!("a GRE connection of {bridge} has no :remote-ip"),
+                format!("a GRE connection of bridge {bridge:?} has no :remote-ip"),
                 "add :remote-ip \"192.0.2.2\"",
             );
             return None;
@@ -323,7 +328,7 @@ impl Reader<'_> {
     fn forwarder(&mut self, bridge: &str, v: &Val) -> Option<IForwarder> {
         let m = self.map(
             v,
-            &format!(":act-as-forwarder of {bridge}"),
+            &format!(":act-as-forwarder of bridge {bridge:?}"),
             FORWARDER_KEYS,
             true,
         )?;
@@ -332,7 +337,7 @@ impl Reader<'_> {
             None => {
                 self.err(
                     &v.loc,
-                    format!(":act-as-forwarder of {bridge} has no :{key}"),
+                    format!(":act-as-forwarder of bridge {bridge:?} has no :{key}"),
                     "it needs :from, :via and :source",
                 );
                 None
@@ -388,11 +393,18 @@ impl Reader<'_> {
                         Some(s) => format!("did you mean :{s}?"),
                         None => format!("{what} takes {}", list(known)),
                     };
-                    self.err(&k.loc, format!("unknown key :{name} in {what}"), hint);
+                    self.err(
+                        &k.loc,
+                        format!("unknown key :{} in {what}", name.escape_debug()),
+                        hint,
+                    );
                 } else {
                     self.note(
                         &k.loc,
-                        format!(":{name} in {what} is not ovs-crate's: ignored"),
+                        format!(
+                            ":{} in {what} is not ovs-crate's: ignored",
+                            name.escape_debug()
+                        ),
                     );
                 }
                 continue;
