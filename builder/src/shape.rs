@@ -146,8 +146,11 @@ impl Walker<'_> {
                     self.item(item, &f.kind, key, &inner, key_span);
                 }
                 None => {
-                    // Never shown: a misspelt `psk` is still a PSK.
-                    self.out.secret_spans.extend(item.span());
+                    // Never shown: a misspelt `psk` is still a PSK. Only a value: the span of
+                    // a table is its header (`[[bridge]]`), which holds the key, not a secret.
+                    if let Item::Value(v) = item {
+                        self.out.secret_spans.extend(v.span());
+                    }
                     let suggestion = suggest(key, fields);
                     if let Some(s) = suggestion {
                         meant.push(s);
@@ -364,6 +367,17 @@ mod tests {
         assert!(got[1].contains("did you mean `psk_file`?"), "{}", got[1]);
         assert!(got[2]
             .starts_with("f.toml:4:12: error: `external` must be true or false, not an integer"));
+    }
+
+    #[test]
+    fn an_unknown_table_header_is_not_masked() {
+        let c = run("[[gree]]\nremote_ip = \"1.2.3.4\"\n");
+        assert!(c.secret_spans.is_empty(), "{:?}", c.secret_spans);
+        assert!(
+            c.diags[0].to_string().contains("did you mean `gre`?"),
+            "{}",
+            c.diags[0]
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ fn check_shows_every_unknown_key_at_once_with_carets_and_a_suggestion() {
     assert!(!err.contains("never-shown"), "{err}");
     assert!(!err.contains("docs/profiles.md"), "{err}");
     assert!(
-        err.ends_with("builder: 8 error(s); nothing was built\n"),
+        err.ends_with("builder: 9 error(s); nothing was built\n"),
         "{err}"
     );
 }
