@@ -56,7 +56,7 @@ pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
             .into_owned();
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                if let Some(host) = parse_host(path, &rel, &text, &mut sources, &mut diags) {
+                if let Some(host) = parse_host_with(path, &rel, &text, &mut sources, &mut diags) {
                     hosts.push(host);
                 }
             }
@@ -94,9 +94,14 @@ pub const KEYS_HELP: &str =
     "every key is listed by `builder help check` and in the builder-check(1) man page";
 
 /// Parses and validates one host profile. `path` is where it is read from (for messages and to
-/// resolve relative paths); `rel` is its path relative to the profiles directory. Its text goes
-/// into `sources`, for the snippets of its diagnostics.
-fn parse_host(
+/// resolve relative paths); `rel` is its path relative to the profiles directory. Its
+/// diagnostics have no snippets (the fuzz target calls this).
+pub fn parse_host(path: &Path, rel: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Host> {
+    parse_host_with(path, rel, text, &mut Sources::default(), diags)
+}
+
+/// [`parse_host`], its text put into `sources` for the snippets of its diagnostics.
+fn parse_host_with(
     path: &Path,
     rel: &str,
     text: &str,
