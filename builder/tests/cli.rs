@@ -39,6 +39,70 @@ fn check_reports_every_error_and_exits_1() {
     );
 }
 
+/// Two misspelt keys in one file (`psk_fil`, `remote_ipp`) took two runs: both show in one, each
+/// with its place, the line with carets under the key, and the key it was meant to be; the
+/// value of an unknown key (it may be a misspelt `psk`) is never shown.
+#[test]
+fn check_shows_every_unknown_key_at_once_with_carets_and_a_suggestion() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors/unknown-keys-at-once");
+    let out = builder(&dir, &["check", "."]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "./hosts/h1.toml:13:1: error: unknown key `remote_ipp` in [[bridges.gre]]\n  \
+         13 | remote_ipp = \"*********\"\n     | ^^^^^^^^^^\n  hint: did you mean `remote_ip`?\n",
+        "./hosts/h1.toml:14:1: error: unknown key `psk_fil` in [[bridges.gre]]\n  \
+         14 | psk_fil = \"****************\"\n     | ^^^^^^^\n  hint: did you mean `psk_file`?\n",
+        "./hosts/h2.toml:4:15: error: underlay_ip \"192.0.2.300\" is not an IPv4 address\n",
+    ] {
+        assert!(err.contains(want), "missing:\n{want}\nin:\n{err}");
+    }
+    assert!(!err.contains("never-shown"), "{err}");
+    assert!(!err.contains("docs/profiles.md"), "{err}");
+    assert!(
+        err.ends_with("builder: 9 error(s); nothing was built\n"),
+        "{err}"
+    );
+}
+
+/// Every argument and option of every subcommand has a help text, and the hints of errors point
+/// at what an installed builder has (its help and man pages), not at the source tree's docs/.
+#[test]
+fn every_argument_has_help_text() {
+    for cmd in [
+        "keygen",
+        "check",
+        "build",
+        "inspect",
+        "cloud-init",
+        "import",
+        "import ovs-crate",
+    ] {
+        let mut args: Vec<&str> = cmd.split(' ').collect();
+        args.push("--help");
+        let out = builder(Path::new("."), &args);
+        assert!(out.status.success());
+        let help = text(&out.stdout);
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let item =
+                line.starts_with("  <") || line.starts_with("  -") || line.starts_with("      --");
+            if !item {
+                continue;
+            }
+            // Long help puts the text on the next line, short help beside the name.
+            let beside = line.trim().split_once("  ").is_some();
+            let below = lines
+                .get(i + 1)
+                .is_some_and(|n| n.starts_with("          "));
+            assert!(
+                beside || below,
+                "builder {cmd}: {line:?} has no help text:\n{help}"
+            );
+        }
+    }
+}
+
 #[test]
 fn check_accepts_the_shipped_profiles() {
     let out = builder(Path::new("."), &["check", &profiles()]);

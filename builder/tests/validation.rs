@@ -54,6 +54,8 @@ cases! {
     psk_and_psk_file => "psk-and-psk-file",
     verbatim_conflict => "verbatim-conflict",
     unknown_key => "unknown-key",
+    unknown_keys_at_once => "unknown-keys-at-once",
+    toml_syntax => "toml-syntax",
     host_name_mismatch => "host-name-mismatch",
     datapath_unknown => "datapath-unknown",
     duplicate_underlay => "duplicate-underlay",
@@ -73,7 +75,7 @@ cases! {
 fn every_error_case_has_a_test() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 33, "add the new case to the cases! list above");
+    assert_eq!(count, 35, "add the new case to the cases! list above");
 }
 
 /// A forwarder may NAT out of another bridge's own interface: on a userspace-datapath host the

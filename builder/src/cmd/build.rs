@@ -12,13 +12,17 @@ use std::path::PathBuf;
 // No doc comment here: clap would take it as the subcommand's help, which `main.rs` sets.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
+    /// The profiles directory: DIR/hosts/<host>.toml, one per host, and optionally DIR/fleet.toml.
     pub dir: PathBuf,
+    /// Directory to write the bundles to, OUTDIR/<host>.tgz (mode 0600: they hold PSKs); created
+    /// if missing. A bundle already there is replaced atomically and compared with the new one.
     #[arg(long, value_name = "OUTDIR")]
     pub out: PathBuf,
     /// Secret key to sign with. Without it, ./keys/builder.key is used, created on first use.
     #[arg(long, value_name = "SECRET")]
     pub key: Option<PathBuf>,
-    /// Passphrase file for an encrypted key (otherwise it is asked for).
+    /// File holding the passphrase of an encrypted --key (otherwise it is asked for on the
+    /// terminal). Never give a passphrase on the command line.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// Build only this host.

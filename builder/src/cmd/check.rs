@@ -8,6 +8,7 @@ use std::path::PathBuf;
 // No doc comment here: clap would take it as the subcommand's help, which `main.rs` sets.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The profiles directory: DIR/hosts/<host>.toml, one per host, and optionally DIR/fleet.toml.
     pub dir: PathBuf,
 }
 

@@ -13,17 +13,22 @@ use std::path::PathBuf;
 // No doc comment here: clap would take it as the subcommand's help, which `main.rs` sets.
 #[derive(Debug, Args)]
 pub struct CloudInitArgs {
+    /// The host to write user data for: the name of one of the profiles (hosts/HOST.toml).
     pub host: String,
     /// The profiles directory.
     #[arg(long, value_name = "DIR", default_value = "profiles")]
     pub profiles: PathBuf,
+    /// Where to write the #cloud-config user data (mode 0600: it holds the bundle and so its
+    /// PSKs); replaced atomically if it exists.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// Secret key to sign with (default: ./keys/builder.key, as for build).
     #[arg(long, value_name = "SECRET")]
     pub key: Option<PathBuf>,
+    /// File holding the passphrase of an encrypted --key (otherwise it is asked for).
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Bundle serial (default: the current Unix time).
     #[arg(long, value_name = "N")]
     pub serial: Option<u64>,
     /// Accept a --serial more than 10 years ahead of the current Unix time.

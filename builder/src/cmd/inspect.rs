@@ -8,6 +8,8 @@ use std::path::PathBuf;
 // No doc comment here: clap would take it as the subcommand's help, which `main.rs` sets.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// A bundle file (<host>.tgz) as written by `builder build`. Its signature is not checked
+    /// here: `applier verify` on a host does that.
     pub bundle: PathBuf,
 }
 

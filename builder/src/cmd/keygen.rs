@@ -10,8 +10,12 @@ use std::path::PathBuf;
 // No doc comment here: clap would take it as the subcommand's help, which `main.rs` sets.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
+    /// Where to write the new secret (signing) key, mode 0600; encrypted with a passphrase unless
+    /// --unencrypted. Keep it on the build machine only. An existing file is never overwritten.
     #[arg(long, value_name = "FILE")]
     pub secret_key: PathBuf,
+    /// Where to write the public key, which hosts trust: install it on each host as
+    /// /etc/ovs-bundle/trusted.d/<name>.pub. An existing file is never overwritten.
     #[arg(long, value_name = "FILE")]
     pub public_key: PathBuf,
     /// Store the secret key unencrypted (mode 0600): for CI and examples only.

@@ -11,6 +11,7 @@
 pub mod build;
 pub mod check;
 pub mod cloud_init;
+pub mod import;
 pub mod inspect;
 mod key;
 pub mod keygen;

@@ -3,9 +3,10 @@
 //! mesh never forms a forwarding loop; their keys are none, one shared key, or one per pair
 //! derived from a fleet secret.
 
-use crate::diag::{Diagnostic, Loc, SourceMap};
+use crate::diag::{Diagnostic, Loc, SourceMap, Sources};
 use crate::model::{gre_port_name, Gre, Host};
 use crate::psk::{self, PskError};
+use crate::shape::{Field, Kind};
 use bundle::psk::Psk;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -13,15 +14,28 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use toml::Spanned;
 
+/// Every key of fleet.toml, for the shape check (see `profile::raw` for why serde refuses unknown
+/// keys only in tests).
+const FLEET: &[Field] = &[Field::opt("mesh", Kind::Tables(MESH))];
+const MESH: &[Field] = &[
+    Field::req("bridge", Kind::Str),
+    Field::req("members", Kind::Array(&Kind::Str)),
+    Field::opt("psk_file", Kind::Str),
+    Field::opt("psk_secret_file", Kind::Str),
+];
+
+/// Where the keys of fleet.toml are documented, for hints.
+const FLEET_HELP: &str = "fleet.toml is described by `builder help check` and in builder-check(1)";
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 struct RawFleet {
     #[serde(default)]
     mesh: Vec<Spanned<RawMesh>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 struct RawMesh {
     bridge: Spanned<String>,
     members: Vec<Spanned<String>>,
@@ -49,25 +63,51 @@ pub fn derive_psk(secret: &[u8], bridge: &str, a: &str, b: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// Reads `dir/fleet.toml` (if any) and adds each mesh's tunnels to its members' bridges.
-pub fn expand_meshes(dir: &Path, hosts: &mut [Host], diags: &mut Vec<Diagnostic>) {
+/// Reads `dir/fleet.toml` (if any) and adds each mesh's tunnels to its members' bridges. Its
+/// text goes into `sources` for the snippets of its diagnostics.
+pub fn expand_meshes(
+    dir: &Path,
+    hosts: &mut [Host],
+    sources: &mut Sources,
+    diags: &mut Vec<Diagnostic>,
+) {
     let path = dir.join("fleet.toml");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return;
     };
-    let map = SourceMap::new(path.display().to_string(), &text);
-    let raw: RawFleet = match toml::from_str(&text) {
-        Ok(r) => r,
+    let file = path.display().to_string();
+    let map = SourceMap::new(file.clone(), &text);
+    let doc = match toml_edit::ImDocument::parse(text.as_str()) {
+        Ok(doc) => doc,
         Err(e) => {
-            let loc = e.span().map(|s| map.loc(s.start));
+            sources.add_unparsed(&file, &text);
+            let loc = e.span().map(|s| map.span_loc(&s));
             diags.push(
                 Diagnostic::error(loc, e.message().trim_end().to_string())
-                    .hint("see docs/profiles.md for fleet.toml"),
+                    .hint("this is not valid TOML there; fix the syntax, then run check again"),
             );
             return;
         }
     };
-    let at = |span: std::ops::Range<usize>| Some(map.loc(span.start));
+    let shape = crate::shape::check(doc.as_table(), FLEET, &map, FLEET_HELP);
+    sources.add(&file, &text, shape.secret_spans);
+    let shape_ok = shape.diags.is_empty();
+    diags.extend(shape.diags);
+    let raw: RawFleet = match toml::from_str(&text) {
+        Ok(r) if shape_ok => r,
+        Ok(_) => return,
+        Err(e) => {
+            // Reported by the shape check already unless the two disagree.
+            if shape_ok {
+                let loc = e.span().map(|s| map.span_loc(&s));
+                diags.push(
+                    Diagnostic::error(loc, e.message().trim_end().to_string()).hint(FLEET_HELP),
+                );
+            }
+            return;
+        }
+    };
+    let at = |span: std::ops::Range<usize>| Some(map.span_loc(&span));
     let index: HashMap<String, usize> = hosts
         .iter()
         .enumerate()
@@ -228,5 +268,22 @@ pub fn expand_meshes(dir: &Path, hosts: &mut [Host], diags: &mut Vec<Diagnostic>
             }
             hosts[h].bridges[b].gre.extend(added);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape check's keys of fleet.toml and serde's (refusing unknown keys in tests) agree.
+    #[test]
+    fn every_schema_key_is_read() {
+        let text = "[[mesh]]\nbridge = \"br0\"\nmembers = [\"a\", \"b\"]\npsk_file = \"f\"\n\
+                    psk_secret_file = \"g\"\n";
+        let doc = toml_edit::ImDocument::parse(text).unwrap();
+        let checked = crate::shape::check(doc.as_table(), FLEET, &SourceMap::new("f", text), "");
+        assert!(checked.diags.is_empty(), "{:#?}", checked.diags);
+        let raw: RawFleet = toml::from_str(text).unwrap();
+        assert_eq!(raw.mesh.len(), 1);
     }
 }

@@ -1,7 +1,8 @@
 //! Profiles: TOML in, validated [`Fleet`] out.
 //!
-//! Parsing and validation are separate steps: serde turns each file into raw values that keep
-//! their source spans ([`raw`]), then validation ([`validate`]) checks every rule and collects
+//! Parsing and validation are separate steps: the shape check ([`crate::shape`]) reports every
+//! unknown, missing or mistyped key, serde turns each file into raw values that keep their source
+//! spans ([`raw`]), then validation ([`validate`]) checks every rule and collects
 //! every problem, each with the `file:line:col` it is about and a hint, before anything is
 //! rendered. Reading the files the profiles name (PSKs, verbatim interfaces files) is the only I/O
 //! here. Once every host is valid on its own, [`crate::fleet`] adds meshes and checks the hosts
@@ -10,7 +11,7 @@
 mod raw;
 mod validate;
 
-use crate::diag::{Diagnostic, Severity, SourceMap};
+use crate::diag::{Diagnostic, Severity, SourceMap, Sources};
 use crate::fleet::{check_fleet, expand_meshes};
 use crate::model::{Fleet, Host};
 use std::path::{Path, PathBuf};
@@ -42,9 +43,10 @@ pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
             None,
             format!("no host profiles (*.toml) in {}", hosts_dir.display()),
         )
-        .hint("create hosts/<host>.toml; see docs/profiles.md")]);
+        .hint(format!("create hosts/<host>.toml; {KEYS_HELP}"))]);
     }
     let mut diags = Vec::new();
+    let mut sources = Sources::default();
     let mut hosts = Vec::new();
     for path in &paths {
         let rel = path
@@ -54,7 +56,7 @@ pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
             .into_owned();
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                if let Some(host) = parse_host(path, &rel, &text, &mut diags) {
+                if let Some(host) = parse_host_with(path, &rel, &text, &mut sources, &mut diags) {
                     hosts.push(host);
                 }
             }
@@ -68,13 +70,14 @@ pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
     // Meshes and cross-host checks only once every host is valid on its own: a host dropped for
     // a typo would otherwise also be reported as missing by every mesh and link that names it.
     if diags.is_empty() {
-        expand_meshes(dir, &mut hosts, &mut diags);
+        expand_meshes(dir, &mut hosts, &mut sources, &mut diags);
     }
     if diags.is_empty() {
         check_fleet(&hosts, &mut diags);
     }
     // Stable: a file's problems in the order they appear in it, files in name order.
     diags.sort_by(|a, b| a.loc.cmp(&b.loc));
+    sources.attach(&mut diags);
     let (errors, notes): (Vec<_>, Vec<_>) = diags
         .into_iter()
         .partition(|d| d.severity == Severity::Error);
@@ -85,22 +88,61 @@ pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
     }
 }
 
+/// Where every key a profile and fleet.toml may have is documented, for hints: the man page,
+/// which an installed builder has (docs/ is in the source tree only).
+pub const KEYS_HELP: &str =
+    "every key is listed by `builder help check` and in the builder-check(1) man page";
+
 /// Parses and validates one host profile. `path` is where it is read from (for messages and to
-/// resolve relative paths); `rel` is its path relative to the profiles directory.
+/// resolve relative paths); `rel` is its path relative to the profiles directory. Its
+/// diagnostics have no snippets (the fuzz target calls this).
 pub fn parse_host(path: &Path, rel: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Host> {
-    let map = SourceMap::new(path.display().to_string(), text);
+    parse_host_with(path, rel, text, &mut Sources::default(), diags)
+}
+
+/// [`parse_host`], its text put into `sources` for the snippets of its diagnostics.
+fn parse_host_with(
+    path: &Path,
+    rel: &str,
+    text: &str,
+    sources: &mut Sources,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Host> {
+    let file = path.display().to_string();
+    let map = SourceMap::new(file.clone(), text);
+    let doc = match toml_edit::ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            sources.add_unparsed(&file, text);
+            let loc = e.span().map(|s| map.span_loc(&s));
+            diags.push(
+                Diagnostic::error(loc, e.message().trim_end().to_string())
+                    .hint("this is not valid TOML there; fix the syntax, then run check again"),
+            );
+            return None;
+        }
+    };
+    let shape = crate::shape::check(doc.as_table(), raw::PROFILE, &map, KEYS_HELP);
+    sources.add(&file, text, shape.secret_spans);
+    let shape_ok = shape.diags.is_empty();
+    diags.extend(shape.diags);
     let raw: raw::RawProfile = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            let loc = e.span().map(|s| map.loc(s.start));
-            diags.push(
-                Diagnostic::error(loc, e.message().trim_end().to_string())
-                    .hint("see docs/profiles.md for every key a profile may have"),
-            );
+            // What serde stops at, the shape check has already reported at its own place (and
+            // with everything else): serde's word is needed only where the two disagree.
+            if shape_ok {
+                let loc = e.span().map(|s| map.span_loc(&s));
+                diags.push(
+                    Diagnostic::error(loc, e.message().trim_end().to_string()).hint(KEYS_HELP),
+                );
+            }
             return None;
         }
     };
     let before = diags.len();
     let host = validate::host(&raw, &map, path, rel, diags);
-    (diags.len() == before).then_some(host).flatten()
+    (diags.len() == before && shape_ok)
+        .then_some(host)
+        .flatten()
 }

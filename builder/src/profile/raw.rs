@@ -1,12 +1,53 @@
 //! The raw shape of a host profile, as serde reads it from TOML: every key a profile may have,
-//! unknown keys refused, and source spans kept so validation can point at the exact place.
-//! Nothing here is checked beyond TOML types; that is [`super::validate`]'s job.
+//! and source spans kept so validation can point at the exact place. Nothing here is checked
+//! beyond TOML types; that is [`super::validate`]'s job.
+//!
+//! [`PROFILE`] lists the same keys for [`crate::shape`], which reports every unknown, missing or
+//! mistyped key at once before serde runs. serde therefore ignores unknown keys in a build (so a
+//! profile with a typo is still validated and all its problems shown in one run), and refuses
+//! them in unit tests, where `every_schema_key_is_read` proves the two lists agree.
 
+use crate::shape::{Field, Kind};
 use serde::Deserialize;
 use toml::Spanned;
 
+/// Every key of a host profile, for the shape check. Keep in step with the structs below.
+pub(super) const PROFILE: &[Field] = &[
+    Field::req("host", Kind::Table(HOST)),
+    Field::opt("bridges", Kind::Tables(BRIDGE)),
+];
+const HOST: &[Field] = &[
+    Field::req("name", Kind::Str),
+    Field::req("underlay_ip", Kind::Str),
+    Field::opt("interfaces_file", Kind::Str),
+];
+const BRIDGE: &[Field] = &[
+    Field::req("name", Kind::Str),
+    Field::opt("datapath", Kind::Str),
+    Field::opt("rstp", Kind::Bool),
+    Field::opt("host_interfaces", Kind::Array(&Kind::StrOrTable(HOST_IF))),
+    Field::opt("physical_interfaces", Kind::Array(&Kind::Str)),
+    Field::opt("gre", Kind::Tables(GRE)),
+    Field::opt("forwarder", Kind::Table(FORWARDER)),
+];
+const HOST_IF: &[Field] = &[
+    Field::req("name", Kind::Str),
+    Field::opt("address", Kind::Str),
+];
+const GRE: &[Field] = &[
+    Field::req("remote_ip", Kind::Str),
+    Field::secret("psk"),
+    Field::opt("psk_file", Kind::Str),
+    Field::opt("external", Kind::Bool),
+];
+const FORWARDER: &[Field] = &[
+    Field::req("from", Kind::Str),
+    Field::req("via", Kind::Str),
+    Field::req("source", Kind::Str),
+];
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 pub(super) struct RawProfile {
     pub(super) host: RawHost,
     #[serde(default)]
@@ -14,15 +55,17 @@ pub(super) struct RawProfile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 pub(super) struct RawHost {
     pub(super) name: Spanned<String>,
-    pub(super) underlay_ip: Spanned<String>,
+    /// Required, but optional here so that a profile without it is still validated: the shape
+    /// check reports it missing.
+    pub(super) underlay_ip: Option<Spanned<String>>,
     pub(super) interfaces_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 pub(super) struct RawBridge {
     pub(super) name: Spanned<String>,
     pub(super) datapath: Option<Spanned<String>>,
@@ -45,25 +88,67 @@ pub(super) enum RawHostInterface {
 
 // Inside an untagged enum serde buffers values, which loses spans: the element's span is used.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 pub(super) struct RawHostInterfaceTable {
     pub(super) name: String,
     pub(super) address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 pub(super) struct RawGre {
-    pub(super) remote_ip: Spanned<String>,
+    /// Required, as underlay_ip: a misspelt `remote_ipp` must not hide the file's other problems.
+    pub(super) remote_ip: Option<Spanned<String>>,
     pub(super) psk: Option<Spanned<String>>,
     pub(super) psk_file: Option<Spanned<String>>,
     pub(super) external: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 pub(super) struct RawForwarder {
     pub(super) from: Spanned<String>,
     pub(super) via: Spanned<String>,
     pub(super) source: Spanned<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::SourceMap;
+
+    /// A profile with every key [`PROFILE`] lists, each table in both of its forms: the shape
+    /// check must accept it, and serde (refusing unknown keys in tests) must read every key.
+    #[test]
+    fn every_schema_key_is_read() {
+        let text = r#"
+[host]
+name = "h1"
+underlay_ip = "192.0.2.1"
+interfaces_file = "x"
+
+[[bridges]]
+name = "br0"
+datapath = "system"
+rstp = true
+host_interfaces = ["a", { name = "b", address = "10.0.0.1/24" }]
+physical_interfaces = ["eth1"]
+gre = [{ remote_ip = "192.0.2.3", psk = "0123456789abcdef", psk_file = "f", external = true }]
+forwarder = { from = "a", via = "eth0", source = "10.0.0.0/24" }
+
+[[bridges]]
+name = "br1"
+[[bridges.gre]]
+remote_ip = "192.0.2.2"
+[bridges.forwarder]
+from = "a"
+via = "eth0"
+source = "10.0.0.0/24"
+"#;
+        let doc = toml_edit::ImDocument::parse(text).unwrap();
+        let checked = crate::shape::check(doc.as_table(), PROFILE, &SourceMap::new("f", text), "");
+        assert!(checked.diags.is_empty(), "{:#?}", checked.diags);
+        let raw: RawProfile = toml::from_str(text).unwrap();
+        assert_eq!(raw.bridges.len(), 2);
+    }
 }

@@ -78,7 +78,12 @@ impl Validator<'_> {
                 format!("name the file hosts/{name}.toml, so each host has exactly one profile"),
             );
         }
-        let underlay = self.ipv4(&raw.host.underlay_ip, "underlay_ip");
+        // Missing: the shape check has said so; the rest of the host is still validated.
+        let underlay = raw
+            .host
+            .underlay_ip
+            .as_ref()
+            .and_then(|u| self.ipv4(u, "underlay_ip"));
         let interfaces_file = raw.host.interfaces_file.as_ref().and_then(|f| {
             let bytes = self.read_file(f, "interfaces_file")?;
             match String::from_utf8(bytes) {
@@ -179,10 +184,14 @@ impl Validator<'_> {
         for rg in &rb.gre {
             let loc = self.at(rg);
             let psk = self.psk(rg.get_ref());
-            let Some(remote_ip) = self.ipv4(&rg.get_ref().remote_ip, "remote_ip") else {
+            // Missing: the shape check has said so (or suggested it for a misspelt key).
+            let Some(raw_remote) = rg.get_ref().remote_ip.as_ref() else {
                 continue;
             };
-            let remote_loc = self.at(&rg.get_ref().remote_ip);
+            let Some(remote_ip) = self.ipv4(raw_remote, "remote_ip") else {
+                continue;
+            };
+            let remote_loc = self.at(raw_remote);
             if Some(remote_ip) == underlay {
                 self.err(
                     remote_loc.clone(),
