@@ -7,6 +7,7 @@ use crate::paths::Paths;
 use crate::system::{SysError, System};
 use bundle::firewall::{guard_chain, GUARD_CHAIN};
 use bundle::state::PSK_OPTION;
+use bundle::tunnel::TunnelKind;
 use bundle::{sysctl, Chains, OvsState, PortRole, VerifiedBundle};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -92,10 +93,13 @@ fn skb_mark_for(ovs: &OvsState) -> Option<String> {
 }
 
 /// The remote addresses of the tunnels with a PSK.
-fn psk_peers(ovs: &OvsState) -> impl Iterator<Item = &str> {
+fn psk_peers(ovs: &OvsState) -> impl Iterator<Item = (&str, TunnelKind)> {
     ovs.ports()
         .filter(|(_, p)| p.role == PortRole::Gre && p.interface.options.contains_key(PSK_OPTION))
-        .filter_map(|(_, p)| p.interface.options.get("remote_ip").map(String::as_str))
+        .filter_map(|(_, p)| {
+            let kind = TunnelKind::parse(&p.interface.kind)?;
+            Some((p.interface.options.get("remote_ip")?.as_str(), kind))
+        })
 }
 
 /// Every name that reaches OVS, ifup/ifdown or the kernel must be one they cannot misread (a

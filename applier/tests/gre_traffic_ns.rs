@@ -1,6 +1,8 @@
 //! Two hosts (network namespaces joined by a veth pair), each with its own OVS. The underlay
 //! address sits on a hand-made `br-phy` holding the veth, as OVS's userspace tunnels need; the
-//! bundles create the tunnel bridges. After `applier apply` on both, traffic crosses the tunnel.
+//! bundles create the tunnel bridges. After `applier apply` on both, traffic crosses the tunnel:
+//! plain GRE, and several bridges to the same peer told apart by GRE keys and by type (VXLAN),
+//! whose traffic stays on its own bridge.
 
 mod common;
 use common::{check, host, text, TestHost};
@@ -35,8 +37,8 @@ fn profile(name: &str, me: &str, peer: &str, addr: &str) -> String {
     )
 }
 
-#[test]
-fn two_hosts_pass_traffic_over_gre_after_apply() {
+/// Two hosts joined by a veth pair, underlay addresses 10.98.0.1 and .2 on their br-phy.
+fn two_hosts() -> (TestHost, TestHost) {
     let a = host("a");
     let b = host("b");
     let (va, vb) = (
@@ -55,6 +57,30 @@ fn two_hosts_pass_traffic_over_gre_after_apply() {
     );
     underlay(&a, &va, "10.98.0.1/24");
     underlay(&b, &vb, "10.98.0.2/24");
+    (a, b)
+}
+
+/// Pings `addr` from `h` until it answers (the first packets wait for OVS's tunnel neighbour
+/// resolution), or fails with vswitchd's log.
+fn ping(h: &TestHost, addr: &str) {
+    let mut last = String::new();
+    for _ in 0..10 {
+        let out = h.exec("ping", &["-c", "1", "-W", "1", addr]);
+        if out.status.success() {
+            return;
+        }
+        last = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    }
+    let log = std::fs::read_to_string(h.ovs.join("ovs-vswitchd.log")).unwrap_or_default();
+    panic!(
+        "no reply from {addr}:\n{last}\nvswitchd log tail:\n{}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn two_hosts_pass_traffic_over_gre_after_apply() {
+    let (a, b) = two_hosts();
     let ba = a.bundle(
         "a",
         &profile("a", "10.98.0.1", "10.98.0.2", "10.21.0.1/24"),
@@ -67,18 +93,69 @@ fn two_hosts_pass_traffic_over_gre_after_apply() {
     );
     check(a.applier(&["apply", ba.to_str().unwrap()]), "apply a");
     check(b.applier(&["apply", bb.to_str().unwrap()]), "apply b");
-    // The first packets wait for OVS's tunnel neighbour resolution; allow a few tries.
-    let mut last = String::new();
-    for _ in 0..10 {
-        let out = a.exec("ping", &["-c", "1", "-W", "1", "10.21.0.2"]);
-        if out.status.success() {
-            return;
+    ping(&a, "10.21.0.2");
+}
+
+/// Three bridges per host to the same peer: GRE with key 1, GRE with key 2, and VXLAN. Each
+/// pair of bridges talks; a frame from one bridge never reaches another (their MAC tables).
+#[test]
+fn keyed_and_vxlan_tunnels_to_one_peer_keep_their_bridges_apart() {
+    let (a, b) = two_hosts();
+    let profile = |name: &str, me: &str, peer: &str, n: u8| {
+        let mut p = format!("[host]\nname = \"{name}\"\nunderlay_ip = \"{me}\"\n");
+        for (br, kind, key, net) in [
+            ("br-k1", "gre", "key = 1\n", 31),
+            ("br-k2", "gre", "key = 2\n", 32),
+            ("br-vx", "vxlan", "", 33),
+        ] {
+            p.push_str(&format!(
+                "\n[[bridges]]\nname = \"{br}\"\ndatapath = \"netdev\"\n\
+                 host_interfaces = [{{ name = \"p{net}\", address = \"10.{net}.0.{n}/24\" }}]\n\
+                 [[bridges.gre]]\nremote_ip = \"{peer}\"\ntype = \"{kind}\"\n{key}external = true\n"
+            ));
         }
-        last = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    }
-    let log = std::fs::read_to_string(a.ovs.join("ovs-vswitchd.log")).unwrap_or_default();
-    panic!(
-        "no reply over GRE:\n{last}\nvswitchd log tail:\n{}",
-        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        p
+    };
+    let ba = a.bundle("a", &profile("a", "10.98.0.1", "10.98.0.2", 1), 1);
+    let bb = b.bundle("b", &profile("b", "10.98.0.2", "10.98.0.1", 2), 1);
+    check(a.applier(&["apply", ba.to_str().unwrap()]), "apply a");
+    check(b.applier(&["apply", bb.to_str().unwrap()]), "apply b");
+    // Port names carry type and key; the key is set on the interface.
+    let mut ports = a.ports("br-k1");
+    ports.extend(a.ports("br-k2"));
+    ports.extend(a.ports("br-vx"));
+    ports.sort();
+    assert_eq!(
+        ports,
+        [
+            "g0a620002k1",
+            "g0a620002k2",
+            "p31",
+            "p32",
+            "p33",
+            "vxl-0a620002"
+        ]
     );
+    assert_eq!(a.iface("g0a620002k2", "options:key"), "\"2\"");
+    assert_eq!(a.iface("vxl-0a620002", "type"), "vxlan");
+    for addr in ["10.31.0.2", "10.32.0.2", "10.33.0.2"] {
+        ping(&a, addr);
+    }
+    // A's p31 is known to b's br-k1 only: its frames (ARP broadcasts included) never left
+    // their key.
+    let mac = a.exec("cat", &["/sys/class/net/p31/address"]).stdout;
+    let mac = text(&mac).trim().to_string();
+    let ctl = b.ovs.join("ovs-vswitchd.ctl").display().to_string();
+    let fdb = |br: &str| {
+        check(
+            b.exec("ovs-appctl", &["-t", &ctl, "fdb/show", br]),
+            "ovs-appctl fdb/show",
+        )
+    };
+    assert!(fdb("br-k1").contains(&mac), "{}", fdb("br-k1"));
+    for br in ["br-k2", "br-vx"] {
+        assert!(!fdb(br).contains(&mac), "{br} learnt {mac}:\n{}", fdb(br));
+    }
+    let status = a.applier(&["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
 }

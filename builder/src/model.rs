@@ -4,6 +4,7 @@
 use crate::diag::Loc;
 use crate::net::Ipv4Cidr;
 use bundle::psk::Psk;
+use bundle::tunnel::TunnelKind;
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone)]
@@ -70,6 +71,10 @@ pub struct HostInterface {
 pub struct Gre {
     pub port: String,
     pub remote_ip: Ipv4Addr,
+    /// GRE (the default), VXLAN or Geneve.
+    pub kind: TunnelKind,
+    /// GRE key or VNI: required where two tunnels of a type share a peer.
+    pub key: Option<u32>,
     pub psk: Option<Psk>,
     /// Where the connection was declared: a `[[bridges.gre]]` entry or a `[[mesh]]`.
     pub loc: Loc,
@@ -87,8 +92,8 @@ pub struct Forwarder {
     pub loc: Loc,
 }
 
-/// The stable OVS port name of the GRE tunnel to `remote`: derived from the peer's address alone,
-/// so adding or removing other peers never renames it, and at most 15 bytes (`gre-` + 8 hex).
+/// The stable OVS port name of the plain (keyless) GRE tunnel to `remote`, as meshes make them;
+/// every type and key: [`bundle::tunnel::port_name`].
 pub fn gre_port_name(remote: Ipv4Addr) -> String {
-    format!("gre-{:08x}", u32::from(remote))
+    bundle::tunnel::port_name(TunnelKind::Gre, remote, None)
 }

@@ -16,6 +16,8 @@ use toml_edit::{Item, Table, Value};
 pub enum Kind {
     Str,
     Bool,
+    /// An integer (range checks are validation's).
+    Int,
     /// An array whose elements are of the inner kind.
     Array(&'static Kind),
     /// A table: `[name]`, a dotted key, or an inline `{ … }`.
@@ -215,7 +217,8 @@ impl Walker<'_> {
     fn value(&mut self, v: &Value, kind: &'static Kind, key: &str, ctx: &str) {
         match (kind, v) {
             (Kind::Str | Kind::StrOrTable(_), Value::String(_))
-            | (Kind::Bool, Value::Boolean(_)) => {}
+            | (Kind::Bool, Value::Boolean(_))
+            | (Kind::Int, Value::Integer(_)) => {}
             (Kind::Array(inner), Value::Array(a)) => {
                 for el in a.iter() {
                     self.value(el, inner, key, ctx);
@@ -259,6 +262,7 @@ impl Walker<'_> {
         let ex = match kind {
             Kind::Str => "name = \"value\"",
             Kind::Bool => "rstp = true",
+            Kind::Int => "key = 100",
             Kind::Array(_) => "members = [\"a\", \"b\"]",
             Kind::Table(_) => "[bridges.forwarder] with its keys below it",
             Kind::Tables(_) => "[[bridges.gre]] with its keys below it, once per entry",
@@ -290,6 +294,7 @@ fn expected(kind: &Kind) -> &'static str {
     match kind {
         Kind::Str => "a string",
         Kind::Bool => "true or false",
+        Kind::Int => "an integer",
         Kind::Array(_) => "an array",
         Kind::Table(_) => "a table",
         Kind::Tables(_) => "an array of tables",

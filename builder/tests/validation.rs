@@ -35,6 +35,8 @@ macro_rules! cases {
 
 cases! {
     bad_ip => "bad-ip",
+    tunnel_type_and_key => "tunnel-type-and-key",
+    tunnel_keys_disagree => "tunnel-keys-disagree",
     bad_cidr => "bad-cidr",
     ifname_too_long => "ifname-too-long",
     ifname_invalid => "ifname-invalid",
@@ -75,7 +77,7 @@ cases! {
 fn every_error_case_has_a_test() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 35, "add the new case to the cases! list above");
+    assert_eq!(count, 37, "add the new case to the cases! list above");
 }
 
 /// A forwarder may NAT out of another bridge's own interface: on a userspace-datapath host the

@@ -3,6 +3,7 @@
 //! that turns one into the other, one atomic commit per table. Rules outside the `OVSB-*` chains
 //! are never written, apart from one jump into each.
 
+use crate::tunnel::TunnelKind;
 use crate::IPTABLES_CHAINS;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -70,7 +71,8 @@ pub fn rule_shape_problem(rule: &str) -> Option<String> {
             cidr(src).or_else(|| ifname(from)).or_else(|| ifname(via))
         }
         ["-A", "OVSB-INPUT", "-i", from, "-j", "ACCEPT"] => ifname(from),
-        ["-A", "OVSB-OUTPUT", "-d", peer, "-p", "gre", "-m", "policy", "--dir", "out", "--pol", "none", "-j", "DROP"] =>
+        ["-A", "OVSB-OUTPUT", "-d", peer, "-p", "gre", "-m", "policy", "--dir", "out", "--pol", "none", "-j", "DROP"]
+        | ["-A", "OVSB-OUTPUT", "-d", peer, "-p", "udp", "-m", "udp", "--dport", "4789" | "6081", "-m", "policy", "--dir", "out", "--pol", "none", "-j", "DROP"] =>
         {
             let one = peer
                 .strip_suffix("/32")
@@ -87,16 +89,28 @@ pub fn rule_shape_problem(rule: &str) -> Option<String> {
 /// The chain of the IPsec guard: part of what `--gre-only` reconciles, as it follows the tunnels.
 pub const GUARD_CHAIN: &str = "OVSB-OUTPUT";
 
-/// The IPsec guard rule for a PSK tunnel to `peer` (an IPv4 address).
-pub fn guard_rule(peer: &str) -> String {
-    format!("-A {GUARD_CHAIN} -d {peer}/32 -p gre -m policy --dir out --pol none -j DROP")
+/// The IPsec guard rule for a PSK tunnel of type `kind` to `peer` (an IPv4 address): its
+/// packets to that peer leave only under an IPsec policy.
+pub fn guard_rule(peer: &str, kind: TunnelKind) -> String {
+    format!(
+        "-A {GUARD_CHAIN} -d {peer}/32 {} -m policy --dir out --pol none -j DROP",
+        kind.underlay_match()
+    )
 }
 
-/// The guard chain for these PSK tunnels' peers: every tunnel with a PSK gets its rule.
-pub fn guard_chain<'a>(psk_peers: impl IntoIterator<Item = &'a str>) -> Chain {
+/// The guard chain for these PSK tunnels (peer, type): every tunnel with a PSK gets its rule,
+/// once per peer and type (keyed tunnels to one peer share it).
+pub fn guard_chain<'a>(psk_tunnels: impl IntoIterator<Item = (&'a str, TunnelKind)>) -> Chain {
+    let mut rules: Vec<String> = Vec::new();
+    for (peer, kind) in psk_tunnels {
+        let rule = guard_rule(peer, kind);
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
     Chain {
         exists: true,
-        rules: psk_peers.into_iter().map(guard_rule).collect(),
+        rules,
         jump: true,
     }
 }
@@ -355,6 +369,32 @@ impl Chains {
 
 #[cfg(test)]
 mod tests {
+    use crate::tunnel::TunnelKind;
+
+    #[test]
+    fn guard_rules_of_every_tunnel_type_have_an_accepted_shape() {
+        let rules: Vec<String> = TunnelKind::ALL
+            .iter()
+            .map(|k| super::guard_rule("192.0.2.2", *k))
+            .collect();
+        assert_eq!(
+            rules[1],
+            "-A OVSB-OUTPUT -d 192.0.2.2/32 -p udp -m udp --dport 4789 -m policy --dir out --pol none -j DROP"
+        );
+        for r in &rules {
+            assert_eq!(super::rule_shape_problem(r), None, "{r}");
+        }
+        let other_port = rules[1].replace("4789", "53");
+        assert!(super::rule_shape_problem(&other_port).is_some());
+        // Keyed tunnels of one type to one peer share one rule.
+        let chain = super::guard_chain([
+            ("192.0.2.2", TunnelKind::Gre),
+            ("192.0.2.2", TunnelKind::Gre),
+            ("192.0.2.2", TunnelKind::Geneve),
+        ]);
+        assert_eq!(chain.rules.len(), 2);
+    }
+
     use super::*;
 
     const SAVE: &str =

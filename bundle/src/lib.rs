@@ -19,6 +19,7 @@ pub mod psk;
 pub mod state;
 pub mod sysctl;
 pub mod time;
+pub mod tunnel;
 pub mod verify;
 
 pub use archive::{write_archive, ArchiveMember, Limits, ParsedArchive};

@@ -37,7 +37,8 @@ pub enum PortRole {
     Internal,
     /// An existing device attached to the bridge.
     Physical,
-    /// A GRE tunnel to a peer host.
+    /// A tunnel to a peer host: GRE, VXLAN or Geneve (the interface's `type`; see
+    /// `crate::tunnel`). Serialized as `gre`, its first and default type.
     Gre,
 }
 

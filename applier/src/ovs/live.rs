@@ -197,7 +197,9 @@ impl Live {
                             name: p.name.clone(),
                             role: match i.kind.as_str() {
                                 "internal" => PortRole::Internal,
-                                "gre" => PortRole::Gre,
+                                k if bundle::tunnel::TunnelKind::parse(k).is_some() => {
+                                    PortRole::Gre
+                                }
                                 _ => PortRole::Physical,
                             },
                             protected: p.protected,

@@ -125,7 +125,9 @@ pub fn plan(
                 .first()
                 .and_then(|u| live.ifaces.get(u))
                 .map(|i| i.kind.as_str());
-            let live_role_in_scope = scope == Scope::Full || kind == Some("gre");
+            // Tunnels of every type are what --gre-only reconciles.
+            let live_role_in_scope = scope == Scope::Full
+                || kind.is_some_and(|k| bundle::tunnel::TunnelKind::parse(k).is_some());
             if !live_role_in_scope
                 || (scope == Scope::GreOnly && !desired.bridges.iter().any(|b| b.name == lb.name))
             {

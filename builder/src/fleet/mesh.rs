@@ -258,6 +258,8 @@ pub fn expand_meshes(
                     ),
                 };
                 added.push(Gre {
+                    kind: bundle::tunnel::TunnelKind::Gre,
+                    key: None,
                     port,
                     remote_ip: *ip,
                     psk,

@@ -12,6 +12,7 @@ pub use mesh::{derive_psk, expand_meshes};
 use crate::diag::{Diagnostic, Loc};
 use crate::model::{Gre, Host};
 use crate::net::Ipv4Cidr;
+use bundle::tunnel::TunnelKind;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
@@ -43,14 +44,20 @@ pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
             by_ip.insert(host.underlay_ip, i);
         }
     }
-    // Each host's tunnels by peer address.
-    let tunnels: Vec<HashMap<Ipv4Addr, (usize, &Gre)>> = hosts
+    // Each host's tunnels by peer address, type and key: the two ends of a link must agree on
+    // all three (a keyed tunnel is only found by the same key at the other end).
+    type TunnelId = (Ipv4Addr, TunnelKind, Option<u32>);
+    let tunnels: Vec<HashMap<TunnelId, (usize, &Gre)>> = hosts
         .iter()
         .map(|h| {
             h.bridges
                 .iter()
                 .enumerate()
-                .flat_map(|(b, br)| br.gre.iter().map(move |g| (g.remote_ip, (b, g))))
+                .flat_map(|(b, br)| {
+                    br.gre
+                        .iter()
+                        .map(move |g| ((g.remote_ip, g.kind, g.key), (b, g)))
+                })
                 .collect()
         })
         .collect();
@@ -68,17 +75,40 @@ pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
                     );
                     continue;
                 };
-                let Some(&(rb, back)) = tunnels[r].get(&host.underlay_ip) else {
+                let Some(&(rb, back)) = tunnels[r].get(&(host.underlay_ip, g.kind, g.key)) else {
                     let peer = &hosts[r];
+                    let (kind, key) = (
+                        g.kind.as_str().to_uppercase(),
+                        g.key.map(|k| format!(" with key {k}")).unwrap_or_default(),
+                    );
+                    let other = tunnels[r]
+                        .iter()
+                        .filter(|((ip, _, _), _)| *ip == host.underlay_ip)
+                        .map(|((_, k, key), (_, t))| {
+                            format!(
+                                "{}{} at {}",
+                                k.as_str(),
+                                key.map(|k| format!(" key {k}")).unwrap_or_default(),
+                                t.loc
+                            )
+                        })
+                        .collect::<Vec<_>>();
+                    let mut other = other;
+                    other.sort();
+                    let also = if other.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; it has {}", other.join(", "))
+                    };
                     diags.push(
                         Diagnostic::error(
                             Some(g.loc.clone()),
                             format!(
-                                "host {} has a GRE connection to {} ({}), but {} has none back to {} ({})",
+                                "host {} has a {kind} tunnel{key} to {} ({}), but {} has no {kind} tunnel{key} back to {} ({}){also}",
                                 host.name, peer.name, g.remote_ip, peer.name, host.underlay_ip, peer.loc
                             ),
                         )
-                        .hint(format!("add a [[bridges.gre]] with remote_ip = \"{}\" to {}", host.underlay_ip, peer.loc.file)),
+                        .hint(format!("both ends need the same type and key: add or fix the [[bridges.gre]] with remote_ip = \"{}\" in {}", host.underlay_ip, peer.loc.file)),
                     );
                     continue;
                 };

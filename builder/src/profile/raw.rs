@@ -36,6 +36,8 @@ const HOST_IF: &[Field] = &[
 ];
 const GRE: &[Field] = &[
     Field::req("remote_ip", Kind::Str),
+    Field::opt("type", Kind::Str),
+    Field::opt("key", Kind::Int),
     Field::secret("psk"),
     Field::opt("psk_file", Kind::Str),
     Field::opt("external", Kind::Bool),
@@ -99,6 +101,11 @@ pub(super) struct RawHostInterfaceTable {
 pub(super) struct RawGre {
     /// Required, as underlay_ip: a misspelt `remote_ipp` must not hide the file's other problems.
     pub(super) remote_ip: Option<Spanned<String>>,
+    /// `gre` (the default), `vxlan` or `geneve`.
+    #[serde(rename = "type")]
+    pub(super) kind: Option<Spanned<String>>,
+    /// GRE key or VNI.
+    pub(super) key: Option<Spanned<i64>>,
     pub(super) psk: Option<Spanned<String>>,
     pub(super) psk_file: Option<Spanned<String>>,
     pub(super) external: Option<bool>,
@@ -133,7 +140,7 @@ datapath = "system"
 rstp = true
 host_interfaces = ["a", { name = "b", address = "10.0.0.1/24" }]
 physical_interfaces = ["eth1"]
-gre = [{ remote_ip = "192.0.2.3", psk = "0123456789abcdef", psk_file = "f", external = true }]
+gre = [{ remote_ip = "192.0.2.3", type = "vxlan", key = 7, psk = "0123456789abcdef", psk_file = "f", external = true }]
 forwarder = { from = "a", via = "eth0", source = "10.0.0.0/24" }
 
 [[bridges]]

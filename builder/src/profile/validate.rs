@@ -4,12 +4,11 @@
 
 use super::raw::{RawBridge, RawForwarder, RawGre, RawHostInterface, RawProfile};
 use crate::diag::{Diagnostic, Loc, SourceMap};
-use crate::model::{
-    gre_port_name, Bridge, Datapath, Forwarder, Gre, Host, HostInterface, VerbatimFile,
-};
+use crate::model::{Bridge, Datapath, Forwarder, Gre, Host, HostInterface, VerbatimFile};
 use crate::net::{ifname_problem, Ipv4Cidr};
 use crate::psk;
 use bundle::psk::Psk;
+use bundle::tunnel::TunnelKind;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -195,16 +194,21 @@ impl Validator<'_> {
             if Some(remote_ip) == underlay {
                 self.err(
                     remote_loc.clone(),
-                    format!("GRE remote_ip {remote_ip} is this host's own underlay_ip"),
+                    format!("tunnel remote_ip {remote_ip} is this host's own underlay_ip"),
                     "a tunnel must lead to another host; remove this [[bridges.gre]] entry",
                 );
                 continue;
             }
-            let port = gre_port_name(remote_ip);
+            let Some((kind, key)) = self.tunnel_type(rg.get_ref()) else {
+                continue;
+            };
+            let port = bundle::tunnel::port_name(kind, remote_ip, key);
+            let key_text = key.map(|k| format!(" with key {k}")).unwrap_or_default();
+            let kind_up = kind.as_str().to_uppercase();
             if let Some((first, first_what)) = self.ports.get(&port) {
-                if *first_what == format!("GRE port {port:?} on bridge {name}") {
+                if *first_what == format!("tunnel port {port:?} on bridge {name}") {
                     let msg = format!(
-                        "bridge {name} has two GRE connections to {remote_ip} (first at {first})"
+                        "bridge {name} has two {kind_up} tunnels to {remote_ip}{key_text} (first at {first})"
                     );
                     self.err(
                         remote_loc,
@@ -213,18 +217,20 @@ impl Validator<'_> {
                     );
                     continue;
                 }
-                if first_what.starts_with("GRE port") {
+                if first_what.starts_with("tunnel port") {
                     let msg = format!(
-                        "GRE to {remote_ip} from bridge {name}, and from another bridge at {first}"
+                        "{kind_up} tunnel to {remote_ip}{key_text} from bridge {name}, and from another bridge at {first}"
                     );
-                    self.err(loc, msg, "OVS cannot tell two GRE tunnels to one peer apart; connect the peer from one bridge");
+                    self.err(loc, msg, "OVS cannot tell two tunnels of one type to one peer apart without keys: give each a different `key` (the same on both hosts' ends), or connect the peer from one bridge");
                     continue;
                 }
             }
-            self.port_name_at(&port, loc.clone(), &format!("bridge {name}"), "GRE port");
+            self.port_name_at(&port, loc.clone(), &format!("bridge {name}"), "tunnel port");
             gre.push(Gre {
                 port,
                 remote_ip,
+                kind,
+                key,
                 psk,
                 loc: loc.unwrap_or_else(|| self.map.line(1)),
                 protected: false,
@@ -245,6 +251,43 @@ impl Validator<'_> {
             gre,
             forwarder,
         }
+    }
+
+    /// A tunnel's `type` and `key`, checked.
+    fn tunnel_type(&mut self, rg: &RawGre) -> Option<(TunnelKind, Option<u32>)> {
+        let kind = match &rg.kind {
+            None => TunnelKind::Gre,
+            Some(t) => match TunnelKind::parse(t.get_ref()) {
+                Some(k) => k,
+                None => {
+                    let names: Vec<&str> = TunnelKind::ALL.iter().map(|k| k.as_str()).collect();
+                    self.err(
+                        self.at(t),
+                        format!("tunnel type {:?} is not one ovs-bundle makes", t.get_ref()),
+                        format!("write one of {} (gre when omitted)", names.join(", ")),
+                    );
+                    return None;
+                }
+            },
+        };
+        let key = match &rg.key {
+            None => None,
+            Some(k) => match u32::try_from(*k.get_ref()) {
+                Ok(v) if v <= bundle::tunnel::MAX_KEY => Some(v),
+                _ => {
+                    self.err(
+                        self.at(k),
+                        format!("tunnel key {} is out of range", k.get_ref()),
+                        format!(
+                            "a key (GRE key or VXLAN/Geneve VNI) is 0 to {}",
+                            bundle::tunnel::MAX_KEY
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some((kind, key))
     }
 
     fn psk(&mut self, rg: &RawGre) -> Option<Psk> {
