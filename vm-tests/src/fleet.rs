@@ -228,6 +228,19 @@ impl Fleet {
             ),
         )?;
         build(&v5_bad, "v5-bad", 5, Some("node1"))?;
+        // v6: the shipped example over VXLAN (with its PSKs: IPsec) instead of GRE.
+        let v6 = work.join("profiles-v6");
+        let _ = std::fs::remove_dir_all(&v6);
+        copy_dir(&v1, &v6)?;
+        for h in ["gw1", "node1", "node2"] {
+            let path = v6.join(format!("hosts/{h}.toml"));
+            let text = std::fs::read_to_string(&path)?;
+            std::fs::write(
+                &path,
+                text.replace("[[bridges.gre]]\n", "[[bridges.gre]]\ntype = \"vxlan\"\n"),
+            )?;
+        }
+        build(&v6, "v6", 6, None)?;
         // ci1's user data, from `builder cloud-init`. The image has the packages; the applier
         // and its units come from the payload disk, as an operator's own bootcmd would fetch them.
         let ci = work.join("profiles-ci");

@@ -178,7 +178,7 @@ fn apply(g: &mut Guest, args: &str) -> Result<String> {
 type Scenario = fn(&mut Ctx) -> Result<()>;
 
 pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
-    let list: [(u32, &str, Scenario); 8] = [
+    let list: [(u32, &str, Scenario); 9] = [
         (
             1,
             "original example: gateway + two nodes, GRE over IPsec",
@@ -190,6 +190,7 @@ pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
         (6, "crash mid-apply, then reboot", crash_and_reboot),
         (7, "three-host full mesh from fleet.toml", full_mesh),
         (8, "applier try: revert, confirm, power loss", try_scenarios),
+        (9, "the example over VXLAN with IPsec", vxlan_ipsec),
         (4, "boot via cloud-init, then reboot", cloud_init_boot),
     ];
     let mut results = Vec::new();
@@ -711,6 +712,50 @@ fn try_scenarios(ctx: &mut Ctx) -> Result<()> {
         let (rc, out) = ctx.g(name)?.run("applier status")?;
         if rc != 0 {
             bail!("{name}: drift after the tries:\n{out}");
+        }
+    }
+    Ok(())
+}
+
+/// The shipped example with `type = "vxlan"` tunnels and its PSKs: the overlay works, and on
+/// the underlay there is ESP only, never plain VXLAN (UDP 4789).
+fn vxlan_ipsec(ctx: &mut Ctx) -> Result<()> {
+    ctx.boot_fleet()?;
+    ctx.stop(&["node3", "up1"]);
+    let hosts = ["gw1", "node1", "node2"];
+    for name in hosts {
+        ctx.g(name)?.ok("(tcpdump -lni eth0 -Q out 'udp port 4789' >/tmp/plain-vxlan.cap 2>/dev/null &); sleep 1")?;
+    }
+    for name in hosts {
+        let out = apply(ctx.g(name)?, &format!("/payload/v6/{name}.tgz"))?;
+        if !out.contains("vxl-") {
+            bail!("{name}: no VXLAN port in the plan:\n{out}");
+        }
+    }
+    wait_for_sas(ctx, "gw1", 2)?;
+    wait_for_sas(ctx, "node1", 1)?;
+    wait_for_sas(ctx, "node2", 1)?;
+    ping_all(ctx, &hosts)?;
+    ctx.g("gw1")?
+        .ok("(timeout 8 tcpdump -lni eth0 'ip proto 50' >/tmp/esp.cap 2>/dev/null &); sleep 2")?;
+    ctx.g("node1")?
+        .ok("ping -c 5 -i 0.3 10.20.20.1 >/dev/null")?;
+    let esp = ctx
+        .g("gw1")?
+        .ok("sleep 7; grep -c ESP /tmp/esp.cap || true")?;
+    if esp.trim().parse::<u32>().unwrap_or(0) < 5 {
+        bail!("gw1: too little ESP on the underlay: {esp}");
+    }
+    for name in hosts {
+        let out = ctx
+            .g(name)?
+            .ok("pkill -x tcpdump; sleep 1; echo plain=$(grep -c . /tmp/plain-vxlan.cap); head -n 3 /tmp/plain-vxlan.cap")?;
+        if !out.contains("plain=0") {
+            bail!("{name}: plain VXLAN on the underlay:\n{out}");
+        }
+        let (rc, out) = ctx.g(name)?.run("applier status")?;
+        if rc != 0 {
+            bail!("{name}: drift:\n{out}");
         }
     }
     Ok(())
