@@ -264,6 +264,16 @@ impl Applier<'_> {
 
     /// Verifies `bytes` and makes it the host's state and a new generation.
     pub fn apply_bundle(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<Outcome, ApplyError> {
+        // Every apply reads the chains before it changes anything: iptables-save runs while the
+        // bundle is verified and OVSDB read (the no-op re-apply spent a third of its time
+        // waiting for it). A refusal before that read drops it.
+        self.sys.firewall_read_begin();
+        let outcome = self.apply_bundle_now(bytes, opts);
+        self.sys.firewall_read_cancel();
+        outcome
+    }
+
+    fn apply_bundle_now(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<Outcome, ApplyError> {
         let Prepared {
             meta,
             desired,

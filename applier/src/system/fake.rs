@@ -10,7 +10,6 @@ use super::{IfAction, SysError, System};
 use crate::ovs::{Live, LiveBridge, LiveIface, LivePort, OvsChange};
 use bundle::state::OvsState;
 use bundle::Chains;
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -34,6 +33,8 @@ pub struct FakeSystem {
     pub crash_at: Option<usize>,
     crashed: bool,
     seq: u64,
+    /// The chains as `firewall_read_begin` saw them, for the next `firewall_read`.
+    firewall_pending: Option<Chains>,
 }
 
 /// What a person could observe on the host (row UUIDs aside): what tests compare.
@@ -55,7 +56,6 @@ impl Default for FakeSystem {
         FakeSystem {
             ovs: Live {
                 root: "root".into(),
-                root_raw: Value::Null,
                 ..Live::default()
             },
             chains: Chains::from_save(""),
@@ -70,6 +70,7 @@ impl Default for FakeSystem {
             crash_at: None,
             crashed: false,
             seq: 0,
+            firewall_pending: None,
         }
     }
 }
@@ -100,7 +101,6 @@ impl FakeSystem {
                 rstp: false,
                 external_ids: BTreeMap::new(),
                 ports: Vec::new(),
-                raw: Value::Null,
             });
         }
         let p = self.insert_port(name, "internal", BTreeMap::new(), BTreeMap::new(), false);
@@ -123,6 +123,7 @@ impl FakeSystem {
         self.crashed = false;
         self.crash_at = None;
         self.fail_at = None;
+        self.firewall_pending = None;
     }
 
     pub fn view(&self) -> View {
@@ -216,7 +217,6 @@ impl FakeSystem {
                 kind: kind.into(),
                 options,
                 external_ids: ids.clone(),
-                raw: Value::Null,
             },
         );
         self.ovs.ports.insert(
@@ -227,7 +227,6 @@ impl FakeSystem {
                 interfaces: vec![i],
                 protected,
                 external_ids: ids,
-                raw: Value::Null,
             },
         );
         p
@@ -304,7 +303,6 @@ impl System for FakeSystem {
                         rstp: bridge.rstp,
                         external_ids: bridge.external_ids.clone(),
                         ports: vec![p],
-                        raw: Value::Null,
                     });
                 }
                 OvsChange::AddPort { bridge, port } => {
@@ -412,9 +410,22 @@ impl System for FakeSystem {
             .collect())
     }
 
+    /// Not a step of its own (the real one only starts a process): the read it starts is
+    /// `firewall_read`'s step, and returns the chains as they were here.
+    fn firewall_read_begin(&mut self) {
+        if self.firewall_pending.is_none() {
+            self.firewall_pending = Some(self.chains.clone());
+        }
+    }
+
+    fn firewall_read_cancel(&mut self) {
+        self.firewall_pending = None;
+    }
+
     fn firewall_read(&mut self) -> Result<Chains, SysError> {
+        let pending = self.firewall_pending.take();
         self.tick("firewall_read".into())?;
-        Ok(self.chains.clone())
+        Ok(pending.unwrap_or_else(|| self.chains.clone()))
     }
 
     fn firewall_write(
@@ -423,6 +434,7 @@ impl System for FakeSystem {
         _: &Chains,
         test_only: bool,
     ) -> Result<(), SysError> {
+        self.firewall_pending = None;
         self.tick(format!(
             "firewall_write{}",
             if test_only { " --test" } else { "" }
@@ -519,6 +531,7 @@ impl System for FakeSystem {
         iface: &str,
         interfaces: &Path,
     ) -> Result<(), SysError> {
+        self.firewall_pending = None;
         self.tick(format!("{action:?} {iface}"))?;
         match action {
             IfAction::Down => {

@@ -71,7 +71,17 @@ pub trait System {
     fn ovs_wait_applied(&mut self, cfg: i64) -> Result<(), SysError>;
     /// `interface NAME: ERROR` for each named interface ovs-vswitchd reports an error on.
     fn ovs_interface_errors(&mut self, names: &[&str]) -> Result<Vec<String>, SysError>;
-    /// This tool's iptables chains as they are.
+    /// Starts reading the chains now, in the background, for the next [`System::firewall_read`]
+    /// to return: `iptables-save` of 1,000 IPsec guard rules takes tens of milliseconds, which
+    /// then overlap with the bundle's verification and the OVSDB read. A firewall write or an
+    /// ifup/ifdown (whose hooks may change iptables) before that read discards it. A hint: an
+    /// implementation may do nothing here and read in `firewall_read`.
+    fn firewall_read_begin(&mut self) {}
+    /// Drops a read `firewall_read_begin` started and nobody took: an operation that ends early
+    /// must not leave the next one chains from before it.
+    fn firewall_read_cancel(&mut self) {}
+    /// This tool's iptables chains as they are (as of the last `firewall_read_begin`, if one is
+    /// pending).
     fn firewall_read(&mut self) -> Result<Chains, SysError>;
     /// Turns the chains from `current` into `want` in one commit per table (only a dry run of
     /// that commit when `test_only`).

@@ -20,6 +20,9 @@ pub struct RealSystem {
     pub timeout: Duration,
     pub ifstate_dir: PathBuf,
     conn: Option<Connection>,
+    /// An `iptables-save` started by [`System::firewall_read_begin`], drained by a thread (its
+    /// output outgrows a pipe's buffer at 1,000 guard rules, so nobody reading it would stall it).
+    firewall_pending: Option<std::thread::JoinHandle<Result<String, SysError>>>,
 }
 
 impl RealSystem {
@@ -29,6 +32,15 @@ impl RealSystem {
             timeout,
             ifstate_dir,
             conn: None,
+            firewall_pending: None,
+        }
+    }
+
+    /// Forgets a read started before a change: it would show the chains as they were. Waits for
+    /// it (a read-only `iptables-save`) so no child outlives its use.
+    fn discard_firewall_read(&mut self) {
+        if let Some(pending) = self.firewall_pending.take() {
+            let _ = pending.join();
         }
     }
 
@@ -41,6 +53,15 @@ impl RealSystem {
 }
 
 fn run(cmd: &mut Command, input: Option<&str>) -> Result<String, SysError> {
+    let (child, name) = spawn(cmd, input)?;
+    finish(child, name)
+}
+
+/// Starts `cmd` with `input` on its stdin (then closed).
+fn spawn(
+    cmd: &mut Command,
+    input: Option<&str>,
+) -> Result<(std::process::Child, String), SysError> {
     let name = format!("{cmd:?}").replace('"', "");
     let mut child = cmd
         .stdin(if input.is_some() {
@@ -59,6 +80,11 @@ fn run(cmd: &mut Command, input: Option<&str>) -> Result<String, SysError> {
         let mut stdin = child.stdin.take().expect("piped");
         let _ = stdin.write_all(input.as_bytes());
     }
+    Ok((child, name))
+}
+
+/// Waits for a [`spawn`]ed command: its stdout, or an error with its stderr.
+fn finish(child: std::process::Child, name: String) -> Result<String, SysError> {
     let out = child.wait_with_output().map_err(|e| SysError::Command {
         command: name.clone(),
         detail: e.to_string(),
@@ -75,8 +101,8 @@ fn run(cmd: &mut Command, input: Option<&str>) -> Result<String, SysError> {
 
 impl System for RealSystem {
     fn ovs_read(&mut self) -> Result<Live, SysError> {
-        let results = self.conn()?.transact(&ovs::live::read_ops())?;
-        Live::from_reply(results).map_err(SysError::Ovs)
+        let results = self.conn()?.transact_raw(&ovs::live::read_ops())?;
+        Live::from_raw(&results).map_err(SysError::Ovs)
     }
 
     fn ovs_apply(
@@ -116,8 +142,30 @@ impl System for RealSystem {
         }
     }
 
+    fn firewall_read_begin(&mut self) {
+        if self.firewall_pending.is_some() {
+            return;
+        }
+        let started = spawn(&mut Command::new("iptables-save"), None);
+        self.firewall_pending = Some(std::thread::spawn(move || {
+            let (child, name) = started?;
+            finish(child, name)
+        }));
+    }
+
+    fn firewall_read_cancel(&mut self) {
+        self.discard_firewall_read();
+    }
+
     fn firewall_read(&mut self) -> Result<Chains, SysError> {
-        run(&mut Command::new("iptables-save"), None).map(|save| Chains::from_save(&save))
+        let save = match self.firewall_pending.take() {
+            Some(pending) => pending.join().map_err(|_| SysError::Command {
+                command: "iptables-save".into(),
+                detail: "the thread reading its output panicked".into(),
+            })?,
+            None => run(&mut Command::new("iptables-save"), None),
+        }?;
+        Ok(Chains::from_save(&save))
     }
 
     fn firewall_write(
@@ -126,6 +174,7 @@ impl System for RealSystem {
         current: &Chains,
         test_only: bool,
     ) -> Result<(), SysError> {
+        self.discard_firewall_read();
         let mut cmd = Command::new("iptables-restore");
         cmd.arg("--noflush");
         if test_only {
@@ -214,6 +263,7 @@ impl System for RealSystem {
         iface: &str,
         interfaces: &Path,
     ) -> Result<(), SysError> {
+        self.discard_firewall_read();
         std::fs::create_dir_all(&self.ifstate_dir)
             .map_err(|e| SysError::file(&self.ifstate_dir, e))?;
         let mut cmd = Command::new(match action {
