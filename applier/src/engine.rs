@@ -264,12 +264,12 @@ impl Applier<'_> {
 
     /// Verifies `bytes` and makes it the host's state and a new generation.
     pub fn apply_bundle(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<Outcome, ApplyError> {
-        // Every apply reads the chains before it changes anything: iptables-save runs while the
-        // bundle is verified and OVSDB read (the no-op re-apply spent a third of its time
-        // waiting for it). A refusal before that read drops it.
-        self.sys.firewall_read_begin();
+        // Every apply reads the host before it changes anything: ovsdb-server and iptables-save
+        // produce the state while the bundle is verified (a no-op re-apply spent most of its
+        // time waiting for them, one after the other). A refusal before the read drops it.
+        self.sys.read_begin();
         let outcome = self.apply_bundle_now(bytes, opts);
-        self.sys.firewall_read_cancel();
+        self.sys.read_cancel();
         outcome
     }
 

@@ -5,9 +5,8 @@
 
 use crate::ovsdb::value::{encode_map, encode_uuid_set, StrMap, Uuid, UuidSet};
 use bundle::state::{Bridge, Interface, OvsState, Port, PortRole, OWNER_KEY};
-use serde::de::DeserializeOwned;
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -91,10 +90,57 @@ pub fn read_ops() -> Vec<Value> {
 // a row reads as empty (as the `Value` decoding before did); a column of the wrong type is an
 // error naming the table.
 
-#[derive(Deserialize)]
-struct Select<R> {
-    rows: Vec<R>,
+/// A table's name, for errors.
+trait Table {
+    const NAME: &'static str;
 }
+
+/// The rows of one `select` result. An operation that failed, or a result without rows, is an
+/// error naming the table.
+struct Rows<R>(Vec<R>);
+
+impl<'de, R: Deserialize<'de> + Table> Deserialize<'de> for Rows<R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(bound = "R: Deserialize<'de>")]
+        struct OpResult<R> {
+            rows: Option<Vec<R>>,
+            #[serde(default)]
+            error: Option<String>,
+            #[serde(default)]
+            details: Option<String>,
+        }
+        let name = R::NAME;
+        // serde_json keeps the position at the end of the inner message.
+        let r = Option::<OpResult<R>>::deserialize(d)
+            .map_err(|e| de::Error::custom(format_args!("the {name} table: {e}")))?;
+        match r {
+            Some(OpResult {
+                error: Some(error),
+                details,
+                ..
+            }) => Err(de::Error::custom(format_args!(
+                "the select of the {name} table failed: {error}{}",
+                details.map(|d| format!(": {d}")).unwrap_or_default()
+            ))),
+            Some(OpResult {
+                rows: Some(rows), ..
+            }) => Ok(Rows(rows)),
+            _ => Err(de::Error::custom(format_args!(
+                "the result for the {name} table has no rows"
+            ))),
+        }
+    }
+}
+
+/// The whole reply to [`read_ops`], decoded in one pass.
+#[derive(Deserialize)]
+struct ReadReply(
+    Rows<RootRow>,
+    Rows<BridgeRow>,
+    Rows<PortRow>,
+    Rows<IfaceRow>,
+);
 
 #[derive(Deserialize)]
 struct RootRow {
@@ -152,63 +198,36 @@ struct IfaceRow {
     external_ids: StrMap,
 }
 
-/// The reply to one `select`, decoded by `decode` (from text or from a `Value`).
-fn rows<R, E: std::fmt::Display>(
-    table: &str,
-    decode: impl FnOnce() -> Result<Select<R>, E>,
-) -> Result<Vec<R>, String> {
-    decode()
-        .map(|s| s.rows)
-        .map_err(|e| format!("malformed reply to the read of the {table} table: {e}"))
+impl Table for RootRow {
+    const NAME: &'static str = "Open_vSwitch";
+}
+impl Table for BridgeRow {
+    const NAME: &'static str = "Bridge";
+}
+impl Table for PortRow {
+    const NAME: &'static str = "Port";
+}
+impl Table for IfaceRow {
+    const NAME: &'static str = "Interface";
 }
 
 impl Live {
-    /// From the reply to [`read_ops`], as text: each result decoded straight into typed rows.
-    pub fn from_raw(results: &[Box<RawValue>]) -> Result<Live, String> {
-        fn get<R: DeserializeOwned>(
-            results: &[Box<RawValue>],
-            i: usize,
-            table: &str,
-        ) -> Result<Vec<R>, String> {
-            let r = results
-                .get(i)
-                .ok_or("short reply to the read transaction")?;
-            rows(table, || serde_json::from_str::<Select<R>>(r.get()))
-        }
-        Live::from_rows(
-            get(results, 0, "Open_vSwitch")?,
-            get(results, 1, "Bridge")?,
-            get(results, 2, "Port")?,
-            get(results, 3, "Interface")?,
-        )
+    /// From the reply to [`read_ops`], as text: decoded straight into typed rows, in one pass.
+    pub fn from_raw(results: &str) -> Result<Live, String> {
+        let reply: ReadReply = serde_json::from_str(results)
+            .map_err(|e| format!("malformed reply to the OVSDB read: {e}"))?;
+        Live::from_rows(reply)
     }
 
     /// From the reply to [`read_ops`] as `Value`s (tests).
     pub fn from_results(results: &[Value]) -> Result<Live, String> {
-        fn get<R: DeserializeOwned>(
-            results: &[Value],
-            i: usize,
-            table: &str,
-        ) -> Result<Vec<R>, String> {
-            let r = results
-                .get(i)
-                .ok_or("short reply to the read transaction")?;
-            rows(table, || Select::<R>::deserialize(r))
-        }
-        Live::from_rows(
-            get(results, 0, "Open_vSwitch")?,
-            get(results, 1, "Bridge")?,
-            get(results, 2, "Port")?,
-            get(results, 3, "Interface")?,
-        )
+        let reply = ReadReply::deserialize(Value::Array(results.to_vec()))
+            .map_err(|e| format!("malformed reply to the OVSDB read: {e}"))?;
+        Live::from_rows(reply)
     }
 
-    fn from_rows(
-        root: Vec<RootRow>,
-        bridges: Vec<BridgeRow>,
-        ports: Vec<PortRow>,
-        ifaces: Vec<IfaceRow>,
-    ) -> Result<Live, String> {
+    fn from_rows(reply: ReadReply) -> Result<Live, String> {
+        let ReadReply(Rows(root), Rows(bridges), Rows(ports), Rows(ifaces)) = reply;
         let root = root.into_iter().next().ok_or(
             "the Open_vSwitch table is empty: run `ovs-vsctl init` (or start openvswitch-switch)",
         )?;

@@ -52,11 +52,8 @@ mod tests {
         ]
     }
 
-    fn raw(results: &[Value]) -> Vec<Box<serde_json::value::RawValue>> {
-        results
-            .iter()
-            .map(|v| serde_json::value::to_raw_value(v).unwrap())
-            .collect()
+    fn raw(results: &[Value]) -> String {
+        serde_json::to_string(results).unwrap()
     }
 
     #[test]
@@ -74,37 +71,66 @@ mod tests {
         let with = |i: usize, f: &dyn Fn(&mut Value)| {
             let mut r = reply();
             f(&mut r[i]);
-            Live::from_raw(&raw(&r)).unwrap_err()
+            let text = Live::from_raw(&raw(&r)).unwrap_err();
+            let value = Live::from_results(&r).unwrap_err();
+            // The same message from text and from values, but for the position in the text.
+            assert!(text.starts_with(&value), "{text} / {value}");
+            text
         };
         let e = with(3, &|v| v["rows"][2]["options"] = json!("remote_ip=1"));
         assert!(
             e.starts_with(
-                "malformed reply to the read of the Interface table: invalid type: string"
+                "malformed reply to the OVSDB read: the Interface table: invalid type: string"
             ),
             "{e}"
         );
-        assert!(e.contains("expected an OVSDB map"), "{e}");
+        assert!(
+            e.contains("expected an OVSDB map") && e.contains(" at line 1 column "),
+            "{e}"
+        );
         let e = with(2, &|v| {
             v["rows"][0]["interfaces"] = json!(["set", [["uuid", 7]]])
         });
-        assert!(e.contains("Port table: invalid type: integer"), "{e}");
+        assert!(e.contains("the Port table: invalid type: integer"), "{e}");
         let e = with(1, &|v| v["rows"][0]["_uuid"] = json!(null));
-        assert!(e.contains("Bridge table"), "{e}");
+        assert!(e.contains("the Bridge table: invalid type: null"), "{e}");
         let e = with(1, &|v| {
             v["rows"][0].as_object_mut().unwrap().remove("_uuid");
         });
-        assert!(e.contains("missing field `_uuid`"), "{e}");
-        let e = with(1, &|v| *v = json!({"error": "oops"}));
-        assert!(e.contains("missing field `rows`"), "{e}");
-        let e = with(0, &|v| v["rows"] = json!([]));
-        assert!(e.contains("Open_vSwitch table is empty"), "{e}");
+        assert!(e.contains("the Bridge table: missing field `_uuid`"), "{e}");
+        let e = with(1, &|v| *v = json!({"count": 1}));
+        assert!(
+            e.contains("the result for the Bridge table has no rows"),
+            "{e}"
+        );
+        let e = with(2, &|v| {
+            *v = json!({"error": "unknown column", "details": "no col x"})
+        });
+        assert!(
+            e.contains("the select of the Port table failed: unknown column: no col x"),
+            "{e}"
+        );
+        let e = with(3, &|v| *v = json!(null));
+        assert!(e.contains("Interface table has no rows"), "{e}");
         let e = with(0, &|v| v["rows"][0]["next_cfg"] = json!("5"));
         assert!(
-            e.contains("Open_vSwitch table: invalid type: string"),
+            e.contains("the Open_vSwitch table: invalid type: string"),
             "{e}"
         );
         let e = Live::from_raw(&raw(&reply()[..3])).unwrap_err();
-        assert_eq!(e, "short reply to the read transaction");
+        assert!(e.contains("invalid length 3"), "{e}");
+        let e = Live::from_raw("{\"rows\": []}").unwrap_err();
+        assert!(
+            e.contains("malformed reply to the OVSDB read: invalid type: map"),
+            "{e}"
+        );
+        let e = Live::from_raw("[{\"rows\": [").unwrap_err();
+        assert!(e.contains("EOF"), "{e}");
+        // An empty root table: the hint to initialise the database.
+        let mut r = reply();
+        r[0]["rows"] = json!([]);
+        let e = Live::from_raw(&raw(&r)).unwrap_err();
+        assert!(e.contains("Open_vSwitch table is empty"), "{e}");
         // Columns this tool does not read are skipped; a missing one reads as empty.
         let mut r = reply();
         r[3]["rows"][0]["mtu"] = json!(["set", [1500]]);

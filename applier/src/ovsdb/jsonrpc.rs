@@ -127,6 +127,20 @@ impl Framer {
 
     fn scan(&mut self) -> Result<Option<Vec<u8>>, OvsdbError> {
         while self.scanned < self.buf.len() {
+            if self.in_string && !self.escaped {
+                // Most of a reply is strings: skip to the next quote or backslash in one
+                // search instead of a turn of this loop per byte.
+                match self.buf[self.scanned..]
+                    .iter()
+                    .position(|&b| b == b'"' || b == b'\\')
+                {
+                    Some(n) => self.scanned += n,
+                    None => {
+                        self.scanned = self.buf.len();
+                        break;
+                    }
+                }
+            }
             let b = self.buf[self.scanned];
             self.scanned += 1;
             if self.in_string {
@@ -203,12 +217,23 @@ impl Connection {
 
     /// Sends a request and waits for its reply, answering echo requests meanwhile.
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, OvsdbError> {
-        let raw = self.call_raw(method, params)?;
+        let id = self.request(method, params)?;
+        let raw = self.reply(id, method)?;
         serde_json::from_str(raw.get()).map_err(|e| OvsdbError::Protocol(e.to_string()))
     }
 
-    /// [`Connection::call`], with the result left as text.
-    pub fn call_raw(&mut self, method: &str, params: Value) -> Result<Box<RawValue>, OvsdbError> {
+    /// Sends a request without waiting for its reply ([`Connection::reply`] takes it): the
+    /// server works on it while the caller does something else. Returns the request's id.
+    pub fn request(&mut self, method: &str, params: Value) -> Result<u64, OvsdbError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&json!({"method": method, "params": params, "id": id}))?;
+        Ok(id)
+    }
+
+    /// The result of request `id`, left as text; answers echo requests and skips other
+    /// messages (notifications, replies to requests nobody waits for any more) meanwhile.
+    pub fn reply(&mut self, id: u64, method: &str) -> Result<Box<RawValue>, OvsdbError> {
         /// What every message is read as first; `result` stays text.
         #[derive(Deserialize)]
         struct Envelope<'a> {
@@ -223,9 +248,6 @@ impl Connection {
             #[serde(borrow, default)]
             result: Option<&'a RawValue>,
         }
-        self.next_id += 1;
-        let id = self.next_id;
-        self.send(&json!({"method": method, "params": params, "id": id}))?;
         let deadline = Instant::now() + self.timeout;
         loop {
             let bytes = self.receive(method, deadline)?;
@@ -255,53 +277,26 @@ impl Connection {
     /// Runs `ops` as one transaction on `Open_vSwitch` and returns each operation's result;
     /// any failed operation fails the whole call, naming the operation.
     pub fn transact(&mut self, ops: &[Value]) -> Result<Vec<Value>, OvsdbError> {
-        self.transact_raw(ops)?
-            .iter()
-            .map(|r| serde_json::from_str(r.get()).map_err(|e| OvsdbError::Protocol(e.to_string())))
-            .collect()
-    }
-
-    /// [`Connection::transact`], with each operation's result left as text for its reader to
-    /// decode into its own types (the read of every row: no `Value` tree of 1,000 rows).
-    pub fn transact_raw(&mut self, ops: &[Value]) -> Result<Vec<Box<RawValue>>, OvsdbError> {
-        /// An operation's outcome; its other members are skipped unread.
-        #[derive(Deserialize)]
-        struct Outcome {
-            #[serde(default)]
-            error: Option<Value>,
-            #[serde(default)]
-            details: Option<Value>,
-        }
-        let mut params = vec![json!("Open_vSwitch")];
-        params.extend_from_slice(ops);
-        let raw = self.call_raw("transact", Value::Array(params))?;
-        let results: Vec<Box<RawValue>> = serde_json::from_str(raw.get())
+        let id = self.transact_request(ops)?;
+        let raw = self.reply(id, "transact")?;
+        let results: Vec<Value> = serde_json::from_str(raw.get())
             .map_err(|e| OvsdbError::Protocol(format!("transact result is not an array: {e}")))?;
         for (index, r) in results.iter().enumerate() {
-            // RFC 7047: the operations after a failed one have `null` results.
-            let Ok(outcome) = serde_json::from_str::<Outcome>(r.get()) else {
-                continue;
-            };
-            if let Some(error) = outcome.error.as_ref().and_then(Value::as_str) {
-                let details = outcome
-                    .details
-                    .as_ref()
-                    .and_then(Value::as_str)
-                    .map(|d| format!(": {d}"))
-                    .unwrap_or_default();
-                let op = ops
-                    .get(index)
-                    .map(describe_op)
-                    .unwrap_or_else(|| "commit".into());
-                return Err(OvsdbError::Txn {
-                    index,
-                    op,
-                    error: error.into(),
-                    details,
-                });
+            if let Some(error) = r.get("error").and_then(Value::as_str) {
+                let details = r.get("details").and_then(Value::as_str);
+                return Err(op_failed(ops, index, error, details));
             }
         }
         Ok(results)
+    }
+
+    /// Sends `ops` as one transaction, for [`Connection::reply`] to take the results as text:
+    /// a reader that decodes them into its own types checks each operation's outcome itself
+    /// (with [`op_failed`]).
+    pub fn transact_request(&mut self, ops: &[Value]) -> Result<u64, OvsdbError> {
+        let mut params = vec![json!("Open_vSwitch")];
+        params.extend_from_slice(ops);
+        self.request("transact", Value::Array(params))
     }
 
     fn send(&mut self, msg: &Value) -> Result<(), OvsdbError> {
@@ -350,6 +345,20 @@ impl Connection {
     }
 }
 
+/// Operation `index` of `ops` failed with `error` (and `details`): the error naming it (the
+/// commit, past the last operation).
+pub fn op_failed(ops: &[Value], index: usize, error: &str, details: Option<&str>) -> OvsdbError {
+    OvsdbError::Txn {
+        index,
+        op: ops
+            .get(index)
+            .map(describe_op)
+            .unwrap_or_else(|| "commit".into()),
+        error: error.into(),
+        details: details.map(|d| format!(": {d}")).unwrap_or_default(),
+    }
+}
+
 /// A short description of an operation for error messages. Never includes row contents, which
 /// may hold PSKs.
 fn describe_op(op: &Value) -> String {
@@ -393,6 +402,17 @@ mod tests {
                 assert_eq!(v, msg);
             }
         }
+    }
+
+    /// The search through strings stops at a backslash split from what it escapes.
+    #[test]
+    fn framer_keeps_an_escape_split_across_reads() {
+        let mut f = Framer::default();
+        f.push(br#"{"a":"x}]\"#);
+        assert_eq!(f.next_message().unwrap(), None);
+        f.push(br#""y\\"}["z"]"#);
+        assert_eq!(f.next_message().unwrap(), Some(json!({"a": "x}]\"y\\"})));
+        assert_eq!(f.next_message().unwrap(), Some(json!(["z"])));
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub struct FakeSystem {
     pub crash_at: Option<usize>,
     crashed: bool,
     seq: u64,
-    /// The chains as `firewall_read_begin` saw them, for the next `firewall_read`.
+    /// The rows and chains as `read_begin` saw them, for the next `ovs_read`/`firewall_read`.
+    ovs_pending: Option<Live>,
     firewall_pending: Option<Chains>,
 }
 
@@ -70,6 +71,7 @@ impl Default for FakeSystem {
             crash_at: None,
             crashed: false,
             seq: 0,
+            ovs_pending: None,
             firewall_pending: None,
         }
     }
@@ -123,7 +125,7 @@ impl FakeSystem {
         self.crashed = false;
         self.crash_at = None;
         self.fail_at = None;
-        self.firewall_pending = None;
+        self.read_cancel();
     }
 
     pub fn view(&self) -> View {
@@ -259,11 +261,13 @@ impl FakeSystem {
 
 impl System for FakeSystem {
     fn ovs_read(&mut self) -> Result<Live, SysError> {
+        let pending = self.ovs_pending.take();
         self.tick("ovs_read".into())?;
-        Ok(self.ovs.clone())
+        Ok(pending.unwrap_or_else(|| self.ovs.clone()))
     }
 
     fn ovs_apply(&mut self, changes: &[OvsChange], _base: &Live, _: &str) -> Result<i64, SysError> {
+        self.read_cancel();
         self.tick(format!("ovs_apply {} change(s)", changes.len()))?;
         // The guards: every row the changes name must still be there.
         for c in changes {
@@ -410,15 +414,20 @@ impl System for FakeSystem {
             .collect())
     }
 
-    /// Not a step of its own (the real one only starts a process): the read it starts is
-    /// `firewall_read`'s step, and returns the chains as they were here.
-    fn firewall_read_begin(&mut self) {
+    /// Not a step of its own (the real one only sends a request and starts a process): the
+    /// reads it starts are `ovs_read`'s and `firewall_read`'s steps, and return the host as it
+    /// was here.
+    fn read_begin(&mut self) {
+        if self.ovs_pending.is_none() {
+            self.ovs_pending = Some(self.ovs.clone());
+        }
         if self.firewall_pending.is_none() {
             self.firewall_pending = Some(self.chains.clone());
         }
     }
 
-    fn firewall_read_cancel(&mut self) {
+    fn read_cancel(&mut self) {
+        self.ovs_pending = None;
         self.firewall_pending = None;
     }
 
@@ -434,7 +443,7 @@ impl System for FakeSystem {
         _: &Chains,
         test_only: bool,
     ) -> Result<(), SysError> {
-        self.firewall_pending = None;
+        self.read_cancel();
         self.tick(format!(
             "firewall_write{}",
             if test_only { " --test" } else { "" }
@@ -515,6 +524,7 @@ impl System for FakeSystem {
     }
 
     fn write_sysctl(&mut self, path: &Path, value: &[u8]) -> Result<(), SysError> {
+        self.read_cancel();
         self.tick(format!("write_sysctl {}", path.display()))?;
         match self.files.get_mut(path) {
             Some(v) => {
@@ -531,7 +541,7 @@ impl System for FakeSystem {
         iface: &str,
         interfaces: &Path,
     ) -> Result<(), SysError> {
-        self.firewall_pending = None;
+        self.read_cancel();
         self.tick(format!("{action:?} {iface}"))?;
         match action {
             IfAction::Down => {

@@ -20,8 +20,10 @@ pub struct RealSystem {
     pub timeout: Duration,
     pub ifstate_dir: PathBuf,
     conn: Option<Connection>,
-    /// An `iptables-save` started by [`System::firewall_read_begin`], drained by a thread (its
-    /// output outgrows a pipe's buffer at 1,000 guard rules, so nobody reading it would stall it).
+    /// The id of the OVSDB read [`System::read_begin`] sent, its reply not taken yet.
+    ovs_pending: Option<u64>,
+    /// An `iptables-save` started by [`System::read_begin`], drained by a thread (its output
+    /// outgrows a pipe's buffer at 1,000 guard rules, so nobody reading it would stall it).
     firewall_pending: Option<std::thread::JoinHandle<Result<String, SysError>>>,
 }
 
@@ -32,13 +34,16 @@ impl RealSystem {
             timeout,
             ifstate_dir,
             conn: None,
+            ovs_pending: None,
             firewall_pending: None,
         }
     }
 
-    /// Forgets a read started before a change: it would show the chains as they were. Waits for
-    /// it (a read-only `iptables-save`) so no child outlives its use.
-    fn discard_firewall_read(&mut self) {
+    /// Forgets the reads started before a change: they would show the host as it was. Waits
+    /// for a pending `iptables-save` (read-only) so no child outlives its use; the reply to a
+    /// pending OVSDB read is skipped when it arrives (replies are matched by id).
+    fn discard_pending(&mut self) {
+        self.ovs_pending = None;
         if let Some(pending) = self.firewall_pending.take() {
             let _ = pending.join();
         }
@@ -101,8 +106,14 @@ fn finish(child: std::process::Child, name: String) -> Result<String, SysError> 
 
 impl System for RealSystem {
     fn ovs_read(&mut self) -> Result<Live, SysError> {
-        let results = self.conn()?.transact_raw(&ovs::live::read_ops())?;
-        Live::from_raw(&results).map_err(SysError::Ovs)
+        let pending = self.ovs_pending.take();
+        let conn = self.conn()?;
+        let id = match pending {
+            Some(id) => id,
+            None => conn.transact_request(&ovs::live::read_ops())?,
+        };
+        let results = conn.reply(id, "transact")?;
+        Live::from_raw(results.get()).map_err(SysError::Ovs)
     }
 
     fn ovs_apply(
@@ -111,6 +122,7 @@ impl System for RealSystem {
         base: &Live,
         comment: &str,
     ) -> Result<i64, SysError> {
+        self.discard_pending();
         let ops = ovs::txn::transaction(changes, base, comment);
         let results = self.conn()?.transact(&ops)?;
         Ok(ovs::txn::committed_cfg(&results).unwrap_or(base.next_cfg + 1))
@@ -142,19 +154,25 @@ impl System for RealSystem {
         }
     }
 
-    fn firewall_read_begin(&mut self) {
-        if self.firewall_pending.is_some() {
-            return;
+    fn read_begin(&mut self) {
+        if self.ovs_pending.is_none() {
+            // A failure here is met again, and reported, by `ovs_read`.
+            self.ovs_pending = self
+                .conn()
+                .and_then(|c| Ok(c.transact_request(&ovs::live::read_ops())?))
+                .ok();
         }
-        let started = spawn(&mut Command::new("iptables-save"), None);
-        self.firewall_pending = Some(std::thread::spawn(move || {
-            let (child, name) = started?;
-            finish(child, name)
-        }));
+        if self.firewall_pending.is_none() {
+            let started = spawn(&mut Command::new("iptables-save"), None);
+            self.firewall_pending = Some(std::thread::spawn(move || {
+                let (child, name) = started?;
+                finish(child, name)
+            }));
+        }
     }
 
-    fn firewall_read_cancel(&mut self) {
-        self.discard_firewall_read();
+    fn read_cancel(&mut self) {
+        self.discard_pending();
     }
 
     fn firewall_read(&mut self) -> Result<Chains, SysError> {
@@ -174,7 +192,7 @@ impl System for RealSystem {
         current: &Chains,
         test_only: bool,
     ) -> Result<(), SysError> {
-        self.discard_firewall_read();
+        self.discard_pending();
         let mut cmd = Command::new("iptables-restore");
         cmd.arg("--noflush");
         if test_only {
@@ -249,6 +267,7 @@ impl System for RealSystem {
     }
 
     fn write_sysctl(&mut self, path: &Path, value: &[u8]) -> Result<(), SysError> {
+        self.discard_pending();
         let file = std::fs::OpenOptions::new().write(true).open(path);
         file.and_then(|mut f| f.write_all(value))
             .map_err(|source| SysError::File {
@@ -263,7 +282,7 @@ impl System for RealSystem {
         iface: &str,
         interfaces: &Path,
     ) -> Result<(), SysError> {
-        self.discard_firewall_read();
+        self.discard_pending();
         std::fs::create_dir_all(&self.ifstate_dir)
             .map_err(|e| SysError::file(&self.ifstate_dir, e))?;
         let mut cmd = Command::new(match action {
