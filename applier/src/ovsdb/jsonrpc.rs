@@ -6,6 +6,10 @@
 //! has sent that much, so memory stays bounded. The server's `echo` keep-alives are answered;
 //! notifications are skipped. A message is decoded only as far as its envelope: a `transact`
 //! result stays text ([`RawValue`]) until its reader decodes it into its own types.
+//!
+//! Over 500 lines with its tests, which are half of it: the framer's and the connection's edge
+//! cases (split, concatenated, oversized, endless and escaped messages, keep-alives) sit next
+//! to the scanner they test.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
