@@ -387,6 +387,39 @@ mod tests {
     }
 
     #[test]
+    fn diff_names_removed_then_added_rules_and_a_reordering() {
+        let now = Chains::from_save(SAVE);
+        assert!(now.diff(&now).is_empty());
+        let mut want = now.clone();
+        let f = want.chains.get_mut("OVSB-FORWARD").unwrap();
+        f.rules = vec![
+            "-A OVSB-FORWARD -i a -j ACCEPT".into(),
+            "-A OVSB-FORWARD -i b -j ACCEPT".into(),
+        ];
+        assert_eq!(
+            want.diff(&now),
+            [
+                "- -A OVSB-FORWARD -i priv0 -j ACCEPT",
+                "+ -A OVSB-FORWARD -i a -j ACCEPT",
+                "+ -A OVSB-FORWARD -i b -j ACCEPT"
+            ]
+        );
+        let mut reordered = want.clone();
+        reordered
+            .chains
+            .get_mut("OVSB-FORWARD")
+            .unwrap()
+            .rules
+            .reverse();
+        assert_eq!(reordered.diff(&want), ["~ OVSB-FORWARD: rule order"]);
+        // A duplicated rule is no new rule: the lists differ in order (count) only.
+        let mut twice = now.clone();
+        let f = twice.chains.get_mut("OVSB-FORWARD").unwrap();
+        f.rules.push(f.rules[0].clone());
+        assert_eq!(twice.diff(&now), ["~ OVSB-FORWARD: rule order"]);
+    }
+
+    #[test]
     fn restore_input_adds_missing_jumps_once_and_replaces_rules() {
         let current = Chains::from_save(SAVE);
         let want = Chains::from_bundle("*filter\n:OVSB-FORWARD - [0:0]\n:OVSB-INPUT - [0:0]\n-A OVSB-INPUT -i priv0 -j ACCEPT\nCOMMIT\n*nat\n:OVSB-POSTROUTING - [0:0]\nCOMMIT\n").unwrap();
