@@ -280,6 +280,16 @@ impl Applier<'_> {
 
     /// Verifies `bytes` and makes it the host's state and a new generation.
     pub fn apply_bundle(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<Outcome, ApplyError> {
+        // Every apply reads the host before it changes anything: ovsdb-server and iptables-save
+        // produce the state while the bundle is verified (a no-op re-apply spent most of its
+        // time waiting for them, one after the other). A refusal before the read drops it.
+        self.sys.read_begin();
+        let outcome = self.apply_bundle_now(bytes, opts);
+        self.sys.read_cancel();
+        outcome
+    }
+
+    fn apply_bundle_now(&mut self, bytes: &[u8], opts: ApplyOpts) -> Result<Outcome, ApplyError> {
         let Prepared {
             meta,
             desired,

@@ -702,3 +702,40 @@ fn a_removed_tunnels_ipsec_guard_goes_only_after_the_tunnel() {
         sys.calls
     );
 }
+
+/// Reads started early (while the bundle is verified) show the host as it was when they
+/// started; any change the applier makes drops them, and an apply that ends early leaves none
+/// for the next one to find.
+#[test]
+fn reads_started_early_never_outlive_a_change_or_the_apply_that_started_them() {
+    use crate::system::System;
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    let drift = |sys: &mut FakeSystem| {
+        let c = sys.chains.chains.get_mut("OVSB-POSTROUTING").unwrap();
+        assert!(!c.rules.is_empty());
+        c.rules.clear();
+    };
+    // On the seam: what the read returns is the host at read_begin.
+    let (chains, ports) = (sys.chains.clone(), sys.ovs.ports.len());
+    sys.read_begin();
+    drift(&mut sys);
+    sys.ovs.ports.clear();
+    assert_eq!(sys.firewall_read().unwrap(), chains);
+    assert_eq!(sys.ovs_read().unwrap().ports.len(), ports);
+    // A change drops what is pending: the next read is of now.
+    sys.read_begin();
+    sys.ovs_apply(&[], &Live::default(), "t").unwrap();
+    assert!(sys.ovs_read().unwrap().ports.is_empty());
+    assert_ne!(sys.firewall_read().unwrap(), chains);
+
+    let (mut sys, _) = on_v1(&fx);
+    let v1 = fx.bundle(&v1(), 1);
+    // A refused apply started the reads, then stopped before them.
+    assert!(apply(&mut fx.applier(&mut sys), b"not a bundle").is_err());
+    drift(&mut sys);
+    // The re-apply sees the drift (a read left pending by the refusal would not) and repairs it.
+    let out = apply(&mut fx.applier(&mut sys), &v1).unwrap();
+    assert!(matches!(out, Outcome::Applied { .. }), "{out:?}");
+    assert!(!sys.chains.chains["OVSB-POSTROUTING"].rules.is_empty());
+}

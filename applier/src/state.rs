@@ -160,7 +160,9 @@ pub struct Current {
 impl Current {
     /// Reads what `scope` needs: for `GreOnly` the OVS rows alone.
     pub fn read(sys: &mut dyn System, loc: &Locations, scope: Scope) -> Result<Current, SysError> {
-        let live = sys.ovs_read()?;
+        // OVSDB and iptables-save work at the same time (both scopes read the chains).
+        sys.read_begin();
+        let live = sys.ovs_read().inspect_err(|_| sys.read_cancel())?;
         let state = match scope {
             // The tunnels, and the IPsec guard chain that follows them.
             Scope::GreOnly => HostState {

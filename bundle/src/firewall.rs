@@ -6,7 +6,7 @@
 use crate::tunnel::TunnelKind;
 use crate::IPTABLES_CHAINS;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// The state of the owned chains: per chain, whether it exists, its rules, and whether its
 /// built-in chain jumps to it.
@@ -136,28 +136,41 @@ impl Chains {
     /// The owned chains as `iptables-save` shows them.
     pub fn from_save(save: &str) -> Chains {
         let mut out = Chains::default();
+        for (_, _, chain) in IPTABLES_CHAINS {
+            out.chains.entry(chain.to_string()).or_default();
+        }
+        // What each owned chain's lines start with, made once, not once per line.
+        let marks: Vec<(String, String, String)> = IPTABLES_CHAINS
+            .iter()
+            .map(|(_, builtin, chain)| {
+                (
+                    format!(":{chain} "),
+                    format!("-A {chain} "),
+                    jump_rule(builtin, chain),
+                )
+            })
+            .collect();
         let mut table = "";
         for line in save.lines() {
             if let Some(t) = line.strip_prefix('*') {
                 table = t;
                 continue;
             }
-            for (t, builtin, chain) in IPTABLES_CHAINS {
-                if t != table {
+            for ((t, _, chain), (declared, rule, jump)) in IPTABLES_CHAINS.iter().zip(&marks) {
+                if *t != table {
                     continue;
                 }
-                let c = out.chains.entry(chain.to_string()).or_default();
-                if line.starts_with(&format!(":{chain} ")) {
+                let Some(c) = out.chains.get_mut(*chain) else {
+                    continue;
+                };
+                if line.starts_with(declared.as_str()) {
                     c.exists = true;
-                } else if line.starts_with(&format!("-A {chain} ")) {
+                } else if line.starts_with(rule.as_str()) {
                     c.rules.push(line.to_string());
-                } else if line == jump_rule(builtin, chain) {
+                } else if line == jump {
                     c.jump = true;
                 }
             }
-        }
-        for (_, _, chain) in IPTABLES_CHAINS {
-            out.chains.entry(chain.to_string()).or_default();
         }
         out
     }
@@ -302,13 +315,15 @@ impl Chains {
             if want.exists && !have.exists {
                 out.push(format!("+ chain {chain}"));
             }
-            for r in &have.rules {
-                if !want.rules.contains(r) {
+            // Equal rules (every no-op) are one comparison; otherwise set lookups, not a search
+            // of one list per rule of the other (a million comparisons at 1,000 guard rules).
+            if want.rules != have.rules {
+                let wanted: HashSet<&String> = want.rules.iter().collect();
+                let had: HashSet<&String> = have.rules.iter().collect();
+                for r in have.rules.iter().filter(|r| !wanted.contains(r)) {
                     out.push(format!("- {r}"));
                 }
-            }
-            for r in &want.rules {
-                if !have.rules.contains(r) {
+                for r in want.rules.iter().filter(|r| !had.contains(r)) {
                     out.push(format!("+ {r}"));
                 }
             }
@@ -409,6 +424,39 @@ mod tests {
         assert!(f.exists && f.jump);
         assert_eq!(f.rules, ["-A OVSB-FORWARD -i priv0 -j ACCEPT"]);
         assert!(!c.chains["OVSB-POSTROUTING"].exists);
+    }
+
+    #[test]
+    fn diff_names_removed_then_added_rules_and_a_reordering() {
+        let now = Chains::from_save(SAVE);
+        assert!(now.diff(&now).is_empty());
+        let mut want = now.clone();
+        let f = want.chains.get_mut("OVSB-FORWARD").unwrap();
+        f.rules = vec![
+            "-A OVSB-FORWARD -i a -j ACCEPT".into(),
+            "-A OVSB-FORWARD -i b -j ACCEPT".into(),
+        ];
+        assert_eq!(
+            want.diff(&now),
+            [
+                "- -A OVSB-FORWARD -i priv0 -j ACCEPT",
+                "+ -A OVSB-FORWARD -i a -j ACCEPT",
+                "+ -A OVSB-FORWARD -i b -j ACCEPT"
+            ]
+        );
+        let mut reordered = want.clone();
+        reordered
+            .chains
+            .get_mut("OVSB-FORWARD")
+            .unwrap()
+            .rules
+            .reverse();
+        assert_eq!(reordered.diff(&want), ["~ OVSB-FORWARD: rule order"]);
+        // A duplicated rule is no new rule: the lists differ in order (count) only.
+        let mut twice = now.clone();
+        let f = twice.chains.get_mut("OVSB-FORWARD").unwrap();
+        f.rules.push(f.rules[0].clone());
+        assert_eq!(twice.diff(&now), ["~ OVSB-FORWARD: rule order"]);
     }
 
     #[test]

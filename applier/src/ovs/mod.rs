@@ -26,6 +26,11 @@ mod tests {
     /// A live database: bridge br0 (owned) with ports priv0 (internal), gre-1 (gre), and a
     /// hand-made port "manual" (not owned).
     fn live() -> Live {
+        Live::from_results(&reply()).unwrap()
+    }
+
+    /// The reply to the read of [`live`]'s database.
+    fn reply() -> Vec<Value> {
         let port = |u: &str, name: &str, iface: &str, owned: bool| {
             json!({"_uuid": ["uuid", u], "name": name, "interfaces": ["uuid", iface], "protected": false,
                    "external_ids": if owned { ids() } else { json!(["map", []]) }})
@@ -34,7 +39,7 @@ mod tests {
             json!({"_uuid": ["uuid", u], "name": name, "type": kind, "options": opts, "ofport": 1, "error": ["set", []],
                    "external_ids": if owned { ids() } else { json!(["map", []]) }})
         };
-        let results = vec![
+        vec![
             json!({"rows": [{"_uuid": ["uuid", "root"], "bridges": ["uuid", "b0"], "next_cfg": 5, "cur_cfg": 5}]}),
             json!({"rows": [{"_uuid": ["uuid", "b0"], "name": "br0", "datapath_type": "netdev", "rstp_enable": false,
                              "external_ids": ids(), "ports": ["set", [["uuid", "p0"], ["uuid", "p1"], ["uuid", "p2"], ["uuid", "p3"]]]}]}),
@@ -44,8 +49,146 @@ mod tests {
                             iface("i1", "priv0", "internal", json!(["map", []]), true),
                             iface("i2", "gre-1", "gre", json!(["map", [["remote_ip", "192.0.2.2"]]]), true),
                             iface("i3", "manual", "internal", json!(["map", []]), false)]}),
-        ];
-        Live::from_results(&results).unwrap()
+        ]
+    }
+
+    fn raw(results: &[Value]) -> String {
+        serde_json::to_string(results).unwrap()
+    }
+
+    #[test]
+    fn the_read_decodes_from_text_as_from_values() {
+        let (a, b) = (Live::from_raw(&raw(&reply())).unwrap(), live());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(a.root_bridges, ["b0"]);
+        assert_eq!(a.ports["p2"].interfaces, ["i2"]);
+        assert_eq!(a.ifaces["i2"].options["remote_ip"], "192.0.2.2");
+        assert_eq!((a.next_cfg, a.cur_cfg), (5, 5));
+    }
+
+    #[test]
+    fn a_malformed_read_is_an_error_naming_the_table_not_a_panic() {
+        let with = |i: usize, f: &dyn Fn(&mut Value)| {
+            let mut r = reply();
+            f(&mut r[i]);
+            let text = Live::from_raw(&raw(&r)).unwrap_err();
+            let value = Live::from_results(&r).unwrap_err();
+            // The same message from text and from values, but for the position in the text.
+            assert!(text.starts_with(&value), "{text} / {value}");
+            text
+        };
+        let e = with(3, &|v| v["rows"][2]["options"] = json!("remote_ip=1"));
+        assert!(
+            e.starts_with(
+                "malformed reply to the OVSDB read: the Interface table: invalid type: string"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("expected an OVSDB map") && e.contains(" at line 1 column "),
+            "{e}"
+        );
+        let e = with(2, &|v| {
+            v["rows"][0]["interfaces"] = json!(["set", [["uuid", 7]]])
+        });
+        assert!(e.contains("the Port table: invalid type: integer"), "{e}");
+        let e = with(1, &|v| v["rows"][0]["_uuid"] = json!(null));
+        assert!(e.contains("the Bridge table: invalid type: null"), "{e}");
+        let e = with(1, &|v| {
+            v["rows"][0].as_object_mut().unwrap().remove("_uuid");
+        });
+        assert!(e.contains("the Bridge table: missing field `_uuid`"), "{e}");
+        let e = with(1, &|v| *v = json!({"count": 1}));
+        assert!(
+            e.contains("the result for the Bridge table has no rows"),
+            "{e}"
+        );
+        let e = with(2, &|v| {
+            *v = json!({"error": "unknown column", "details": "no col x"})
+        });
+        assert!(
+            e.contains("the select of the Port table failed: unknown column: no col x"),
+            "{e}"
+        );
+        let e = with(3, &|v| *v = json!(null));
+        assert!(e.contains("Interface table has no rows"), "{e}");
+        let e = with(0, &|v| v["rows"][0]["next_cfg"] = json!("5"));
+        assert!(
+            e.contains("the Open_vSwitch table: invalid type: string"),
+            "{e}"
+        );
+        let e = Live::from_raw(&raw(&reply()[..3])).unwrap_err();
+        assert!(e.contains("invalid length 3"), "{e}");
+        let e = Live::from_raw("{\"rows\": []}").unwrap_err();
+        assert!(
+            e.contains("malformed reply to the OVSDB read: invalid type: map"),
+            "{e}"
+        );
+        let e = Live::from_raw("[{\"rows\": [").unwrap_err();
+        assert!(e.contains("EOF"), "{e}");
+        // An empty root table: the hint to initialise the database.
+        let mut r = reply();
+        r[0]["rows"] = json!([]);
+        let e = Live::from_raw(&raw(&r)).unwrap_err();
+        assert!(e.contains("Open_vSwitch table is empty"), "{e}");
+        // Columns this tool does not read are skipped; a missing one reads as empty.
+        let mut r = reply();
+        r[3]["rows"][0]["mtu"] = json!(["set", [1500]]);
+        r[3]["rows"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("external_ids");
+        let l = Live::from_raw(&raw(&r)).unwrap();
+        assert!(l.ifaces["i0"].external_ids.is_empty());
+    }
+
+    /// A guard compares the columns as read: re-encoded from the typed rows, each decodes to
+    /// what the server sent (a one-element set may come back as `["set", [x]]` for a bare `x`:
+    /// the same OVSDB value).
+    #[test]
+    fn guard_rows_are_the_columns_as_read() {
+        use crate::ovsdb::value::{StrMap, UuidSet};
+        fn same(col: &str, sent: &Value, guard: &Value) {
+            if sent == guard {
+                return;
+            }
+            let sets = serde_json::from_value::<UuidSet>(sent.clone()).ok()
+                == serde_json::from_value::<UuidSet>(guard.clone()).ok();
+            let maps = serde_json::from_value::<StrMap>(sent.clone()).ok()
+                == serde_json::from_value::<StrMap>(guard.clone()).ok();
+            let decoded = serde_json::from_value::<UuidSet>(guard.clone()).is_ok()
+                || serde_json::from_value::<StrMap>(guard.clone()).is_ok();
+            assert!(sets && maps && decoded, "{col}: sent {sent}, guard {guard}");
+        }
+        let (r, l) = (reply(), live());
+        let check = |sent: &Value, guard: Value, cols: &[&str]| {
+            assert_eq!(guard.as_object().unwrap().len(), cols.len(), "{guard}");
+            for c in cols {
+                same(c, &sent[c], &guard[c]);
+            }
+        };
+        check(
+            &r[1]["rows"][0],
+            l.bridges[0].guard_row(),
+            &live::BRIDGE_COLS,
+        );
+        for (i, uuid) in ["p0", "p1", "p2", "p3"].iter().enumerate() {
+            check(
+                &r[2]["rows"][i],
+                l.ports[*uuid].guard_row(),
+                &live::PORT_COLS,
+            );
+        }
+        for (i, uuid) in ["i0", "i1", "i2", "i3"].iter().enumerate() {
+            check(
+                &r[3]["rows"][i],
+                l.ifaces[*uuid].guard_row(),
+                &live::IFACE_COLS,
+            );
+        }
+        let root = l.root_guard_row();
+        same("bridges", &r[0]["rows"][0]["bridges"], &root["bridges"]);
+        assert_eq!(root["other_config"], json!(["map", []]));
     }
 
     fn port(name: &str, role: PortRole, kind: &str, opts: &[(&str, &str)]) -> Port {

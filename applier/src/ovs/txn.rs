@@ -86,7 +86,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                 ..
             } => {
                 let lb = planned_bridge(live, uuid);
-                wait("Bridge", uuid, &lb.raw, &BRIDGE_COLS);
+                wait("Bridge", uuid, &lb.guard_row(), &BRIDGE_COLS);
                 let mut row = serde_json::Map::new();
                 if let Some((_, d)) = datapath_type {
                     row.insert("datapath_type".into(), json!(d));
@@ -101,7 +101,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
             }
             OvsChange::DeleteBridge { uuid, .. } => {
                 let lb = planned_bridge(live, uuid);
-                wait("Bridge", uuid, &lb.raw, &BRIDGE_COLS);
+                wait("Bridge", uuid, &lb.guard_row(), &BRIDGE_COLS);
                 root_delete.push(json!(["uuid", uuid]));
             }
             OvsChange::UpdatePort {
@@ -112,8 +112,8 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
             } => {
                 let lp = &live.ports[port_uuid];
                 let li = &live.ifaces[iface_uuid];
-                wait("Port", port_uuid, &lp.raw, &PORT_COLS);
-                wait("Interface", iface_uuid, &li.raw, &IFACE_COLS);
+                wait("Port", port_uuid, &lp.guard_row(), &PORT_COLS);
+                wait("Interface", iface_uuid, &li.guard_row(), &IFACE_COLS);
                 ops.push(json!({"op": "update", "table": "Interface", "where": [["_uuid", "==", ["uuid", iface_uuid]]],
                     "row": {"options": encode_map(&port.interface.options), "external_ids": encode_map(&port.external_ids)}}));
                 ops.push(json!({"op": "update", "table": "Port", "where": [["_uuid", "==", ["uuid", port_uuid]]],
@@ -123,8 +123,8 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                 bridge_uuid, uuid, ..
             } => {
                 let lb = planned_bridge(live, bridge_uuid);
-                wait("Bridge", bridge_uuid, &lb.raw, &BRIDGE_COLS);
-                wait("Port", uuid, &live.ports[uuid].raw, &PORT_COLS);
+                wait("Bridge", bridge_uuid, &lb.guard_row(), &BRIDGE_COLS);
+                wait("Port", uuid, &live.ports[uuid].guard_row(), &PORT_COLS);
                 ops.push(json!({"op": "mutate", "table": "Bridge", "where": [["_uuid", "==", ["uuid", bridge_uuid]]],
                     "mutations": [["ports", "delete", encode_uuid_set([json!(["uuid", uuid])])]]}));
             }
@@ -146,7 +146,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
         let lb = live
             .bridge(&bridge)
             .expect("ports are added to new or existing bridges");
-        wait("Bridge", &lb.uuid, &lb.raw, &BRIDGE_COLS);
+        wait("Bridge", &lb.uuid, &lb.guard_row(), &BRIDGE_COLS);
         ops.push(
             json!({"op": "mutate", "table": "Bridge", "where": [["_uuid", "==", ["uuid", lb.uuid]]],
             "mutations": [["ports", "insert", encode_uuid_set(refs)]]}),
@@ -159,7 +159,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
             wait(
                 "Open_vSwitch",
                 &live.root,
-                &live.root_raw,
+                &live.root_guard_row(),
                 &["other_config", "external_ids"],
             );
             let keys = |k: &str| json!(["set", [k]]);
@@ -179,7 +179,12 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
         }
     }
     if !root_insert.is_empty() || !root_delete.is_empty() {
-        wait("Open_vSwitch", &live.root, &live.root_raw, &["bridges"]);
+        wait(
+            "Open_vSwitch",
+            &live.root,
+            &live.root_guard_row(),
+            &["bridges"],
+        );
         let mut mutations = Vec::new();
         if !root_insert.is_empty() {
             mutations.push(json!(["bridges", "insert", encode_uuid_set(root_insert)]));

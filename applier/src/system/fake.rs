@@ -10,7 +10,6 @@ use super::{IfAction, SysError, System};
 use crate::ovs::{Live, LiveBridge, LiveIface, LivePort, OvsChange};
 use bundle::state::OvsState;
 use bundle::Chains;
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -34,6 +33,9 @@ pub struct FakeSystem {
     pub crash_at: Option<usize>,
     crashed: bool,
     seq: u64,
+    /// The rows and chains as `read_begin` saw them, for the next `ovs_read`/`firewall_read`.
+    ovs_pending: Option<Live>,
+    firewall_pending: Option<Chains>,
 }
 
 /// What a person could observe on the host (row UUIDs aside): what tests compare.
@@ -55,7 +57,6 @@ impl Default for FakeSystem {
         FakeSystem {
             ovs: Live {
                 root: "root".into(),
-                root_raw: Value::Null,
                 ..Live::default()
             },
             chains: Chains::from_save(""),
@@ -70,6 +71,8 @@ impl Default for FakeSystem {
             crash_at: None,
             crashed: false,
             seq: 0,
+            ovs_pending: None,
+            firewall_pending: None,
         }
     }
 }
@@ -100,7 +103,6 @@ impl FakeSystem {
                 rstp: false,
                 external_ids: BTreeMap::new(),
                 ports: Vec::new(),
-                raw: Value::Null,
             });
         }
         let p = self.insert_port(name, "internal", BTreeMap::new(), BTreeMap::new(), false);
@@ -123,6 +125,7 @@ impl FakeSystem {
         self.crashed = false;
         self.crash_at = None;
         self.fail_at = None;
+        self.read_cancel();
     }
 
     pub fn view(&self) -> View {
@@ -216,7 +219,6 @@ impl FakeSystem {
                 kind: kind.into(),
                 options,
                 external_ids: ids.clone(),
-                raw: Value::Null,
             },
         );
         self.ovs.ports.insert(
@@ -227,7 +229,6 @@ impl FakeSystem {
                 interfaces: vec![i],
                 protected,
                 external_ids: ids,
-                raw: Value::Null,
             },
         );
         p
@@ -260,11 +261,13 @@ impl FakeSystem {
 
 impl System for FakeSystem {
     fn ovs_read(&mut self) -> Result<Live, SysError> {
+        let pending = self.ovs_pending.take();
         self.tick("ovs_read".into())?;
-        Ok(self.ovs.clone())
+        Ok(pending.unwrap_or_else(|| self.ovs.clone()))
     }
 
     fn ovs_apply(&mut self, changes: &[OvsChange], _base: &Live, _: &str) -> Result<i64, SysError> {
+        self.read_cancel();
         self.tick(format!("ovs_apply {} change(s)", changes.len()))?;
         // The guards: every row the changes name must still be there.
         for c in changes {
@@ -304,7 +307,6 @@ impl System for FakeSystem {
                         rstp: bridge.rstp,
                         external_ids: bridge.external_ids.clone(),
                         ports: vec![p],
-                        raw: Value::Null,
                     });
                 }
                 OvsChange::AddPort { bridge, port } => {
@@ -412,9 +414,27 @@ impl System for FakeSystem {
             .collect())
     }
 
+    /// Not a step of its own (the real one only sends a request and starts a process): the
+    /// reads it starts are `ovs_read`'s and `firewall_read`'s steps, and return the host as it
+    /// was here.
+    fn read_begin(&mut self) {
+        if self.ovs_pending.is_none() {
+            self.ovs_pending = Some(self.ovs.clone());
+        }
+        if self.firewall_pending.is_none() {
+            self.firewall_pending = Some(self.chains.clone());
+        }
+    }
+
+    fn read_cancel(&mut self) {
+        self.ovs_pending = None;
+        self.firewall_pending = None;
+    }
+
     fn firewall_read(&mut self) -> Result<Chains, SysError> {
+        let pending = self.firewall_pending.take();
         self.tick("firewall_read".into())?;
-        Ok(self.chains.clone())
+        Ok(pending.unwrap_or_else(|| self.chains.clone()))
     }
 
     fn firewall_write(
@@ -423,6 +443,7 @@ impl System for FakeSystem {
         _: &Chains,
         test_only: bool,
     ) -> Result<(), SysError> {
+        self.read_cancel();
         self.tick(format!(
             "firewall_write{}",
             if test_only { " --test" } else { "" }
@@ -503,6 +524,7 @@ impl System for FakeSystem {
     }
 
     fn write_sysctl(&mut self, path: &Path, value: &[u8]) -> Result<(), SysError> {
+        self.read_cancel();
         self.tick(format!("write_sysctl {}", path.display()))?;
         match self.files.get_mut(path) {
             Some(v) => {
@@ -519,6 +541,7 @@ impl System for FakeSystem {
         iface: &str,
         interfaces: &Path,
     ) -> Result<(), SysError> {
+        self.read_cancel();
         self.tick(format!("{action:?} {iface}"))?;
         match action {
             IfAction::Down => {

@@ -57,7 +57,8 @@ pub enum IfAction {
 }
 
 pub trait System {
-    /// The rows of the tables this tool reads, in one read.
+    /// The rows of the tables this tool reads, in one read (as of the last `read_begin`, if
+    /// one is pending).
     fn ovs_read(&mut self) -> Result<Live, SysError>;
     /// Makes `changes` (planned from `base`) in one transaction, guarded by the values of `base`;
     /// returns the configuration number ovs-vswitchd must reach for them to be in force.
@@ -71,7 +72,18 @@ pub trait System {
     fn ovs_wait_applied(&mut self, cfg: i64) -> Result<(), SysError>;
     /// `interface NAME: ERROR` for each named interface ovs-vswitchd reports an error on.
     fn ovs_interface_errors(&mut self, names: &[&str]) -> Result<Vec<String>, SysError>;
-    /// This tool's iptables chains as they are.
+    /// Starts the reads of the host's state (the OVS rows, the chains) now, in the background,
+    /// for the next [`System::ovs_read`] and [`System::firewall_read`] to return: ovsdb-server
+    /// takes tens of milliseconds to produce 1,000 tunnels' rows and `iptables-save` as long
+    /// for their 1,000 IPsec guard rules, time that then overlaps with the bundle's
+    /// verification. A change to the host (an OVS transaction, a firewall write, a kernel
+    /// setting, an ifup/ifdown, whose hooks may change OVS or iptables) discards what is still
+    /// pending. A hint: an implementation may do nothing here and read when asked.
+    fn read_begin(&mut self) {}
+    /// Drops reads [`System::read_begin`] started that nobody took: an operation that ends
+    /// early must not leave the next one a state from before it.
+    fn read_cancel(&mut self) {}
+    /// This tool's iptables chains as they are (as of the last `read_begin`, if one is pending).
     fn firewall_read(&mut self) -> Result<Chains, SysError>;
     /// Turns the chains from `current` into `want` in one commit per table (only a dry run of
     /// that commit when `test_only`).

@@ -24,6 +24,11 @@ pub struct RealSystem {
     /// Its size when the last OVS change was sent: what it says after that is about our change.
     log_mark: Option<u64>,
     conn: Option<Connection>,
+    /// The id of the OVSDB read [`System::read_begin`] sent, its reply not taken yet.
+    ovs_pending: Option<u64>,
+    /// An `iptables-save` started by [`System::read_begin`], drained by a thread (its output
+    /// outgrows a pipe's buffer at 1,000 guard rules, so nobody reading it would stall it).
+    firewall_pending: Option<std::thread::JoinHandle<Result<String, SysError>>>,
 }
 
 impl RealSystem {
@@ -38,6 +43,18 @@ impl RealSystem {
             vswitchd_log: log_dir.join("ovs-vswitchd.log"),
             log_mark: None,
             conn: None,
+            ovs_pending: None,
+            firewall_pending: None,
+        }
+    }
+
+    /// Forgets the reads started before a change: they would show the host as it was. Waits
+    /// for a pending `iptables-save` (read-only) so no child outlives its use; the reply to a
+    /// pending OVSDB read is skipped when it arrives (replies are matched by id).
+    fn discard_pending(&mut self) {
+        self.ovs_pending = None;
+        if let Some(pending) = self.firewall_pending.take() {
+            let _ = pending.join();
         }
     }
 
@@ -82,6 +99,15 @@ impl RealSystem {
 }
 
 fn run(cmd: &mut Command, input: Option<&str>) -> Result<String, SysError> {
+    let (child, name) = spawn(cmd, input)?;
+    finish(child, name)
+}
+
+/// Starts `cmd` with `input` on its stdin (then closed).
+fn spawn(
+    cmd: &mut Command,
+    input: Option<&str>,
+) -> Result<(std::process::Child, String), SysError> {
     let name = format!("{cmd:?}").replace('"', "");
     let mut child = cmd
         .stdin(if input.is_some() {
@@ -100,6 +126,11 @@ fn run(cmd: &mut Command, input: Option<&str>) -> Result<String, SysError> {
         let mut stdin = child.stdin.take().expect("piped");
         let _ = stdin.write_all(input.as_bytes());
     }
+    Ok((child, name))
+}
+
+/// Waits for a [`spawn`]ed command: its stdout, or an error with its stderr.
+fn finish(child: std::process::Child, name: String) -> Result<String, SysError> {
     let out = child.wait_with_output().map_err(|e| SysError::Command {
         command: name.clone(),
         detail: e.to_string(),
@@ -116,8 +147,14 @@ fn run(cmd: &mut Command, input: Option<&str>) -> Result<String, SysError> {
 
 impl System for RealSystem {
     fn ovs_read(&mut self) -> Result<Live, SysError> {
-        let results = self.conn()?.transact(&ovs::live::read_ops())?;
-        Live::from_reply(results).map_err(SysError::Ovs)
+        let pending = self.ovs_pending.take();
+        let conn = self.conn()?;
+        let id = match pending {
+            Some(id) => id,
+            None => conn.transact_request(&ovs::live::read_ops())?,
+        };
+        let results = conn.reply(id, "transact")?;
+        Live::from_raw(results.get()).map_err(SysError::Ovs)
     }
 
     fn ovs_apply(
@@ -126,6 +163,7 @@ impl System for RealSystem {
         base: &Live,
         comment: &str,
     ) -> Result<i64, SysError> {
+        self.discard_pending();
         let ops = ovs::txn::transaction(changes, base, comment);
         self.log_mark = std::fs::metadata(&self.vswitchd_log).ok().map(|m| m.len());
         let results = self.conn()?.transact(&ops)?;
@@ -162,8 +200,36 @@ impl System for RealSystem {
         }
     }
 
+    fn read_begin(&mut self) {
+        if self.ovs_pending.is_none() {
+            // A failure here is met again, and reported, by `ovs_read`.
+            self.ovs_pending = self
+                .conn()
+                .and_then(|c| Ok(c.transact_request(&ovs::live::read_ops())?))
+                .ok();
+        }
+        if self.firewall_pending.is_none() {
+            let started = spawn(&mut Command::new("iptables-save"), None);
+            self.firewall_pending = Some(std::thread::spawn(move || {
+                let (child, name) = started?;
+                finish(child, name)
+            }));
+        }
+    }
+
+    fn read_cancel(&mut self) {
+        self.discard_pending();
+    }
+
     fn firewall_read(&mut self) -> Result<Chains, SysError> {
-        run(&mut Command::new("iptables-save"), None).map(|save| Chains::from_save(&save))
+        let save = match self.firewall_pending.take() {
+            Some(pending) => pending.join().map_err(|_| SysError::Command {
+                command: "iptables-save".into(),
+                detail: "the thread reading its output panicked".into(),
+            })?,
+            None => run(&mut Command::new("iptables-save"), None),
+        }?;
+        Ok(Chains::from_save(&save))
     }
 
     fn firewall_write(
@@ -172,6 +238,7 @@ impl System for RealSystem {
         current: &Chains,
         test_only: bool,
     ) -> Result<(), SysError> {
+        self.discard_pending();
         let mut cmd = Command::new("iptables-restore");
         cmd.arg("--noflush");
         if test_only {
@@ -246,6 +313,7 @@ impl System for RealSystem {
     }
 
     fn write_sysctl(&mut self, path: &Path, value: &[u8]) -> Result<(), SysError> {
+        self.discard_pending();
         let file = std::fs::OpenOptions::new().write(true).open(path);
         file.and_then(|mut f| f.write_all(value))
             .map_err(|source| SysError::File {
@@ -260,6 +328,7 @@ impl System for RealSystem {
         iface: &str,
         interfaces: &Path,
     ) -> Result<(), SysError> {
+        self.discard_pending();
         std::fs::create_dir_all(&self.ifstate_dir)
             .map_err(|e| SysError::file(&self.ifstate_dir, e))?;
         let mut cmd = Command::new(match action {
