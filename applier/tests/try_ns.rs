@@ -211,8 +211,9 @@ fn a_failing_check_reverts_at_once_and_a_pending_try_refuses_changes() {
         let log = try_log(&h);
         log.contains("all 1 check(s) passed").then_some(log)
     });
-    // While it is pending: another apply or try is refused, and says what to do.
-    for cmd in ["apply", "try"] {
+    // While it is pending: another apply or try is refused, and says what to do; plan
+    // predicts it.
+    for cmd in ["apply", "try", "plan"] {
         let out = h.applier(&[cmd, b2.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(15), "{cmd}");
         let err = text(&out.stderr);

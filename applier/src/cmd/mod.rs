@@ -273,10 +273,17 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global, paths: &Paths) -> Result<Exi
             bundle,
             flags,
             dry_run: true,
-        } => match app.plan_bundle(&read_bundle(&bundle)?, opts(flags)) {
-            Ok(plan) => show_plan(&plan, g.json, None),
-            Err(e) => report(&e),
-        },
+        } => {
+            // What apply would do, refusals included: a pending try refuses it.
+            let bytes = read_bundle(&bundle)?;
+            let planned = app
+                .refuse_if_trying()
+                .and_then(|()| app.plan_bundle(&bytes, opts(flags)));
+            match planned {
+                Ok(plan) => show_plan(&plan, g.json, None),
+                Err(e) => report(&e),
+            }
+        }
         Cmd::Apply { bundle, flags, .. } => match app.refuse_if_trying() {
             Err(e) => report(&e),
             Ok(()) => show_outcome(
