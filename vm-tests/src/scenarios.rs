@@ -647,7 +647,7 @@ fn try_scenarios(ctx: &mut Ctx) -> Result<()> {
     // 1. Tried from a shell in a session of its own, which is killed as a dropped SSH
     //    connection would be; the watcher is not part of it.
     let n1 = ctx.g("node1")?;
-    n1.ok("setsid sh -c 'echo $$ >/tmp/session.pid; applier try /payload/v5-bad/node1.tgz --timeout 40s >/tmp/try.out 2>&1; sleep 600' </dev/null >/dev/null 2>&1 & sleep 1")?;
+    n1.ok("setsid sh -c 'echo $$ >/tmp/session.pid; applier try /payload/v5-bad/node1.tgz --timeout 30s >/tmp/try.out 2>&1; sleep 600' </dev/null >/dev/null 2>&1 & sleep 1")?;
     until_ok(n1, "applier try --status | grep 'is on trial'", 60)
         .context("node1: the bad bundle was not put on trial")?;
     n1.ok("kill -9 -- -$(cat /tmp/session.pid); cat /tmp/try.out")?;
@@ -658,7 +658,7 @@ fn try_scenarios(ctx: &mut Ctx) -> Result<()> {
     let n1 = ctx.g("node1")?;
     let status = n1.ok("applier try --status; ovs-vsctl list-ports private-br0")?;
     if !status.contains(" reverted at ")
-        || !status.contains("not confirmed within 40 s")
+        || !status.contains("not confirmed within 30 s")
         || status.lines().any(|l| l == "eth0")
         || current(n1)? != n1_before
     {
