@@ -85,6 +85,12 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
             _ => "~ sysctl drop-in".into(),
         });
     }
+    if a.dhcp != b.dhcp {
+        out.push("~ dnsmasq.conf (DHCP):".into());
+        for l in line_diff(&file(&a.dhcp), &file(&b.dhcp)).lines() {
+            out.push(format!("    {l}"));
+        }
+    }
     if a.ipsec_skb_mark != b.ipsec_skb_mark {
         out.push(format!(
             "~ other_config:ipsec_skb_mark {} -> {}",
@@ -197,6 +203,9 @@ pub fn summary(a: Option<&HostState>, b: &HostState) -> String {
     }
     if a.sysctl != b.sysctl {
         parts.push("sysctl".into());
+    }
+    if a.dhcp != b.dhcp {
+        parts.push("dhcp".into());
     }
     if parts.is_empty() {
         if lines.is_empty() {

@@ -1,7 +1,7 @@
 //! The real host (or the network namespace the process runs in): OVSDB over its unix socket,
-//! `iptables-save`/`iptables-restore`, files, /proc/sys, `ifup`/`ifdown`.
+//! `iptables-save`/`iptables-restore`, files, /proc/sys, `ifup`/`ifdown`, dnsmasq ([`super::dnsmasq`]).
 
-use super::{IfAction, SysError, System};
+use super::{DhcpInstance, IfAction, SysError, System};
 use crate::ovs::{self, Live, OvsChange};
 use crate::ovsdb::Connection;
 use bundle::Chains;
@@ -274,6 +274,14 @@ impl System for RealSystem {
             .arg("--")
             .arg(iface);
         run(&mut cmd, None).map(drop)
+    }
+
+    fn dhcp_running(&mut self, inst: &DhcpInstance) -> Result<bool, SysError> {
+        super::dnsmasq::running_pid(inst).map(|p| p.is_some())
+    }
+
+    fn dhcp_restart(&mut self, inst: &DhcpInstance, start: bool) -> Result<(), SysError> {
+        super::dnsmasq::restart(inst, start)
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> Result<(), SysError> {
