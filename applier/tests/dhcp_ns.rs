@@ -2,8 +2,8 @@
 //! (userspace datapath) starts real dnsmasq on the bridge's internal port, and a client in a
 //! second namespace, joined to the bridge by a veth pair, gets its static lease with busybox
 //! `udhcpc`. Then: a re-apply leaves dnsmasq alone, a changed lease restarts it, a bundle
-//! without DHCP stops it, a rollback starts it again, and a signed bundle with an option the
-//! builder never writes is refused.
+//! without DHCP stops it, a rollback starts it again, a signed bundle with an option the
+//! builder never writes is refused, and an apply killed at the DHCP step is undone.
 
 mod common;
 use common::{check, host, text, TestHost};
@@ -231,5 +231,19 @@ fn a_client_on_the_bridge_gets_its_static_lease_and_dnsmasq_follows_the_generati
         dnsmasq_pid(&h).is_some(),
         "dnsmasq not started by the rollback"
     );
+    assert_eq!(client.lease(), "10.20.0.20");
+
+    // Killed at the DHCP step: the next run undoes the apply, dnsmasq serves v2's lease again.
+    let v5 = h.bundle("v5", &profile(Some("10.20.0.50")), 5);
+    let out = h.applier_env(
+        &["apply", v5.to_str().unwrap()],
+        &[("OVS_BUNDLE_TEST_KILL_AT", "dhcp")],
+    );
+    assert_eq!(out.status.code(), None, "not killed: {}", text(&out.stderr));
+    let boot = h.applier(&["boot"]);
+    let log = text(&boot.stderr);
+    assert!(boot.status.success(), "{log}");
+    assert!(log.contains("undid an interrupted apply"), "{log}");
+    assert_eq!(h.applier(&["status"]).status.code(), Some(0));
     assert_eq!(client.lease(), "10.20.0.20");
 }
