@@ -20,7 +20,8 @@ pub struct Mac(pub [u8; 6]);
 impl FromStr for Mac {
     type Err = String;
     fn from_str(s: &str) -> Result<Mac, String> {
-        let bad = || format!("{s:?} is not a MAC address; write six hex pairs, e.g. 52:54:00:12:34:56");
+        let bad =
+            || format!("{s:?} is not a MAC address; write six hex pairs, e.g. 52:54:00:12:34:56");
         let parts: Vec<&str> = s.split([':', '-']).collect();
         if parts.len() != 6 {
             return Err(bad());
@@ -206,7 +207,9 @@ pub fn parse(data: &[u8]) -> Result<DhcpConfig, DhcpError> {
                     .ok_or_else(|| err("dhcp-range before any interface=".into()))?;
                 let f: Vec<&str> = value.split(',').collect();
                 let [a, b, m, secs] = f[..] else {
-                    return Err(err(format!("dhcp-range {value:?} is not start,end,mask,secs")));
+                    return Err(err(format!(
+                        "dhcp-range {value:?} is not start,end,mask,secs"
+                    )));
                 };
                 let ip = |v: &str| {
                     v.parse::<Ipv4Addr>()
@@ -281,7 +284,10 @@ mod tests {
                 interface: "priv0".into(),
                 network: "10.20.20.0".parse().unwrap(),
                 prefix: 24,
-                range: Some(("10.20.20.100".parse().unwrap(), "10.20.20.200".parse().unwrap())),
+                range: Some((
+                    "10.20.20.100".parse().unwrap(),
+                    "10.20.20.200".parse().unwrap(),
+                )),
                 lease_secs: 43200,
                 leases: vec![StaticLease {
                     mac: "52:54:00:AB:cd:01".parse().unwrap(),
@@ -334,7 +340,10 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert_eq!("52-54-00-00-00-0A".parse::<Mac>().unwrap().to_string(), "52:54:00:00:00:0a");
+        assert_eq!(
+            "52-54-00-00-00-0A".parse::<Mac>().unwrap().to_string(),
+            "52:54:00:00:00:0a"
+        );
         assert!("52:54:00:00:00".parse::<Mac>().is_err());
         assert!("52:54:00:00:00:0g".parse::<Mac>().is_err());
         assert!("01:00:5e:00:00:01".parse::<Mac>().is_err());
