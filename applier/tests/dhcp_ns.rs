@@ -233,6 +233,29 @@ fn a_client_on_the_bridge_gets_its_static_lease_and_dnsmasq_follows_the_generati
     );
     assert_eq!(client.lease(), "10.20.0.20");
 
+    // A boot before networking: dnsmasq is gone and priv0 has no address yet. The boot unit's
+    // restore starts dnsmasq all the same (bind-dynamic), and it serves once the address is back.
+    let pid = dnsmasq_pid(&h).unwrap();
+    let _ = Command::new("kill").arg(&pid).output();
+    for _ in 0..50 {
+        if dnsmasq_pid(&h).is_none() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    check(
+        h.exec("ip", &["addr", "flush", "dev", "priv0"]),
+        "ip addr flush",
+    );
+    let boot = h.applier(&["boot"]);
+    assert!(boot.status.success(), "{}", text(&boot.stderr));
+    assert!(dnsmasq_pid(&h).is_some(), "dnsmasq not started at boot");
+    check(
+        h.exec("ip", &["addr", "add", "10.20.0.1/24", "dev", "priv0"]),
+        "ip addr add",
+    );
+    assert_eq!(client.lease(), "10.20.0.20");
+
     // Killed at the DHCP step: the next run undoes the apply, dnsmasq serves v2's lease again.
     let v5 = h.bundle("v5", &profile(Some("10.20.0.50")), 5);
     let out = h.applier_env(

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 const OPTIONS: [&str; 7] = [
     "port=0",
-    "bind-interfaces",
+    "bind-dynamic",
     "except-interface=lo",
     "dhcp-authoritative",
     "interface=",
