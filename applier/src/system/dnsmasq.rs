@@ -1,7 +1,9 @@
-//! The real side of the DHCP driver: this tool's own dnsmasq instance, a daemon started with
+//! The real side of the DHCP driver: this tool's own dnsmasq instance, started with
 //! `--conf-file` (so neither `/etc/dnsmasq.conf` nor `/etc/dnsmasq.d/` is read, and a dnsmasq
 //! the host runs for DNS is left alone), its own pid file and lease database. Everything lives
-//! under the applier's root and runs in its network namespace, so the tests run it there.
+//! under the applier's root and runs in its network namespace, so the tests run it there. On
+//! systemd hosts it runs in a transient unit of its own (see [`start_unit`]), elsewhere (and in
+//! the tests) as a daemon.
 //!
 //! "Running" means: the pid file names a live (not zombie) process whose command line is
 //! dnsmasq with our configuration file, so a stale pid file or a reused pid is not mistaken
@@ -57,7 +59,9 @@ fn is_zombie(proc: &Path) -> bool {
     })
 }
 
-pub(super) fn restart(inst: &DhcpInstance, start: bool) -> Result<(), SysError> {
+/// Stops the instance if it runs, then (if `start`) starts it: in a transient systemd unit when
+/// `systemd` (falling back to a daemon if `systemd-run` itself fails), else as a daemon.
+pub(super) fn restart(inst: &DhcpInstance, start: bool, systemd: bool) -> Result<(), SysError> {
     if let Some(pid) = running_pid(inst)? {
         stop(pid, inst)?;
     }
@@ -68,6 +72,11 @@ pub(super) fn restart(inst: &DhcpInstance, start: bool) -> Result<(), SysError> 
     for f in [&inst.pid_file, &inst.lease_file] {
         if let Some(dir) = f.parent() {
             std::fs::create_dir_all(dir).map_err(|e| SysError::file(dir, e))?;
+        }
+    }
+    if systemd {
+        if let Some(started) = start_unit(inst) {
+            return started;
         }
     }
     // Its messages go to a file, not a pipe: the daemon keeps what it inherits open, and a pipe
@@ -105,6 +114,48 @@ pub(super) fn restart(inst: &DhcpInstance, start: bool) -> Result<(), SysError> 
         });
     }
     Ok(())
+}
+
+/// Starts dnsmasq in the foreground (`-k`) as a transient unit, so it lives outside the cgroup of
+/// whatever ran the applier (a oneshot service's leftover processes are killed when it ends).
+/// `None`: systemd-run could not start a unit at all (the caller starts a daemon instead);
+/// otherwise whether dnsmasq came up, which it says in the unit's journal if not.
+fn start_unit(inst: &DhcpInstance) -> Option<Result<(), SysError>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A new name per start: the unit stopped just before may not have been collected yet.
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let unit = format!(
+        "ovs-bundle-dnsmasq-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    );
+    let status = Command::new("systemd-run")
+        .args(["--quiet", "--collect", "--unit", &unit])
+        .arg("--description=ovs-bundle: DHCP on the private bridges (dnsmasq)")
+        .args(["dnsmasq", "-k"])
+        .arg(conf_arg(inst))
+        .arg(format!("--pid-file={}", inst.pid_file.display()))
+        .arg(format!("--dhcp-leasefile={}", inst.lease_file.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    // systemd-run returns once the unit is started, not once dnsmasq has read its file.
+    let deadline = Instant::now() + STOP_WAIT;
+    while Instant::now() < deadline {
+        match running_pid(inst) {
+            Ok(Some(_)) => return Some(Ok(())),
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Err(SysError::Command {
+        command: format!("dnsmasq in unit {unit}"),
+        detail: format!("did not start; see journalctl -u {unit}"),
+    }))
 }
 
 /// SIGTERM, then SIGKILL if it has not gone within [`STOP_WAIT`].

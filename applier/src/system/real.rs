@@ -21,6 +21,9 @@ pub struct RealSystem {
     pub ifstate_dir: PathBuf,
     /// ovs-vswitchd's log, where it says why it could not set something up.
     pub vswitchd_log: PathBuf,
+    /// Start dnsmasq as a transient systemd unit (on systemd hosts with root `/`), not as a
+    /// daemon of this process's cgroup.
+    pub dhcp_systemd: bool,
     /// Its size when the last OVS change was sent: what it says after that is about our change.
     log_mark: Option<u64>,
     conn: Option<Connection>,
@@ -36,6 +39,7 @@ impl RealSystem {
             timeout,
             ifstate_dir,
             vswitchd_log: log_dir.join("ovs-vswitchd.log"),
+            dhcp_systemd: false,
             log_mark: None,
             conn: None,
         }
@@ -281,7 +285,7 @@ impl System for RealSystem {
     }
 
     fn dhcp_restart(&mut self, inst: &DhcpInstance, start: bool) -> Result<(), SysError> {
-        super::dnsmasq::restart(inst, start)
+        super::dnsmasq::restart(inst, start, self.dhcp_systemd)
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> Result<(), SysError> {
