@@ -282,4 +282,28 @@ mod tests {
         assert!(diff(&a, &a).is_empty());
         assert_eq!(summary(Some(&a), &a), "no change");
     }
+
+    #[test]
+    fn diff_shows_dhcp_lease_changes() {
+        let fx = Fixture::new();
+        let p = profile(&[("10.99.0.2", None)], "10.20.0.1/24", false);
+        let lease = |ip: &str| {
+            format!("{p}\n[bridges.dhcp]\n[[bridges.dhcp.leases]]\nmac = \"52:54:00:00:00:01\"\nip = \"{ip}\"\n")
+        };
+        let (a, b) = (
+            state(&fx, &lease("10.20.0.10"), 1),
+            state(&fx, &lease("10.20.0.11"), 2),
+        );
+        let d = diff(&a, &b).join("\n");
+        for want in [
+            "~ dnsmasq.conf (DHCP):",
+            "    -dhcp-host=52:54:00:00:00:01,10.20.0.10",
+            "    +dhcp-host=52:54:00:00:00:01,10.20.0.11",
+        ] {
+            assert!(d.contains(want), "missing {want:?} in:\n{d}");
+        }
+        assert_eq!(summary(Some(&a), &b), "dhcp");
+        let none = state(&fx, &p, 3);
+        assert!(diff(&none, &a).join("\n").contains("    +port=0"));
+    }
 }
