@@ -85,6 +85,12 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
             _ => "~ sysctl drop-in".into(),
         });
     }
+    if a.dhcp != b.dhcp {
+        out.push("~ dnsmasq.conf (DHCP):".into());
+        for l in line_diff(&file(&a.dhcp), &file(&b.dhcp)).lines() {
+            out.push(format!("    {l}"));
+        }
+    }
     if a.ipsec_skb_mark != b.ipsec_skb_mark {
         out.push(format!(
             "~ other_config:ipsec_skb_mark {} -> {}",
@@ -198,6 +204,9 @@ pub fn summary(a: Option<&HostState>, b: &HostState) -> String {
     if a.sysctl != b.sysctl {
         parts.push("sysctl".into());
     }
+    if a.dhcp != b.dhcp {
+        parts.push("dhcp".into());
+    }
     if parts.is_empty() {
         if lines.is_empty() {
             "no change".into()
@@ -272,5 +281,29 @@ mod tests {
         assert_eq!(summary(None, &a), "first: 1 bridge(s), 2 tunnel(s)");
         assert!(diff(&a, &a).is_empty());
         assert_eq!(summary(Some(&a), &a), "no change");
+    }
+
+    #[test]
+    fn diff_shows_dhcp_lease_changes() {
+        let fx = Fixture::new();
+        let p = profile(&[("10.99.0.2", None)], "10.20.0.1/24", false);
+        let lease = |ip: &str| {
+            format!("{p}\n[bridges.dhcp]\n[[bridges.dhcp.leases]]\nmac = \"52:54:00:00:00:01\"\nip = \"{ip}\"\n")
+        };
+        let (a, b) = (
+            state(&fx, &lease("10.20.0.10"), 1),
+            state(&fx, &lease("10.20.0.11"), 2),
+        );
+        let d = diff(&a, &b).join("\n");
+        for want in [
+            "~ dnsmasq.conf (DHCP):",
+            "    -dhcp-host=52:54:00:00:00:01,10.20.0.10",
+            "    +dhcp-host=52:54:00:00:00:01,10.20.0.11",
+        ] {
+            assert!(d.contains(want), "missing {want:?} in:\n{d}");
+        }
+        assert_eq!(summary(Some(&a), &b), "dhcp");
+        let none = state(&fx, &p, 3);
+        assert!(diff(&none, &a).join("\n").contains("    +port=0"));
     }
 }

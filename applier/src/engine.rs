@@ -692,11 +692,17 @@ impl Applier<'_> {
             .read_file(&self.loc.ip_forward())
             .map(|v| v.map(|v| String::from_utf8_lossy(&v).trim().to_string()));
         let ip_forward = or_before(e, "ip_forward", forward, before.ip_forward.clone());
+        let dhcp = self.sys.read_file(&paths.dhcp_conf());
+        let dhcp = or_before(e, "the dnsmasq configuration", dhcp, before.dhcp.clone());
+        let running = self.sys.dhcp_running(&paths.dhcp_instance());
+        let dhcp_running = or_before(e, "whether dnsmasq runs", running, before.dhcp_running);
         let state = HostState {
             chains,
             interfaces,
             sysctl,
             ip_forward,
+            dhcp,
+            dhcp_running,
             ..HostState::default()
         };
         (Current { live, state }, errors, ovs_read)

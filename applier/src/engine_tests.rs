@@ -106,8 +106,15 @@ pub(crate) fn v1() -> String {
         &[("10.99.0.2", Some(PSK_A)), ("10.99.0.3", None)],
         "10.20.0.1/24",
         true,
-    )
+    ) + DHCP_V1
 }
+
+/// DHCP on priv0: v1's, and v2's with another range and lease (so dnsmasq is restarted).
+const DHCP_V1: &str =
+    "\n[bridges.dhcp]\nrange_start = \"10.20.0.100\"\nrange_end = \"10.20.0.199\"\n\
+    [[bridges.dhcp.leases]]\nmac = \"52:54:00:00:00:01\"\nip = \"10.20.0.10\"\n";
+const DHCP_V2: &str = "\n[bridges.dhcp]\nrange_start = \"10.20.0.100\"\nrange_end = \"10.20.0.150\"\n\
+    lease_time = \"12h\"\n[[bridges.dhcp.leases]]\nmac = \"52:54:00:00:00:01\"\nip = \"10.20.0.11\"\nname = \"n1\"\n";
 
 /// Changes every part: a PSK, a peer added and one removed, the address, the forwarder gone.
 pub(crate) fn v2() -> String {
@@ -118,7 +125,7 @@ pub(crate) fn v2() -> String {
         ],
         "10.20.0.8/24",
         false,
-    )
+    ) + DHCP_V2
 }
 
 fn apply(app: &mut Applier, bytes: &[u8]) -> Result<Outcome, ApplyError> {
@@ -160,6 +167,15 @@ fn an_apply_changes_every_part_and_records_a_generation() {
         .contains_key(&PathBuf::from("/etc/sysctl.d/60-ovs-bundle.conf")));
     assert!(after.chains.chains["OVSB-POSTROUTING"].rules.is_empty());
     assert!(after.files[&PathBuf::from("/etc/network/interfaces")].contains("10.20.0.8/24"));
+    let dnsmasq = after.dnsmasq.as_deref().expect("dnsmasq runs");
+    assert!(
+        dnsmasq.contains("dhcp-host=52:54:00:00:00:01,10.20.0.11,n1\n"),
+        "{dnsmasq}"
+    );
+    assert_eq!(
+        after.files[&PathBuf::from("/etc/ovs-bundle/dnsmasq.conf")],
+        dnsmasq
+    );
     assert_eq!(after.foreign, ["manual"], "a foreign port was touched");
     // The last calls: verify read, then the commit; and the marker is gone.
     assert!(!after
@@ -337,7 +353,10 @@ fn a_no_op_reapply_reads_and_writes_nothing_but_what_it_must() {
         .calls
         .iter()
         .filter(|c| {
-            !c.starts_with("read_file") && !c.starts_with("list_dir") && !c.ends_with("_read")
+            !c.starts_with("read_file")
+                && !c.starts_with("list_dir")
+                && !c.ends_with("_read")
+                && !c.starts_with("dhcp_running")
         })
         .collect();
     assert!(writes.is_empty(), "{writes:?}");

@@ -1,5 +1,5 @@
 //! The executor: runs a [`HostPlan`] on the host through the [`System`] seam, one driver per
-//! subsystem (OVS, firewall, sysctl, interfaces file), for an apply and a revert alike.
+//! subsystem (OVS, firewall, sysctl, interfaces file, DHCP), for an apply and a revert alike.
 
 use crate::engine::Applier;
 use crate::ovs::{Live, OvsChange};
@@ -32,15 +32,18 @@ enum Driver {
     FirewallGuards,
     Sysctl,
     Interfaces,
+    /// Last: dnsmasq binds to an interface the interfaces file brings up (and addresses).
+    Dhcp,
 }
 
 impl Driver {
-    const ORDER: [Driver; 5] = [
+    const ORDER: [Driver; 6] = [
         Driver::Firewall,
         Driver::Ovs,
         Driver::FirewallGuards,
         Driver::Sysctl,
         Driver::Interfaces,
+        Driver::Dhcp,
     ];
 }
 
@@ -76,6 +79,7 @@ impl Applier<'_> {
                 Driver::FirewallGuards => self.guards_driver(plan),
                 Driver::Sysctl => self.sysctl_driver(plan),
                 Driver::Interfaces => self.interfaces_driver(plan, mode),
+                Driver::Dhcp => self.dhcp_driver(plan),
             };
             if let Err(e) = done {
                 errors.push(e);
@@ -220,6 +224,32 @@ impl Applier<'_> {
             }
         }
         failed.map_or(Ok(()), Err)
+    }
+}
+
+impl Applier<'_> {
+    /// dnsmasq: the configuration written, then the instance restarted (or stopped, then the
+    /// configuration removed), only when the plan changes either.
+    fn dhcp_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
+        let Some(change) = &plan.dhcp else {
+            return Ok(());
+        };
+        kill_point("dhcp");
+        let inst = self.loc.paths.dhcp_instance();
+        let file_step = |e| ("the dnsmasq configuration".to_string(), e);
+        let run_step = |e| ("dnsmasq".to_string(), e);
+        match &change.conf {
+            Some(data) => {
+                self.sys
+                    .write_file(&inst.conf, data, 0o644)
+                    .map_err(file_step)?;
+                self.sys.dhcp_restart(&inst, change.run).map_err(run_step)
+            }
+            None => {
+                self.sys.dhcp_restart(&inst, false).map_err(run_step)?;
+                self.sys.remove_file(&inst.conf).map_err(file_step)
+            }
+        }
     }
 }
 

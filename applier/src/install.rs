@@ -1,7 +1,7 @@
 //! `applier install`: a bundle put into an offline root (a disk image being built, mounted) as
 //! its current generation, leaving what an apply would leave on disk (the generation store, the
-//! interfaces file, the sysctl drop-in) and touching nothing live: no OVS, no iptables, no
-//! sysctl values. At first boot the boot unit restores that generation like any later boot.
+//! interfaces file, the sysctl drop-in, the dnsmasq configuration) and touching nothing live: no
+//! OVS, no iptables, no sysctl values, no dnsmasq. At first boot the boot unit restores that generation like any later boot.
 
 use crate::engine::Applier;
 use crate::error::ApplyError;
@@ -49,6 +49,11 @@ impl Applier<'_> {
                     app.sys.write_file(&paths.sysctl_dropin(), data, 0o644)?;
                 }
                 None => app.sys.remove_file(&paths.sysctl_dropin())?,
+            }
+            // The DHCP server's configuration; its first boot starts dnsmasq with it.
+            match &desired.dhcp {
+                Some(data) => app.sys.write_file(&paths.dhcp_conf(), data, 0o644)?,
+                None => app.sys.remove_file(&paths.dhcp_conf())?,
             }
             // The commit point, as in an apply: the generation counts once it is current.
             app.store.switch(app.sys, n, serial)

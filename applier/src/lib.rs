@@ -8,6 +8,8 @@
 pub mod boot;
 pub mod cli;
 pub mod cmd;
+#[cfg(test)]
+mod dhcp_tests;
 pub mod diff;
 pub mod engine;
 pub mod error;

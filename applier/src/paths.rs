@@ -41,4 +41,18 @@ impl Paths {
     pub fn sysctl_dropin(&self) -> PathBuf {
         self.host("/etc/sysctl.d/60-ovs-bundle.conf")
     }
+
+    /// The configuration of this tool's own dnsmasq instance (see docs/applier.md: DHCP).
+    pub fn dhcp_conf(&self) -> PathBuf {
+        self.host("/etc/ovs-bundle/dnsmasq.conf")
+    }
+
+    /// That instance's files: its pid file and its lease database.
+    pub fn dhcp_instance(&self) -> crate::system::DhcpInstance {
+        crate::system::DhcpInstance {
+            conf: self.dhcp_conf(),
+            pid_file: self.host("/run/ovs-bundle/dnsmasq.pid"),
+            lease_file: self.host("/var/lib/misc/ovs-bundle-dnsmasq.leases"),
+        }
+    }
 }

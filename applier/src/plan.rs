@@ -25,9 +25,20 @@ pub struct HostPlan {
     pub sysctl: Option<Option<Vec<u8>>>,
     /// Kernel values to set now.
     pub ip_forward: Option<String>,
+    /// The DHCP server, when its configuration changes or it should (not) run.
+    pub dhcp: Option<DhcpChange>,
     /// What people must know before this runs (an interface that carries the default route is
     /// cycled, an interface the host configured is left up), shown first.
     pub warnings: Vec<String>,
+}
+
+/// This tool's dnsmasq: its configuration as wanted (`None`: remove it), whether it runs, and the
+/// configuration's diff for people. The instance is restarted only with such a change.
+#[derive(Debug, Clone, Default)]
+pub struct DhcpChange {
+    pub conf: Option<Vec<u8>>,
+    pub run: bool,
+    pub diff: String,
 }
 
 /// A new interfaces file, and the interfaces cycled around writing it.
@@ -111,6 +122,7 @@ impl HostPlan {
             && self.interfaces.is_none()
             && self.sysctl.is_none()
             && self.ip_forward.is_none()
+            && self.dhcp.is_none()
     }
 
     pub fn change_count(&self) -> usize {
@@ -119,6 +131,7 @@ impl HostPlan {
             + usize::from(self.interfaces.is_some())
             + usize::from(self.sysctl.is_some())
             + usize::from(self.ip_forward.is_some())
+            + usize::from(self.dhcp.is_some())
     }
 
     /// OVSDB operations that write (zero for a no-op).
@@ -165,6 +178,16 @@ impl HostPlan {
         if let Some(v) = &self.ip_forward {
             out.push_str(&format!("sysctl: {IP_FORWARD} = {v}\n"));
         }
+        if let Some(d) = &self.dhcp {
+            out.push_str(match (&d.conf, d.run) {
+                (Some(_), true) => "dhcp: write dnsmasq.conf, (re)start dnsmasq\n",
+                (Some(_), false) => "dhcp: write dnsmasq.conf, stop dnsmasq\n",
+                (None, _) => "dhcp: stop dnsmasq, remove dnsmasq.conf\n",
+            });
+            for l in d.diff.lines() {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
         out.push_str(&format!("{} change(s)\n", self.change_count()));
         out
     }
@@ -180,6 +203,12 @@ impl HostPlan {
             "sysctl_dropin": self.sysctl.as_ref().map(|s| if s.is_some() { "write" } else { "remove" }),
             "ip_forward": self.ip_forward,
             "warnings": self.warnings,
+            "dhcp": self.dhcp.as_ref().map(|d| match (&d.conf, d.run) {
+                (Some(_), true) => "restart",
+                (Some(_), false) => "stop",
+                (None, _) => "remove",
+            }),
+            "dhcp_diff": self.dhcp.as_ref().map(|d| &d.diff),
         })
     }
 }
@@ -241,6 +270,16 @@ pub fn make_plan(
         if now.ip_forward.as_ref() != Some(v) {
             plan.ip_forward = Some(v.clone());
         }
+    }
+    if (&now.dhcp, now.dhcp_running) != (&desired.dhcp, desired.dhcp_running) {
+        plan.dhcp = Some(DhcpChange {
+            conf: desired.dhcp.clone(),
+            run: desired.dhcp_running,
+            diff: line_diff(
+                now.dhcp.as_deref().unwrap_or_default(),
+                desired.dhcp.as_deref().unwrap_or_default(),
+            ),
+        });
     }
     Ok(plan)
 }

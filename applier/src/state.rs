@@ -28,6 +28,12 @@ pub struct HostState {
     /// set, or unset): `0/1`, so ovs-monitor-ipsec drops tunnel packets no IPsec policy covers.
     #[serde(default)]
     pub ipsec_skb_mark: Option<String>,
+    /// This tool's dnsmasq configuration file (`None`: no such file); see `bundle::dhcp`.
+    #[serde(default)]
+    pub dhcp: Option<Vec<u8>>,
+    /// Whether its dnsmasq instance runs (wanted: whenever there is a configuration).
+    #[serde(default)]
+    pub dhcp_running: bool,
 }
 
 impl HostState {
@@ -49,6 +55,11 @@ impl HostState {
         let interfaces = file(bundle::INTERFACES_NAME)?;
         check_names(&ovs, interfaces)?;
         let ipsec_skb_mark = skb_mark_for(&ovs);
+        // Re-validated although signed: every line of it is an option dnsmasq obeys.
+        let dhcp = b.file(bundle::DHCP_NAME).map(<[u8]>::to_vec);
+        if let Some(d) = &dhcp {
+            bundle::dhcp::parse(d).map_err(|e| e.to_string())?;
+        }
         Ok(HostState {
             ovs,
             chains,
@@ -56,6 +67,8 @@ impl HostState {
             sysctl,
             ip_forward,
             ipsec_skb_mark,
+            dhcp_running: dhcp.is_some(),
+            dhcp,
         })
     }
 
@@ -204,5 +217,7 @@ pub fn read_rest(sys: &mut dyn System, loc: &Locations) -> Result<HostState, Sys
             .read_file(&loc.ip_forward())?
             .map(|v| String::from_utf8_lossy(&v).trim().to_string()),
         ipsec_skb_mark: None,
+        dhcp: sys.read_file(&loc.paths.dhcp_conf())?,
+        dhcp_running: sys.dhcp_running(&loc.paths.dhcp_instance())?,
     })
 }

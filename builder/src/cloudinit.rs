@@ -46,6 +46,10 @@ pub fn packages(host: &Host) -> Vec<&'static str> {
             "libstrongswan-standard-plugins",
         ]);
     }
+    // The applier's own dnsmasq instance: the binary only, not the `dnsmasq` service package.
+    if host.bridges.iter().any(|b| b.dhcp.is_some()) {
+        p.push("dnsmasq-base");
+    }
     p
 }
 

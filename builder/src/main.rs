@@ -42,11 +42,17 @@ enum Cmd {
     ///                        the peer is not one of the profiles)
     ///   [bridges.forwarder]  from (an interface of the bridge); via (the uplink, e.g. eth0);
     ///                        source ("10.20.20.0/24" or "10.20.20.0/255.255.255.0")
+    ///   [bridges.dhcp]       interface (optional if the bridge has one addressed host
+    ///                        interface); range_start and range_end (neither: static leases
+    ///                        only); lease_time ("12h", default 1h)
+    ///   [[bridges.dhcp.leases]] mac; ip; name (optional, a DNS label)
     ///
     /// DIR/fleet.toml is optional:
     ///
     ///   [[mesh]]             bridge; members (host names); psk_file or psk_secret_file
     ///                        (one key per pair derived from it)
+    ///   [[dhcp_leases]]      bridge; mac; ip; name (optional): a static lease for the host
+    ///                        whose bridge of that name serves DHCP on the lease's subnet
     ///
     /// The original tool's keys are named differently: :interfaces-file is interfaces_file,
     /// :host-interfaces-to-connect is host_interfaces, :gre-connections is [[bridges.gre]],

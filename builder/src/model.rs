@@ -58,6 +58,8 @@ pub struct Bridge {
     pub physical_interfaces: Vec<String>,
     pub gre: Vec<Gre>,
     pub forwarder: Option<Forwarder>,
+    /// `[bridges.dhcp]`: dnsmasq on one of the bridge's host interfaces.
+    pub dhcp: Option<Dhcp>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +91,31 @@ pub struct Forwarder {
     pub from: String,
     pub via: String,
     pub source: Ipv4Cidr,
+    pub loc: Loc,
+}
+
+/// A DHCP server on a bridge (`[bridges.dhcp]`), with the static leases of its profile and of
+/// `fleet.toml`'s `[[dhcp_leases]]` for its subnet.
+#[derive(Debug, Clone)]
+pub struct Dhcp {
+    /// The host interface dnsmasq listens on.
+    pub interface: String,
+    /// That interface's address (its subnet is the one served).
+    pub address: Ipv4Cidr,
+    /// Dynamic addresses; `None`: static leases only.
+    pub range: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub lease_secs: u64,
+    pub leases: Vec<Lease>,
+    pub loc: Loc,
+}
+
+/// A static DHCP lease: this MAC always gets this address.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub mac: bundle::dhcp::Mac,
+    pub ip: Ipv4Addr,
+    pub name: Option<String>,
+    /// Where it was declared: the profile or fleet.toml.
     pub loc: Loc,
 }
 

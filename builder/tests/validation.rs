@@ -34,6 +34,10 @@ macro_rules! cases {
 }
 
 cases! {
+    dhcp_values => "dhcp-values",
+    dhcp_unknown_key => "dhcp-unknown-key",
+    dhcp_fleet => "dhcp-fleet",
+    dhcp_lease_unserved => "dhcp-lease-unserved",
     bad_ip => "bad-ip",
     tunnel_type_and_key => "tunnel-type-and-key",
     tunnel_keys_disagree => "tunnel-keys-disagree",
@@ -77,7 +81,7 @@ cases! {
 fn every_error_case_has_a_test() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 37, "add the new case to the cases! list above");
+    assert_eq!(count, 41, "add the new case to the cases! list above");
 }
 
 /// A forwarder may NAT out of another bridge's own interface: on a userspace-datapath host the

@@ -9,6 +9,7 @@
 //! This crate does no I/O of its own: it turns bytes into verified values and values into bytes.
 
 pub mod archive;
+pub mod dhcp;
 pub mod exit;
 pub mod firewall;
 pub mod interfaces;
@@ -42,6 +43,8 @@ pub const OVS_NAME: &str = "ovs.json";
 pub const IPTABLES_NAME: &str = "iptables.rules";
 /// sysctl settings (present only when the host needs any, e.g. a NAT forwarder).
 pub const SYSCTL_NAME: &str = "sysctl.conf";
+/// The DHCP server's configuration (present only when a bridge serves DHCP; see [`dhcp`]).
+pub const DHCP_NAME: &str = "dnsmasq.conf";
 
 /// Hex-encoded SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {

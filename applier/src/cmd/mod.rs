@@ -166,11 +166,16 @@ fn real_system(g: &Global, paths: &Paths) -> Result<RealSystem> {
         .ovsdb
         .strip_prefix("unix:")
         .with_context(|| format!("--ovsdb {}: only unix:PATH sockets are supported", g.ovsdb))?;
-    Ok(RealSystem::new(
+    let mut sys = RealSystem::new(
         PathBuf::from(socket),
         Duration::from_secs(g.ovs_timeout),
         paths.host("/run/network"),
-    ))
+    );
+    // dnsmasq in a unit of its own, as the try watcher: a daemon started from a service (the
+    // incoming unit, the try watcher) would otherwise die with that service's cgroup.
+    sys.dhcp_systemd =
+        g.root == std::path::Path::new("/") && paths.host("/run/systemd/system").is_dir();
+    Ok(sys)
 }
 
 fn applier<'a>(

@@ -1,5 +1,6 @@
 //! An in-memory host for tests: an OVS database (typed rows), the owned iptables chains, files and
-//! directories, kernel settings (files under `/proc`) and the set of interfaces ifup brought up.
+//! directories, kernel settings (files under `/proc`), the set of interfaces ifup brought up and
+//! the configuration this tool's dnsmasq instance runs with.
 //! Every call is recorded; `fail_at(n)` makes call `n` fail, `crash_at(n)` makes call `n` and
 //! every later one fail (the process died there) until [`FakeSystem::restart`].
 //!
@@ -27,6 +28,8 @@ pub struct FakeSystem {
     pub vswitchd_running: bool,
     /// When true, iptables-restore "succeeds" without changing anything.
     pub firewall_ignores_writes: bool,
+    /// The configuration this tool's dnsmasq instance runs with (`None`: it does not run).
+    pub dnsmasq: Option<Vec<u8>>,
     /// Every call, in order: `name path-or-detail`.
     pub calls: Vec<String>,
     pub fail_at: Option<usize>,
@@ -50,6 +53,8 @@ pub struct View {
     pub files: BTreeMap<PathBuf, String>,
     pub dirs: BTreeSet<PathBuf>,
     pub up: BTreeSet<String>,
+    /// The configuration the dnsmasq instance runs with, if it runs.
+    pub dnsmasq: Option<String>,
 }
 
 impl Default for FakeSystem {
@@ -66,6 +71,7 @@ impl Default for FakeSystem {
             iface_errors: BTreeMap::new(),
             vswitchd_running: true,
             firewall_ignores_writes: false,
+            dnsmasq: None,
             calls: Vec::new(),
             fail_at: None,
             crash_at: None,
@@ -165,6 +171,10 @@ impl FakeSystem {
             files,
             dirs: self.dirs.clone(),
             up: self.up.clone(),
+            dnsmasq: self
+                .dnsmasq
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(c).into_owned()),
         }
     }
 
@@ -557,6 +567,29 @@ impl System for FakeSystem {
                 }
                 self.up.insert(iface.to_string());
             }
+        }
+        Ok(())
+    }
+
+    fn dhcp_running(&mut self, inst: &super::DhcpInstance) -> Result<bool, SysError> {
+        self.tick(format!("dhcp_running {}", inst.pid_file.display()))?;
+        Ok(self.dnsmasq.is_some())
+    }
+
+    /// Like dnsmasq: stops, then starts only with a configuration file it accepts.
+    fn dhcp_restart(&mut self, inst: &super::DhcpInstance, start: bool) -> Result<(), SysError> {
+        self.tick(format!("dhcp_restart {start}"))?;
+        self.dnsmasq = None;
+        if start {
+            let conf =
+                self.files.get(&inst.conf).cloned().ok_or_else(|| {
+                    SysError::file(&inst.conf, std::io::ErrorKind::NotFound.into())
+                })?;
+            bundle::dhcp::parse(&conf).map_err(|e| SysError::Command {
+                command: "dnsmasq".into(),
+                detail: e.to_string(),
+            })?;
+            self.dnsmasq = Some(conf);
         }
         Ok(())
     }

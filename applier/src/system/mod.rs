@@ -4,6 +4,7 @@
 //! (tests only) records every call and fails or "crashes" at any chosen step, which is how the
 //! engine's rollback and crash recovery are tested without root.
 
+mod dnsmasq;
 #[cfg(test)]
 pub mod fake;
 mod real;
@@ -47,6 +48,15 @@ impl SysError {
             source,
         }
     }
+}
+
+/// This tool's dnsmasq instance: started with `--conf-file` (so no other configuration of the
+/// host is read), its own pid file and lease database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpInstance {
+    pub conf: PathBuf,
+    pub pid_file: PathBuf,
+    pub lease_file: PathBuf,
 }
 
 /// `ifdown` or `ifup`.
@@ -116,4 +126,9 @@ pub trait System {
         iface: &str,
         interfaces: &Path,
     ) -> Result<(), SysError>;
+    /// Whether this tool's dnsmasq instance runs: its pid file names a live dnsmasq started with
+    /// its configuration file.
+    fn dhcp_running(&mut self, inst: &DhcpInstance) -> Result<bool, SysError>;
+    /// Stops the instance if it runs; then, if `start`, starts it with its configuration file.
+    fn dhcp_restart(&mut self, inst: &DhcpInstance, start: bool) -> Result<(), SysError>;
 }

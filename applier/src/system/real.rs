@@ -1,7 +1,7 @@
 //! The real host (or the network namespace the process runs in): OVSDB over its unix socket,
-//! `iptables-save`/`iptables-restore`, files, /proc/sys, `ifup`/`ifdown`.
+//! `iptables-save`/`iptables-restore`, files, /proc/sys, `ifup`/`ifdown`, dnsmasq ([`super::dnsmasq`]).
 
-use super::{IfAction, SysError, System};
+use super::{DhcpInstance, IfAction, SysError, System};
 use crate::ovs::{self, Live, OvsChange};
 use crate::ovsdb::Connection;
 use bundle::Chains;
@@ -21,6 +21,9 @@ pub struct RealSystem {
     pub ifstate_dir: PathBuf,
     /// ovs-vswitchd's log, where it says why it could not set something up.
     pub vswitchd_log: PathBuf,
+    /// Start dnsmasq as a transient systemd unit (on systemd hosts with root `/`), not as a
+    /// daemon of this process's cgroup.
+    pub dhcp_systemd: bool,
     /// Its size when the last OVS change was sent: what it says after that is about our change.
     log_mark: Option<u64>,
     conn: Option<Connection>,
@@ -41,6 +44,7 @@ impl RealSystem {
             timeout,
             ifstate_dir,
             vswitchd_log: log_dir.join("ovs-vswitchd.log"),
+            dhcp_systemd: false,
             log_mark: None,
             conn: None,
             ovs_pending: None,
@@ -343,6 +347,14 @@ impl System for RealSystem {
             .arg("--")
             .arg(iface);
         run(&mut cmd, None).map(drop)
+    }
+
+    fn dhcp_running(&mut self, inst: &DhcpInstance) -> Result<bool, SysError> {
+        super::dnsmasq::running_pid(inst).map(|p| p.is_some())
+    }
+
+    fn dhcp_restart(&mut self, inst: &DhcpInstance, start: bool) -> Result<(), SysError> {
+        super::dnsmasq::restart(inst, start, self.dhcp_systemd)
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> Result<(), SysError> {

@@ -16,7 +16,10 @@ use toml::Spanned;
 
 /// Every key of fleet.toml, for the shape check (see `profile::raw` for why serde refuses unknown
 /// keys only in tests).
-const FLEET: &[Field] = &[Field::opt("mesh", Kind::Tables(MESH))];
+const FLEET: &[Field] = &[
+    Field::opt("mesh", Kind::Tables(MESH)),
+    Field::opt("dhcp_leases", Kind::Tables(super::dhcp::FLEET_LEASE)),
+];
 const MESH: &[Field] = &[
     Field::req("bridge", Kind::Str),
     Field::req("members", Kind::Array(&Kind::Str)),
@@ -32,6 +35,8 @@ const FLEET_HELP: &str = "fleet.toml is described by `builder help check` and in
 struct RawFleet {
     #[serde(default)]
     mesh: Vec<Spanned<RawMesh>>,
+    #[serde(default)]
+    dhcp_leases: Vec<Spanned<super::dhcp::RawFleetLease>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +276,7 @@ pub fn expand_meshes(
             hosts[h].bridges[b].gre.extend(added);
         }
     }
+    super::dhcp::add_fleet_leases(&raw.dhcp_leases, hosts, &map, diags);
 }
 
 #[cfg(test)]
@@ -281,7 +287,9 @@ mod tests {
     #[test]
     fn every_schema_key_is_read() {
         let text = "[[mesh]]\nbridge = \"br0\"\nmembers = [\"a\", \"b\"]\npsk_file = \"f\"\n\
-                    psk_secret_file = \"g\"\n";
+                    psk_secret_file = \"g\"\n\
+                    [[dhcp_leases]]\nbridge = \"br0\"\nmac = \"52:54:00:00:00:01\"\n\
+                    ip = \"10.0.0.5\"\nname = \"n1\"\n";
         let doc = toml_edit::ImDocument::parse(text).unwrap();
         let checked = crate::shape::check(doc.as_table(), FLEET, &SourceMap::new("f", text), "");
         assert!(checked.diags.is_empty(), "{:#?}", checked.diags);

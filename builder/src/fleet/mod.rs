@@ -4,6 +4,7 @@
 //! and no forwarding loop through unprotected tunnels unless RSTP runs on every bridge of it
 //! ([`loops`]). Works on hosts already valid on their own; never reads host profiles itself.
 
+pub(crate) mod dhcp;
 mod loops;
 mod mesh;
 
@@ -147,6 +148,7 @@ pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
         }
     }
     check_addresses(hosts, &links, diags);
+    dhcp::check(hosts, &networks(hosts, &links), diags);
     loops::check_loops(hosts, &links, diags);
 }
 

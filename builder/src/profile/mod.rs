@@ -8,6 +8,7 @@
 //! here. Once every host is valid on its own, [`crate::fleet`] adds meshes and checks the hosts
 //! against each other; that dependency runs one way only (fleet never looks at profiles).
 
+mod dhcp;
 mod raw;
 mod validate;
 

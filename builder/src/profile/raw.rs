@@ -7,6 +7,7 @@
 //! profile with a typo is still validated and all its problems shown in one run), and refuses
 //! them in unit tests, where `every_schema_key_is_read` proves the two lists agree.
 
+use crate::fleet::dhcp::{RawLease, LEASE};
 use crate::shape::{Field, Kind};
 use serde::Deserialize;
 use toml::Spanned;
@@ -29,6 +30,7 @@ const BRIDGE: &[Field] = &[
     Field::opt("physical_interfaces", Kind::Array(&Kind::Str)),
     Field::opt("gre", Kind::Tables(GRE)),
     Field::opt("forwarder", Kind::Table(FORWARDER)),
+    Field::opt("dhcp", Kind::Table(DHCP)),
 ];
 const HOST_IF: &[Field] = &[
     Field::req("name", Kind::Str),
@@ -46,6 +48,14 @@ const FORWARDER: &[Field] = &[
     Field::req("from", Kind::Str),
     Field::req("via", Kind::Str),
     Field::req("source", Kind::Str),
+];
+
+const DHCP: &[Field] = &[
+    Field::opt("interface", Kind::Str),
+    Field::opt("range_start", Kind::Str),
+    Field::opt("range_end", Kind::Str),
+    Field::opt("lease_time", Kind::Str),
+    Field::opt("leases", Kind::Tables(LEASE)),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +89,18 @@ pub(super) struct RawBridge {
     #[serde(default)]
     pub(super) gre: Vec<Spanned<RawGre>>,
     pub(super) forwarder: Option<Spanned<RawForwarder>>,
+    pub(super) dhcp: Option<Spanned<RawDhcp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub(super) struct RawDhcp {
+    pub(super) interface: Option<Spanned<String>>,
+    pub(super) range_start: Option<Spanned<String>>,
+    pub(super) range_end: Option<Spanned<String>>,
+    pub(super) lease_time: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) leases: Vec<Spanned<RawLease>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +164,7 @@ host_interfaces = ["a", { name = "b", address = "10.0.0.1/24" }]
 physical_interfaces = ["eth1"]
 gre = [{ remote_ip = "192.0.2.3", type = "vxlan", key = 7, psk = "0123456789abcdef", psk_file = "f", external = true }]
 forwarder = { from = "a", via = "eth0", source = "10.0.0.0/24" }
+dhcp = { interface = "b", range_start = "10.0.0.100", range_end = "10.0.0.200", lease_time = "12h", leases = [{ mac = "52:54:00:00:00:01", ip = "10.0.0.10", name = "n1" }] }
 
 [[bridges]]
 name = "br1"
@@ -151,6 +174,11 @@ remote_ip = "192.0.2.2"
 from = "a"
 via = "eth0"
 source = "10.0.0.0/24"
+[bridges.dhcp]
+lease_time = "1h"
+[[bridges.dhcp.leases]]
+mac = "52:54:00:00:00:02"
+ip = "10.0.0.11"
 "#;
         let doc = toml_edit::ImDocument::parse(text).unwrap();
         let checked = crate::shape::check(doc.as_table(), PROFILE, &SourceMap::new("f", text), "");

@@ -241,6 +241,10 @@ impl Validator<'_> {
             .forwarder
             .as_ref()
             .and_then(|f| self.forwarder(f, &name, &host_interfaces, &physical_interfaces));
+        let dhcp = rb
+            .dhcp
+            .as_ref()
+            .and_then(|d| super::dhcp::dhcp(d, &name, &host_interfaces, self.map, self.diags));
         Bridge {
             loc: self.at(&rb.name).unwrap_or_else(|| self.map.line(1)),
             name,
@@ -250,6 +254,7 @@ impl Validator<'_> {
             physical_interfaces,
             gre,
             forwarder,
+            dhcp,
         }
     }
 
