@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod harden;
+pub mod journal;
 pub mod lock;
 pub mod ovs;
 pub mod ovsdb;

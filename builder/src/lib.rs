@@ -7,9 +7,10 @@
 //! Layers, each using only those listed before it: [`diag`], [`net`], [`model`] and [`psk`]
 //! (values and rules); [`fleet`] (cross-host checks on valid hosts) and [`profile`] (TOML to a
 //! validated fleet, using `fleet`); [`render`], [`sign`], [`build`], [`inspect`], [`cloudinit`]
-//! (bundles); [`cmd`] (the subcommands).
+//! (bundles); [`cmd`] (the subcommands) and [`cli`] (their command line).
 
 pub mod build;
+pub mod cli;
 pub mod cloudinit;
 pub mod cmd;
 pub mod diag;
