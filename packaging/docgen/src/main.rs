@@ -50,7 +50,10 @@ fn generate(cmd: Command, section: &str, dir: &Path) -> Result<()> {
 /// `NAME.SECTION` for `cmd`, then `NAME-SUB.SECTION` for each subcommand (recursively), named the
 /// way `man applier-apply` finds them.
 fn write_pages(cmd: &Command, name: &str, section: &str, dir: &Path) -> Result<()> {
-    let page = cmd.clone().name(name.to_string()).bin_name(name.replace('-', " "));
+    // clap takes names as &'static str unless its "string" feature is on (which would rebuild
+    // clap for the whole workspace); this one-shot tool leaks the few it makes instead.
+    let static_name: &'static str = Box::leak(name.to_string().into_boxed_str());
+    let page = cmd.clone().name(static_name).bin_name(name.replace('-', " "));
     let mut buf = Vec::new();
     clap_mangen::Man::new(page)
         .section(section)
