@@ -8,7 +8,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // First: PSKs must never land in a core file.
     if let Err(e) = applier::harden::no_core_dumps() {
-        applier::journal::log("applier", &format!("warning: cannot disable core dumps: {e}"));
+        applier::journal::log(
+            "applier",
+            &format!("warning: cannot disable core dumps: {e}"),
+        );
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -64,8 +64,12 @@ impl AptRepo {
             return Err(AptError::Source(source.to_string()));
         }
         let key = key.replace("\r\n", "\n");
-        let armored = key.trim_start().starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
-            && key.trim_end().ends_with("-----END PGP PUBLIC KEY BLOCK-----")
+        let armored = key
+            .trim_start()
+            .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+            && key
+                .trim_end()
+                .ends_with("-----END PGP PUBLIC KEY BLOCK-----")
             && key.lines().all(printable);
         if !armored {
             return Err(AptError::Key(key_file.to_string()));
@@ -124,8 +128,12 @@ pub fn user_data(
         crate::build::BUILDER_ID
     );
     y.push_str(match opts.apt {
-        Some(_) => "# The applier comes from the apt repository below (package ovs-bundle-applier).\n",
-        None => "# The applier and its systemd units must be in the image, or installed by a bootcmd.\n",
+        Some(_) => {
+            "# The applier comes from the apt repository below (package ovs-bundle-applier).\n"
+        }
+        None => {
+            "# The applier and its systemd units must be in the image, or installed by a bootcmd.\n"
+        }
     });
     if !opts.bootcmd.is_empty() {
         y.push_str("bootcmd:\n");
@@ -139,7 +147,11 @@ pub fn user_data(
         y.push_str(&format!("      source: {}\n", q(&apt.source)));
         y.push_str(&format!("      key: {}\n", q(&apt.key)));
     }
-    let mut wanted = if opts.packages { packages(host) } else { Vec::new() };
+    let mut wanted = if opts.packages {
+        packages(host)
+    } else {
+        Vec::new()
+    };
     if opts.apt.is_some() {
         wanted.push(APPLIER_PACKAGE);
     }

@@ -53,7 +53,10 @@ fn write_pages(cmd: &Command, name: &str, section: &str, dir: &Path) -> Result<(
     // clap takes names as &'static str unless its "string" feature is on (which would rebuild
     // clap for the whole workspace); this one-shot tool leaks the few it makes instead.
     let static_name: &'static str = Box::leak(name.to_string().into_boxed_str());
-    let page = cmd.clone().name(static_name).bin_name(name.replace('-', " "));
+    let page = cmd
+        .clone()
+        .name(static_name)
+        .bin_name(name.replace('-', " "));
     let mut buf = Vec::new();
     clap_mangen::Man::new(page)
         .section(section)
