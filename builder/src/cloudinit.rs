@@ -28,8 +28,14 @@ pub struct CloudInitOpts {
 /// The Debian package of the host side.
 pub const APPLIER_PACKAGE: &str = "ovs-bundle-applier";
 
+/// Where the user data writes the repository's key. apt (2.4 and later) reads armored `.asc` keys
+/// named by `signed-by` itself, so the host needs no gpg (cloud-init's own `key:` would run
+/// `gpg --dearmor`, and stock images need not have gpg).
+pub const APT_KEY_PATH: &str = "/etc/apt/keyrings/ovs-bundle.asc";
+
 /// An apt repository, as cloud-init's `apt:` module adds it: one `deb` line and the ASCII-armored
-/// OpenPGP public key its Release file is signed with. Built only through [`AptRepo::new`].
+/// OpenPGP public key its Release file is signed with. Built only through [`AptRepo::new`], which
+/// makes the line's `signed-by` name [`APT_KEY_PATH`].
 #[derive(Debug, Clone)]
 pub struct AptRepo {
     source: String,
@@ -42,9 +48,14 @@ pub enum AptError {
     #[error(
         "--apt-source {0:?} is not one apt source line: give exactly one line of printable text \
          starting with \"deb \", e.g. \"deb [signed-by=$KEY_FILE] https://apt.example.org/ovs-bundle \
-         bookworm main\" (cloud-init replaces $KEY_FILE with the path of the --apt-key it installs)"
+         bookworm main\" ($KEY_FILE becomes the path the user data writes the --apt-key to)"
     )]
     Source(String),
+    #[error(
+        "--apt-source {0:?} names a signed-by key other than the --apt-key: write \
+         signed-by=$KEY_FILE, or leave signed-by out (it is added)"
+    )]
+    OtherKey(String),
     #[error(
         "--apt-key {0}: not an ASCII-armored OpenPGP public key (printable text from \
          \"-----BEGIN PGP PUBLIC KEY BLOCK-----\" to its END line): export it with \
@@ -63,6 +74,16 @@ impl AptRepo {
         if !printable(source) || words.first() != Some(&"deb") || words.len() < 3 {
             return Err(AptError::Source(source.to_string()));
         }
+        let line = words.join(" ");
+        let line = if line.contains("signed-by=$KEY_FILE") {
+            line.replace("$KEY_FILE", APT_KEY_PATH)
+        } else if line.contains("signed-by=") {
+            return Err(AptError::OtherKey(source.to_string()));
+        } else if let Some(rest) = line.strip_prefix("deb [") {
+            format!("deb [signed-by={APT_KEY_PATH} {rest}")
+        } else {
+            format!("deb [signed-by={APT_KEY_PATH}] {}", &line[4..])
+        };
         let key = key.replace("\r\n", "\n");
         let armored = key
             .trim_start()
@@ -75,7 +96,7 @@ impl AptRepo {
             return Err(AptError::Key(key_file.to_string()));
         }
         Ok(AptRepo {
-            source: words.join(" "),
+            source: line,
             key: format!("{}\n", key.trim()),
         })
     }
@@ -145,7 +166,6 @@ pub fn user_data(
         // The image's own sources stay (cloud-init would otherwise rewrite sources.list).
         y.push_str("apt:\n  preserve_sources_list: true\n  sources:\n    ovs-bundle.list:\n");
         y.push_str(&format!("      source: {}\n", q(&apt.source)));
-        y.push_str(&format!("      key: {}\n", q(&apt.key)));
     }
     let mut wanted = if opts.packages {
         packages(host)
@@ -161,6 +181,13 @@ pub fn user_data(
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(bundle);
     y.push_str("write_files:\n");
+    // Written in cloud-init's init stage, before its apt stage reads the source that names it.
+    if let Some(apt) = &opts.apt {
+        y.push_str(&format!(
+            "  - path: {APT_KEY_PATH}\n    permissions: '0644'\n    content: {}\n",
+            q(&apt.key)
+        ));
+    }
     y.push_str(&format!(
         "  - path: /etc/ovs-bundle/trusted.d/{key_id}.pub\n    permissions: '0644'\n    content: |\n"
     ));

@@ -68,10 +68,10 @@ fn apt_repository_user_data_installs_the_applier_package_and_is_valid() {
         yaml.contains("apt:\n  preserve_sources_list: true\n  sources:\n    ovs-bundle.list:\n")
     );
     assert!(
-        yaml.contains(&format!("      source: \"{SOURCE}\"\n")),
+        yaml.contains("      source: \"deb [signed-by=/etc/apt/keyrings/ovs-bundle.asc] http://10.0.2.100/ovs-bundle bookworm main\"\n"),
         "{yaml}"
     );
-    assert!(yaml.contains("      key: \"-----BEGIN PGP PUBLIC KEY BLOCK-----\\n\\nmDMEZ"));
+    assert!(yaml.contains("  - path: /etc/apt/keyrings/ovs-bundle.asc\n    permissions: '0644'\n    content: \"-----BEGIN PGP PUBLIC KEY BLOCK-----\\n\\nmDMEZ"), "{yaml}");
     assert!(yaml.contains(
         "packages: [openvswitch-switch, iptables, ifupdown, openvswitch-ipsec, strongswan, libstrongswan-standard-plugins, ovs-bundle-applier]\n"
     ));
@@ -201,8 +201,46 @@ fn yaml_inside_the_key_stays_inside_its_string() {
         !yaml.lines().any(|l| l.starts_with("runcmd: [\"reboot\"]")),
         "{yaml}"
     );
-    assert!(yaml.contains(r#"key: "-----BEGIN PGP PUBLIC KEY BLOCK-----\nruncmd: [\"reboot\"]\n\"quoted\" 'and' #comment\n-----END"#), "{yaml}");
+    assert!(yaml.contains(r#"content: "-----BEGIN PGP PUBLIC KEY BLOCK-----\nruncmd: [\"reboot\"]\n\"quoted\" 'and' #comment\n-----END"#), "{yaml}");
     schema_valid(yaml.as_bytes());
+}
+
+#[test]
+fn signed_by_is_the_apt_key_whatever_the_source_says() {
+    let key = "/etc/apt/keyrings/ovs-bundle.asc";
+    for (given, written) in [
+        (
+            "deb http://r/ bookworm main",
+            format!("deb [signed-by={key}] http://r/ bookworm main"),
+        ),
+        (
+            "deb [arch=amd64] http://r/ ./",
+            format!("deb [signed-by={key} arch=amd64] http://r/ ./"),
+        ),
+        (
+            "deb  [signed-by=$KEY_FILE]   http://r/ ./",
+            format!("deb [signed-by={key}] http://r/ ./"),
+        ),
+    ] {
+        let (cwd, out) = cloud_init(KEY, &["--apt-source", given, "--apt-key", "key.asc"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let yaml = std::fs::read_to_string(cwd.path().join("gw1.yaml")).unwrap();
+        assert!(
+            yaml.contains(&format!("source: \"{written}\"\n")),
+            "{given}: {yaml}"
+        );
+    }
+    let (_c, out) = cloud_init(
+        KEY,
+        &[
+            "--apt-source",
+            "deb [signed-by=/usr/share/keyrings/x.gpg] http://r/ ./",
+            "--apt-key",
+            "key.asc",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("signed-by key other than the --apt-key"));
 }
 
 #[test]
