@@ -19,7 +19,12 @@ impl Priority {
     /// The priority a log line means by how it starts (`error:`, `warning:`, any case); the
     /// applier's messages already say so, which keeps the call sites as they are.
     pub fn of(msg: &str) -> Priority {
-        let lower = msg.trim_start().get(..8).unwrap_or("").to_ascii_lowercase();
+        let lower: String = msg
+            .trim_start()
+            .chars()
+            .take(8)
+            .collect::<String>()
+            .to_ascii_lowercase();
         if lower.starts_with("error:") {
             Priority::Error
         } else if lower.starts_with("warning:") {
@@ -98,6 +103,8 @@ mod tests {
         assert_eq!(Priority::of("WARNING: downgrade"), Priority::Warning);
         assert_eq!(Priority::of("generation 3 restored"), Priority::Info);
         assert_eq!(Priority::of("err"), Priority::Info);
+        assert_eq!(Priority::of("error:"), Priority::Error);
+        assert_eq!(Priority::of("ünïcödé: x"), Priority::Info);
     }
 
     #[test]

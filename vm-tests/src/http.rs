@@ -28,7 +28,7 @@ pub fn serve(dir: &Path, input: impl Read, mut output: impl Write) -> std::io::R
     // Only plain names below DIR: no "..", no absolute paths.
     let safe = Path::new(path)
         .components()
-        .all(|c| matches!(c, Component::Normal(_)));
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     let file = dir.join(path);
     let body = if safe && !path.is_empty() && (method == "GET" || method == "HEAD") {
         std::fs::read(&file).ok()
@@ -69,6 +69,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("Release"), "hello").unwrap();
         let ok = ask(d.path(), "GET /Release HTTP/1.1\r\nHost: x\r\n\r\n");
+        // apt asks for a flat repository's files as /./NAME.
+        assert!(ask(d.path(), "GET /./Release HTTP/1.1\r\n\r\n").ends_with("hello"));
         assert!(
             ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with("\r\n\r\nhello"),
             "{ok}"
