@@ -121,7 +121,7 @@ impl Ctx {
                 g.dir.join("console.log"),
                 dir.join(format!("{name}-console.log")),
             );
-            let cmd = "for f in /var/log/charon.log /var/log/applier-boot.log /var/log/ovs-ctl.log /var/log/openvswitch/ovs-vswitchd.log /var/log/openvswitch/ovs-monitor-ipsec.log; do echo \"== $f\"; tail -n 200 $f 2>/dev/null; done; echo '== state'; ovs-vsctl show; ipsec statusall; ip xfrm policy; ip xfrm state; iptables-save; ip addr; ip route; applier generations; echo '== processes'; ps -eo pid,lstart,args | grep -E 'charon|starter|ovs|ipsec' | grep -v grep; echo '== ifup'; cat /var/log/ifup.log; echo '== dmesg'; dmesg | tail -n 30";
+            let cmd = "for f in /var/log/charon.log /var/log/applier-boot.log /var/log/ovs-ctl.log /var/log/openvswitch/ovs-vswitchd.log /var/log/openvswitch/ovs-monitor-ipsec.log; do echo \"== $f\"; tail -n 200 $f 2>/dev/null; done; echo '== state'; ovs-vsctl show; ipsec statusall; ip xfrm policy; ip xfrm state; iptables-save; ip addr; ip route; applier generations; echo '== processes'; ps -eo pid,lstart,args | grep -E 'charon|starter|ovs|ipsec' | grep -v grep; echo '== ifup'; cat /var/log/ifup.log; echo '== dmesg'; dmesg | tail -n 30; echo '== cloud-init'; grep -B3 -A14 Traceback /var/log/cloud-init.log 2>/dev/null | tail -n 80; tail -n 40 /var/log/cloud-init-output.log 2>/dev/null; echo '== dpkg'; cat /var/log/dpkg-applier.log 2>/dev/null";
             if let Ok((_, out)) = g.run_timeout(cmd, Duration::from_secs(20)) {
                 let _ = std::fs::write(dir.join(format!("{name}-logs.txt")), out);
             }
@@ -557,6 +557,12 @@ fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
     }
     until_ok(g, &ci1_configured(), 180)
         .context("ci1 not configured by its cloud-init user data")?;
+    // cloud-init may still be in the package's postinst (starting the path unit): a reboot now
+    // would cut it short. (`status --wait` exits 1 here: the test image lacks what some modules
+    // want, resize2fs and ssh-keygen among them.)
+    until_ok(g, "cloud-init status --wait >/dev/null 2>&1; test -f /var/lib/cloud/instance/boot-finished && \
+                 dpkg-query -W -f='${Status}' ovs-bundle-applier | grep -q 'install ok installed'", 300)
+        .context("cloud-init did not finish on ci1")?;
     g.reboot("systemctl reboot", BOOT_TIMEOUT)?;
     until_ok(g, &ci1_configured(), 120)
         .context("ci1's network did not come back after a reboot")?;
@@ -583,10 +589,10 @@ fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// On ci1 (configured by scenario 4, booted for it when run alone): `apt-get remove` stops and
-/// disables the units and leaves nothing of the package but its configuration (/etc/ovs-bundle
-/// with the trusted key, the strongSwan setting: Debian keeps configuration until a purge) and the
-/// state in /var/lib/ovs-bundle; `apt-get purge` leaves nothing at all. The host's network stays
+/// On ci1 (configured by scenario 4, booted for it when run alone): `apt-get remove` stops the
+/// units (no unit is left enabled or loaded) and leaves nothing of the package but its
+/// configuration (/etc/ovs-bundle with the trusted key, the strongSwan setting, the enablement
+/// symlinks: Debian keeps configuration until a purge) and the state in /var/lib/ovs-bundle; `apt-get purge` leaves nothing at all. The host's network stays
 /// as the bundle configured it throughout.
 fn remove_and_purge(ctx: &mut Ctx) -> Result<()> {
     if !ctx.guests.contains_key("ci1") {
@@ -604,9 +610,17 @@ fn remove_and_purge(ctx: &mut Ctx) -> Result<()> {
         bail!("ci1: units still active after apt-get remove:\n{out}");
     }
     let left = g.ok(ours)?;
-    let expected = "/etc/ovs-bundle\n/etc/strongswan.d/ovs-bundle.conf\n/var/lib/ovs-bundle\n";
+    // Debian keeps a removed package's enablement symlinks (dangling, no unit behind them) until
+    // the purge, as it keeps conffiles, so that a reinstall keeps the administrator's choice.
+    let expected = "/etc/ovs-bundle\n/etc/strongswan.d/ovs-bundle.conf\n\
+        /etc/systemd/system/multi-user.target.wants/ovs-bundle-incoming.path\n\
+        /etc/systemd/system/multi-user.target.wants/ovs-bundle.service\n/var/lib/ovs-bundle\n";
     if left != expected {
         bail!("ci1: after apt-get remove, expected only configuration and state:\n{expected}got:\n{left}\n(package files were:\n{files})");
+    }
+    let (rc, out) = g.run("systemctl is-enabled ovs-bundle.service ovs-bundle-incoming.path")?;
+    if rc == 0 {
+        bail!("ci1: units still enabled after apt-get remove:\n{out}");
     }
     until_ok(g, CI1_NETWORK, 5).context("ci1's network changed when the package was removed")?;
     g.ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ovs-bundle-applier >/tmp/purge.log 2>&1 || { cat /tmp/purge.log; false; }")?;
