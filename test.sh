@@ -19,6 +19,9 @@ cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
 echo "test.sh: unit, golden, CLI and namespace tests"
 cargo test --workspace "${features[@]}"
 
+echo "test.sh: Debian packages (two builds of HEAD, lintian, systemd-analyze)"
+packaging/test
+
 echo "test.sh: fuzzing each target briefly"
 fuzz/run 20
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod executor;
 pub mod harden;
 pub mod install;
+pub mod journal;
 pub mod lock;
 pub mod ovs;
 pub mod ovsdb;

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // First: PSKs must never land in a core file.
     if let Err(e) = applier::harden::no_core_dumps() {
-        eprintln!("applier: warning: cannot disable core dumps: {e}");
+        applier::journal::log(
+            "applier",
+            &format!("warning: cannot disable core dumps: {e}"),
+        );
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -25,8 +28,7 @@ fn main() -> ExitCode {
     match applier::cmd::run(cli) {
         Ok(exit) => exit.into(),
         Err(e) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "applier: error: {e:#}");
+            applier::journal::log("applier", &format!("error: {e:#}"));
             applier::harden::exit_for(&e).into()
         }
     }

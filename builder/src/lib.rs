@@ -8,9 +8,10 @@
 //! [`psk`] (values and rules); [`fleet`] (cross-host checks on valid hosts) and [`profile`] (TOML to a
 //! validated fleet, using `fleet`); [`import`] (profiles from the original tool's EDN map);
 //! [`render`], [`sign`], [`build`], [`inspect`], [`cloudinit`] (bundles); [`cmd`] (the
-//! subcommands).
+//! subcommands) and [`cli`] (their command line).
 
 pub mod build;
+pub mod cli;
 pub mod cloudinit;
 pub mod cmd;
 pub mod diag;

@@ -1,84 +1,11 @@
 //! `builder`: command-line front end. Parses arguments and dispatches; the work is in the library
-//! (`builder::cmd`, one module per subcommand).
+//! (`builder::cmd`, one module per subcommand); the command line itself is `builder::cli`.
 
+use builder::cli::{Cli, Cmd};
 use builder::cmd::{build, check, cloud_init, import, inspect, keygen};
 use bundle::Exit;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use std::process::ExitCode;
-
-/// Compiles per-host TOML profiles into signed, reproducible ovs-bundle bundles.
-///
-/// Exit codes: 0 success; 1 invalid profiles (for import: an invalid map, files that would be
-/// overwritten, or imported profiles that need edits) or any other failure; 64 bad usage
-/// (including an --expires-in of zero or past the largest Unix time, and a --serial more than 10
-/// years ahead without --allow-far-serial).
-#[derive(Parser)]
-#[command(name = "builder", version)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Create a minisign signing key pair (refuses to overwrite).
-    ///
-    /// The secret key signs bundles (`builder build --key`); the public key is what hosts trust.
-    Keygen(keygen::KeygenArgs),
-    /// Validate every profile under DIR and print every problem found.
-    ///
-    /// Every problem of every file is printed in one run: FILE:LINE:COL: error: ..., the line
-    /// with carets under the offending text (PSKs shown as ****), and a hint. Exit 0 if the
-    /// fleet is valid, 1 if not. Paths in a file are relative to that file.
-    ///
-    /// A profile is DIR/hosts/<host>.toml, named after its host. Its keys:
-    ///
-    ///   [host]               name; underlay_ip (IPv4, where GRE peers reach this host);
-    ///                        interfaces_file (optional, a verbatim /etc/network/interfaces)
-    ///   [[bridges]]          name; datapath ("system", the default, or "netdev"); rstp (bool);
-    ///                        host_interfaces (["priv0"] or [{ name = "priv0",
-    ///                        address = "10.20.20.1/24" }]); physical_interfaces (["eth1"])
-    ///   [[bridges.gre]]      remote_ip; psk_file or psk (neither: plain GRE); external (bool:
-    ///                        the peer is not one of the profiles)
-    ///   [bridges.forwarder]  from (an interface of the bridge); via (the uplink, e.g. eth0);
-    ///                        source ("10.20.20.0/24" or "10.20.20.0/255.255.255.0")
-    ///   [bridges.dhcp]       interface (optional if the bridge has one addressed host
-    ///                        interface); range_start and range_end (neither: static leases
-    ///                        only); lease_time ("12h", default 1h)
-    ///   [[bridges.dhcp.leases]] mac; ip; name (optional, a DNS label)
-    ///
-    /// DIR/fleet.toml is optional:
-    ///
-    ///   [[mesh]]             bridge; members (host names); psk_file or psk_secret_file
-    ///                        (one key per pair derived from it)
-    ///   [[dhcp_leases]]      bridge; mac; ip; name (optional): a static lease for the host
-    ///                        whose bridge of that name serves DHCP on the lease's subnet
-    ///
-    /// The original tool's keys are named differently: :interfaces-file is interfaces_file,
-    /// :host-interfaces-to-connect is host_interfaces, :gre-connections is [[bridges.gre]],
-    /// :remote-ip is remote_ip, :act-as-forwarder is [bridges.forwarder];
-    /// `builder import ovs-crate` converts a whole EDN map.
-    #[command(
-        verbatim_doc_comment,
-        about = "Validate every profile under DIR and print every problem found"
-    )]
-    Check(check::CheckArgs),
-    /// Build one signed bundle per host: OUTDIR/<host>.tgz.
-    ///
-    /// The profiles are checked first, as by `builder check`; nothing is built if any is
-    /// invalid. For each host the output says whether its bundle is new, unchanged, changed in
-    /// GRE tunnels only (`applier apply --gre-only` suffices) or needs a full apply.
-    Build(build::BuildArgs),
-    /// Show a bundle's manifest and contents, PSKs redacted.
-    Inspect(inspect::InspectArgs),
-    /// Write #cloud-config user data that configures HOST on first boot.
-    ///
-    /// The user data holds HOST's signed bundle and the public key, and installs both (and,
-    /// unless --no-packages, Open vSwitch) when the machine first boots.
-    CloudInit(cloud_init::CloudInitArgs),
-    /// Write a profiles directory from another tool's configuration (ovs-crate's EDN map).
-    Import(import::ImportArgs),
-}
 
 fn main() -> ExitCode {
     // First: the signing key and PSKs must never land in a core file.

@@ -28,6 +28,8 @@ cp "$work/k/boot/vmlinuz-$kver" "$out/vmlinuz"
 echo "guest image: root filesystem (mmdebstrap)"
 pkgs=mount,openvswitch-switch,openvswitch-ipsec,strongswan,libstrongswan-standard-plugins,iproute2,iptables
 pkgs+=,iputils-ping,tcpdump,kmod,procps,ifupdown,systemd,systemd-sysv,udev,cloud-init
+# apt, as on a stock cloud image: cloud-init installs the applier package with it (scenario 4).
+pkgs+=,apt
 mmdebstrap --variant=essential --mode=root --include="$pkgs" \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \

@@ -1,6 +1,8 @@
 //! The test fleet: the shipped example profiles (gateway and two nodes, GRE with PSKs, a NAT
 //! forwarder), adapted to the guests' NICs, plus the variants the scenarios need, all built by the
-//! real `builder` binary and packed with the real `applier` onto a payload disk.
+//! real `builder` binary and packed with the applier's Debian package onto a payload disk; and the
+//! apt repository (apt-ftparchive, signed with a throwaway key) the cloud-init guest installs the
+//! package from.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -8,14 +10,14 @@ use std::process::Command;
 
 pub struct Fleet {
     pub payload: PathBuf,
+    /// The signed flat apt repository holding ovs-bundle-applier, served to the cloud-init guest.
+    pub repo: PathBuf,
     /// `builder cloud-init` output for the cloud-init scenario.
     pub ci_user_data: PathBuf,
 }
 
-/// What an image without the applier package runs first: install it from the payload disk.
-const INSTALL_APPLIER: &str = "mkdir -p /payload && (mountpoint -q /payload || mount -o ro /dev/vdb /payload) && \
-    install -m 755 /payload/applier /usr/local/sbin/applier && cp -r /payload/systemd/* /etc/systemd/system/ && \
-    cp /payload/strongswan.d/* /etc/strongswan.d/";
+/// How the cloud-init guest sees the test repository (QEMU's guestfwd address, see guest.rs).
+const APT_SOURCE: &str = "deb [signed-by=$KEY_FILE] http://10.0.2.100/ ./";
 
 fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
@@ -83,16 +85,27 @@ source = "10.30.30.0/24"
 "#;
 
 impl Fleet {
-    pub fn prepare(shipped: &Path, work: &Path, bins: &Path) -> Result<Fleet> {
+    pub fn prepare(shipped: &Path, work: &Path, bins: &Path, debs: &Path) -> Result<Fleet> {
         let builder = bins.join("builder");
-        let applier = bins.join("applier");
-        for b in [&builder, &applier] {
-            anyhow::ensure!(
-                b.exists(),
-                "{} missing: build with cargo build --release",
-                b.display()
-            );
-        }
+        anyhow::ensure!(
+            builder.exists(),
+            "{} missing: build with cargo build --release",
+            builder.display()
+        );
+        let deb = std::fs::read_dir(debs)
+            .with_context(|| {
+                format!(
+                    "{}: run vm-tests/run (it builds the packages)",
+                    debs.display()
+                )
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("ovs-bundle-applier_") && n.ends_with(".deb"))
+            })
+            .with_context(|| format!("no ovs-bundle-applier .deb in {}", debs.display()))?;
         let keys = work.join("keys");
         std::fs::create_dir_all(&keys)?;
         let (sk, pk) = (keys.join("fleet.key"), keys.join("fleet.pub"));
@@ -241,8 +254,9 @@ impl Fleet {
             )?;
         }
         build(&v6, "v6", 6, None)?;
-        // ci1's user data, from `builder cloud-init`. The image has the packages; the applier
-        // and its units come from the payload disk, as an operator's own bootcmd would fetch them.
+        // ci1's user data, from `builder cloud-init`: its image has no applier; cloud-init adds
+        // the test repository and installs the package from it.
+        let repo = apt_repository(work, &deb)?;
         let ci = work.join("profiles-ci");
         std::fs::create_dir_all(ci.join("hosts"))?;
         std::fs::write(ci.join("hosts/ci1.toml"), CI1)?;
@@ -251,21 +265,13 @@ impl Fleet {
             .arg(&ci)
             .arg("--key")
             .arg(&sk)
-            .args([
-                "--serial",
-                "1",
-                "--no-packages",
-                "--bootcmd",
-                INSTALL_APPLIER,
-                "--out",
-            ])
+            .args(["--serial", "1", "--apt-source", APT_SOURCE, "--apt-key"])
+            .arg(work.join("repo.asc"))
+            .arg("--out")
             .arg(work.join("ci1-user-data")))?;
-        std::fs::copy(&applier, payload.join("applier"))?;
+        // The tiny guests install the same package from the payload disk (guest/init-tiny).
+        std::fs::copy(&deb, payload.join("ovs-bundle-applier.deb"))?;
         std::fs::copy(&pk, payload.join("test.pub"))?;
-        let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../applier/systemd");
-        copy_dir(&units, &payload.join("systemd"))?;
-        let strongswan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../applier/strongswan.d");
-        copy_dir(&strongswan, &payload.join("strongswan.d"))?;
         let img = work.join("payload.img");
         let _ = std::fs::remove_file(&img);
         run(Command::new("mke2fs")
@@ -275,7 +281,63 @@ impl Fleet {
             .arg("64M"))?;
         Ok(Fleet {
             payload: img,
+            repo,
             ci_user_data: work.join("ci1-user-data"),
         })
     }
+}
+
+/// A flat apt repository (`deb URL ./`) in WORK/repo holding `deb`, its Release file signed with
+/// a key made for this run (public half: WORK/repo.asc; the GnuPG home is removed afterwards).
+fn apt_repository(work: &Path, deb: &Path) -> Result<PathBuf> {
+    let repo = work.join("repo");
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::create_dir_all(&repo)?;
+    std::fs::copy(deb, repo.join("ovs-bundle-applier.deb"))?;
+    let packages = run(Command::new("apt-ftparchive")
+        .args(["packages", "."])
+        .current_dir(&repo))?;
+    std::fs::write(repo.join("Packages"), packages)?;
+    let release = run(Command::new("apt-ftparchive")
+        .args(["release", "."])
+        .current_dir(&repo))?;
+    std::fs::write(repo.join("Release"), release)?;
+    let home = work.join("gnupg");
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+    let gpg = |args: &[&str]| -> Result<String> {
+        run(Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .current_dir(&repo))
+    };
+    let signed = (|| -> Result<()> {
+        gpg(&[
+            "--quick-gen-key",
+            "ovs-bundle vm-tests repository",
+            "ed25519",
+            "sign",
+            "never",
+        ])?;
+        std::fs::write(work.join("repo.asc"), gpg(&["--armor", "--export"])?)?;
+        gpg(&["--clearsign", "--output", "InRelease", "Release"])?;
+        Ok(())
+    })();
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", &home)
+        .args(["--kill", "gpg-agent"])
+        .output();
+    let _ = std::fs::remove_dir_all(&home);
+    signed.context("signing the test apt repository (install gpg)")?;
+    Ok(repo)
 }

@@ -19,6 +19,10 @@ pub struct Spec {
     pub systemd: bool,
     /// Extra disks (raw images), attached after the payload.
     pub extra_disks: Vec<PathBuf>,
+    /// A last NIC on QEMU's user-mode network, isolated (`restrict=on`: no way to the host or
+    /// beyond) but for one `guestfwd` rule: TCP to 10.0.2.100:80 runs this command per
+    /// connection, on the connection's stdin/stdout.
+    pub http_cmd: Option<String>,
 }
 
 pub struct Guest {
@@ -93,6 +97,17 @@ impl Guest {
             if let Some(a) = addr {
                 append.push_str(&format!(" ovsb.addr=eth{i}/{a}"));
             }
+        }
+        if let Some(http) = &spec.http_cmd {
+            let i = spec.nics.len();
+            cmd.arg("-netdev")
+                .arg(format!(
+                    "user,id=n{i},restrict=on,net=10.0.2.0/24,guestfwd=tcp:10.0.2.100:80-cmd:{http}"
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-net-pci,netdev=n{i},mac=52:54:00:{mac_seed:02x}:00:{i:02x}"
+                ));
         }
         cmd.arg("-append")
             .arg(&append)

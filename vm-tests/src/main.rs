@@ -2,18 +2,28 @@
 //! bundles with the real `applier` inside them, and checks from inside the guests that the network
 //! is what the profiles say. One line per scenario with its duration, then a summary.
 //!
-//! Usage: vm-tests [--only N]... (from `vm-tests/run`, which builds the guest and the binaries).
+//! Usage: vm-tests [--only N]... (from `vm-tests/run`, which builds the guest, the binaries and the
+//! applier package). `vm-tests --serve-http DIR` is what QEMU runs per connection of the cloud-init
+//! guest to the test apt repository ([`http`]).
 //! With OVSB_VM_TRACE set, every retry of a waiting check is printed to stderr.
 
 mod fleet;
 mod guest;
+mod http;
 mod scenarios;
 
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir] = &argv[..] {
+        if flag == "--serve-http" {
+            let r = http::serve(Path::new(dir), std::io::stdin(), std::io::stdout());
+            std::process::exit(i32::from(r.is_err()));
+        }
+    }
     let mut only: Vec<u32> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -64,7 +74,11 @@ fn run(only: &[u32]) -> Result<Vec<bool>> {
         images.root.exists(),
         "no guest image: run vm-tests/run (it builds one)"
     );
-    let fleet = fleet::Fleet::prepare(&root.join("../profiles"), &work, &bins)
+    let debs = PathBuf::from(
+        std::env::var("OVSB_DEB_DIR")
+            .unwrap_or_else(|_| root.join(".cache/debs").display().to_string()),
+    );
+    let fleet = fleet::Fleet::prepare(&root.join("../profiles"), &work, &bins, &debs)
         .context("building the test fleet")?;
     let mut ctx = scenarios::Ctx::new(fleet, images, work.clone(), artifacts);
     let result = scenarios::run_all(&mut ctx, only);

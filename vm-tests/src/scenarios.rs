@@ -76,6 +76,7 @@ impl Ctx {
             nics: vec![(under, Some(format!("{ip}/24")))],
             systemd: false,
             extra_disks: vec![],
+            http_cmd: None,
         };
         let specs = vec![
             Spec {
@@ -86,6 +87,7 @@ impl Ctx {
                 ],
                 systemd: false,
                 extra_disks: vec![],
+                http_cmd: None,
             },
             node("node1", "192.0.2.2"),
             node("node2", "192.0.2.3"),
@@ -95,6 +97,7 @@ impl Ctx {
                 nics: vec![(uplink, Some("198.51.100.2/24".into()))],
                 systemd: false,
                 extra_disks: vec![],
+                http_cmd: None,
             },
         ];
         self.boot_all(specs)?;
@@ -118,7 +121,7 @@ impl Ctx {
                 g.dir.join("console.log"),
                 dir.join(format!("{name}-console.log")),
             );
-            let cmd = "for f in /var/log/charon.log /var/log/applier-boot.log /var/log/ovs-ctl.log /var/log/openvswitch/ovs-vswitchd.log /var/log/openvswitch/ovs-monitor-ipsec.log; do echo \"== $f\"; tail -n 200 $f 2>/dev/null; done; echo '== state'; ovs-vsctl show; ipsec statusall; ip xfrm policy; ip xfrm state; iptables-save; ip addr; ip route; applier generations; echo '== processes'; ps -eo pid,lstart,args | grep -E 'charon|starter|ovs|ipsec' | grep -v grep; echo '== ifup'; cat /var/log/ifup.log; echo '== dmesg'; dmesg | tail -n 30";
+            let cmd = "for f in /var/log/charon.log /var/log/applier-boot.log /var/log/ovs-ctl.log /var/log/openvswitch/ovs-vswitchd.log /var/log/openvswitch/ovs-monitor-ipsec.log; do echo \"== $f\"; tail -n 200 $f 2>/dev/null; done; echo '== state'; ovs-vsctl show; ipsec statusall; ip xfrm policy; ip xfrm state; iptables-save; ip addr; ip route; applier generations; echo '== processes'; ps -eo pid,lstart,args | grep -E 'charon|starter|ovs|ipsec' | grep -v grep; echo '== ifup'; cat /var/log/ifup.log; echo '== dmesg'; dmesg | tail -n 30; echo '== cloud-init'; grep -B3 -A14 Traceback /var/log/cloud-init.log 2>/dev/null | tail -n 80; tail -n 40 /var/log/cloud-init-output.log 2>/dev/null; echo '== dpkg'; cat /var/log/dpkg-applier.log 2>/dev/null";
             if let Ok((_, out)) = g.run_timeout(cmd, Duration::from_secs(20)) {
                 let _ = std::fs::write(dir.join(format!("{name}-logs.txt")), out);
             }
@@ -178,7 +181,7 @@ fn apply(g: &mut Guest, args: &str) -> Result<String> {
 type Scenario = fn(&mut Ctx) -> Result<()>;
 
 pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
-    let list: [(u32, &str, Scenario); 9] = [
+    let list: [(u32, &str, Scenario); 10] = [
         (
             1,
             "original example: gateway + two nodes, GRE over IPsec",
@@ -191,7 +194,12 @@ pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
         (7, "three-host full mesh from fleet.toml", full_mesh),
         (8, "applier try: revert, confirm, power loss", try_scenarios),
         (9, "the example over VXLAN with IPsec", vxlan_ipsec),
-        (4, "boot via cloud-init, then reboot", cloud_init_boot),
+        (
+            4,
+            "boot via cloud-init from a stock image, then reboot",
+            cloud_init_boot,
+        ),
+        (10, "package removed, then purged", remove_and_purge),
     ];
     let mut results = Vec::new();
     for (n, name, f) in list {
@@ -507,23 +515,59 @@ fn crash_and_reboot(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// ci1 is configured as its profile says (and has a current generation).
+fn ci1_configured() -> String {
+    format!("applier generations | grep -q '^\\*' && {CI1_NETWORK}")
+}
+/// ci1's network as its bundle configured it, without asking the applier.
+const CI1_NETWORK: &str = "ip -4 addr show priv0 | grep -q 10.30.30.1/24 && \
+    iptables -t nat -S OVSB-POSTROUTING | grep -q MASQUERADE && ovs-vsctl list-ports private-br0 | grep -q gre-c0000233";
+
 fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
     // The fleet is done: free the CPUs for a systemd boot.
     ctx.shutdown();
     let seed = crate_seed(ctx)?;
+    // The guest reaches the test apt repository through QEMU, which runs this program per
+    // connection (nothing listens on the host).
+    let me = std::env::current_exe().context("the vm-tests binary")?;
     let spec = Spec {
         name: "ci1".into(),
         nics: vec![(ctx.hub + 2, None)],
         systemd: true,
         extra_disks: vec![seed],
+        http_cmd: Some(format!(
+            "{} --serve-http {}",
+            me.display(),
+            ctx.fleet.repo.display()
+        )),
     };
     ctx.boot_all(vec![spec])?;
     let g = ctx.g("ci1")?;
-    let check = "applier generations | grep -q '^\\*' && ip -4 addr show priv0 | grep -q 10.30.30.1/24 && \
-                 iptables -t nat -S OVSB-POSTROUTING | grep -q MASQUERADE && ovs-vsctl list-ports private-br0 | grep -q gre-c0000233";
-    until_ok(g, check, 180).context("ci1 not configured by its cloud-init user data")?;
+    // The image never had the applier: cloud-init installed it from the repository.
+    until_ok(
+        g,
+        "dpkg-query -W -f='${Status}' ovs-bundle-applier | grep -q 'install ok installed'",
+        400,
+    )
+    .context("cloud-init did not install ovs-bundle-applier from the test repository")?;
+    let (rc, out) = g.run(
+        "apt-cache policy ovs-bundle-applier; ls /usr/local/sbin; test -x /usr/sbin/applier && \
+         apt-cache policy ovs-bundle-applier | grep -q 'http://10.0.2.100 ./'",
+    )?;
+    if rc != 0 {
+        bail!("ci1: the applier did not come from the test repository:\n{out}");
+    }
+    until_ok(g, &ci1_configured(), 180)
+        .context("ci1 not configured by its cloud-init user data")?;
+    // cloud-init may still be in the package's postinst (starting the path unit): a reboot now
+    // would cut it short. (`status --wait` exits 1 here: the test image lacks what some modules
+    // want, resize2fs and ssh-keygen among them.)
+    until_ok(g, "cloud-init status --wait >/dev/null 2>&1; test -f /var/lib/cloud/instance/boot-finished && \
+                 dpkg-query -W -f='${Status}' ovs-bundle-applier | grep -q 'install ok installed'", 300)
+        .context("cloud-init did not finish on ci1")?;
     g.reboot("systemctl reboot", BOOT_TIMEOUT)?;
-    until_ok(g, check, 120).context("ci1's network did not come back after a reboot")?;
+    until_ok(g, &ci1_configured(), 120)
+        .context("ci1's network did not come back after a reboot")?;
     vswitchd_forwards(g)?;
     // The shipped drop-in is what holds vswitchd back on a fast boot: systemd must have used it.
     let (rc, out) = g.run(
@@ -547,6 +591,49 @@ fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// On ci1 (configured by scenario 4, booted for it when run alone): `apt-get remove` stops the
+/// units (no unit is left enabled or loaded) and leaves nothing of the package but its
+/// configuration (/etc/ovs-bundle with the trusted key, the strongSwan setting, the enablement
+/// symlinks: Debian keeps configuration until a purge) and the state in /var/lib/ovs-bundle; `apt-get purge` leaves nothing at all. The host's network stays
+/// as the bundle configured it throughout.
+fn remove_and_purge(ctx: &mut Ctx) -> Result<()> {
+    if !ctx.guests.contains_key("ci1") {
+        cloud_init_boot(ctx)?;
+    }
+    let g = ctx.g("ci1")?;
+    let files = g.ok("dpkg -L ovs-bundle-applier | sort")?;
+    let ours = "systemctl list-unit-files 'ovs-bundle*' --no-legend; \
+                ls -d /etc/ovs-bundle /etc/strongswan.d/ovs-bundle.conf /var/lib/ovs-bundle \
+                /usr/sbin/applier /usr/lib/systemd/system/ovs-vswitchd.service.d/ovs-bundle.conf \
+                /etc/systemd/system/multi-user.target.wants/ovs-bundle* 2>/dev/null; true";
+    g.ok("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q ovs-bundle-applier >/tmp/remove.log 2>&1 || { cat /tmp/remove.log; false; }")?;
+    let (rc, out) = g.run("systemctl is-active ovs-bundle.service ovs-bundle-incoming.path")?;
+    if rc == 0 || out.lines().any(|l| l.trim() == "active") {
+        bail!("ci1: units still active after apt-get remove:\n{out}");
+    }
+    let left = g.ok(ours)?;
+    // Debian keeps a removed package's enablement symlinks (dangling, no unit behind them) until
+    // the purge, as it keeps conffiles, so that a reinstall keeps the administrator's choice.
+    let expected = "/etc/ovs-bundle\n/etc/strongswan.d/ovs-bundle.conf\n\
+        /etc/systemd/system/multi-user.target.wants/ovs-bundle-incoming.path\n\
+        /etc/systemd/system/multi-user.target.wants/ovs-bundle.service\n/var/lib/ovs-bundle\n";
+    if left.split_whitespace().ne(expected.split_whitespace()) {
+        bail!("ci1: after apt-get remove, expected only configuration and state:\n{expected}got:\n{left}\n(package files were:\n{files})");
+    }
+    let (rc, out) = g.run("systemctl is-enabled ovs-bundle.service ovs-bundle-incoming.path")?;
+    if rc == 0 {
+        bail!("ci1: units still enabled after apt-get remove:\n{out}");
+    }
+    until_ok(g, CI1_NETWORK, 5).context("ci1's network changed when the package was removed")?;
+    g.ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ovs-bundle-applier >/tmp/purge.log 2>&1 || { cat /tmp/purge.log; false; }")?;
+    let left = g.ok(&format!("{ours}; dpkg -l ovs-bundle-applier 2>/dev/null | grep '^[a-z][a-z] '; ls /var/lib/systemd/deb-systemd-helper-enabled | grep ovs-bundle; true"))?;
+    if !left.trim().is_empty() {
+        bail!("ci1: left after apt-get purge:\n{left}");
+    }
+    until_ok(g, CI1_NETWORK, 5).context("ci1's network changed when the package was purged")?;
+    Ok(())
+}
+
 /// A NoCloud seed (a vfat volume labelled CIDATA): network config, and the user data
 /// `builder cloud-init` wrote, which delivers ci1's bundle and trusted key through write_files.
 fn crate_seed(ctx: &Ctx) -> Result<PathBuf> {
@@ -558,7 +645,8 @@ fn crate_seed(ctx: &Ctx) -> Result<PathBuf> {
     )?;
     std::fs::write(
         dir.join("network-config"),
-        "version: 2\nethernets:\n  eth0:\n    match:\n      name: eth0\n    addresses: [192.0.2.50/24]\n",
+        "version: 2\nethernets:\n  eth0:\n    match:\n      name: eth0\n    addresses: [192.0.2.50/24]\n  \
+         eth1:\n    match:\n      name: eth1\n    addresses: [10.0.2.15/24]\n",
     )?;
     std::fs::copy(&ctx.fleet.ci_user_data, dir.join("user-data"))?;
     let img = ctx.work.join("seed.img");

@@ -58,9 +58,9 @@ fn emit_error(message: &str, exit: Exit) {
     }
 }
 
+/// One line on stderr, priority-prefixed when stderr is the journal ([`crate::journal`]).
 fn log(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "applier: {msg}");
+    crate::journal::log("applier", msg);
 }
 
 /// Runs one command line.

@@ -4,7 +4,7 @@
 use super::key::signing_key;
 use super::{build_params, load_or_report};
 use crate::build::{build_host, write_bundle};
-use crate::cloudinit::{user_data, CloudInitOpts, EC2_USER_DATA_LIMIT};
+use crate::cloudinit::{user_data, AptRepo, CloudInitOpts, EC2_USER_DATA_LIMIT};
 use anyhow::{bail, Context, Result};
 use bundle::Exit;
 use clap::Args;
@@ -37,9 +37,16 @@ pub struct CloudInitArgs {
     /// Refuse installation after this long: a duration with units, e.g. 30d, 2w, 2d12h, 90m.
     #[arg(long, value_name = "DURATION")]
     pub expires_in: Option<String>,
-    /// Do not install packages (the image has them).
-    #[arg(long)]
+    /// Do not install packages (the image has them, the applier included).
+    #[arg(long, conflicts_with = "apt_source")]
     pub no_packages: bool,
+    /// Install the applier from this apt repository (one "deb [signed-by=$KEY_FILE] URL SUITE
+    /// COMPONENT" line), for images without it; without it the image must carry the applier.
+    #[arg(long, value_name = "LINE", requires = "apt_key")]
+    pub apt_source: Option<String>,
+    /// The ASCII-armored public key the --apt-source repository is signed with.
+    #[arg(long, value_name = "FILE", requires = "apt_source")]
+    pub apt_key: Option<PathBuf>,
     /// A command to run early at boot, e.g. to install the applier (repeatable).
     #[arg(long, value_name = "CMD")]
     pub bootcmd: Vec<String>,
@@ -57,6 +64,20 @@ pub fn run(args: CloudInitArgs) -> Result<Exit> {
     let Some(h) = fleet.hosts.iter().find(|h| &h.name == host) else {
         bail!("no host {host:?} under {}", args.profiles.display());
     };
+    // Checked before the key is read (it may ask for a passphrase) and anything is built.
+    let apt = match (&args.apt_source, &args.apt_key) {
+        (Some(source), Some(key_file)) => {
+            let key = std::fs::read(key_file)
+                .with_context(|| format!("--apt-key: reading {}", key_file.display()))?;
+            let name = key_file.display().to_string();
+            // A value that cannot mean a repository is a usage error (exit 64), like clap's.
+            let usage = |e: crate::cloudinit::AptError| super::UsageError(e.to_string());
+            let key = String::from_utf8(key)
+                .map_err(|_| usage(crate::cloudinit::AptError::Key(name.clone())))?;
+            Some(AptRepo::new(source, &key, &name).map_err(usage)?)
+        }
+        _ => None,
+    };
     let params = build_params(
         args.serial,
         args.allow_far_serial,
@@ -69,6 +90,7 @@ pub fn run(args: CloudInitArgs) -> Result<Exit> {
         packages: !args.no_packages,
         bootcmd: args.bootcmd,
         max_size,
+        apt,
     };
     // TooLarge names the host, both sizes and what to do instead: no context.
     let (data, compressed) = user_data(
