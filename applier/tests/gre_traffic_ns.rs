@@ -1,8 +1,8 @@
 //! Two hosts (network namespaces joined by a veth pair), each with its own OVS. The underlay
 //! address sits on a hand-made `br-phy` holding the veth, as OVS's userspace tunnels need; the
 //! bundles create the tunnel bridges. After `applier apply` on both, traffic crosses the tunnel:
-//! plain GRE, and several bridges to the same peer told apart by GRE keys and by type (VXLAN),
-//! whose traffic stays on its own bridge.
+//! plain GRE, and several bridges to the same peer told apart by GRE keys and by type (VXLAN,
+//! Geneve), whose traffic stays on its own bridge.
 
 mod common;
 use common::{check, host, text, TestHost};
@@ -96,7 +96,7 @@ fn two_hosts_pass_traffic_over_gre_after_apply() {
     ping(&a, "10.21.0.2");
 }
 
-/// Three bridges per host to the same peer: GRE with key 1, GRE with key 2, and VXLAN. Each
+/// Four bridges per host to the same peer: GRE with key 1, GRE with key 2, VXLAN, Geneve. Each
 /// pair of bridges talks; a frame from one bridge never reaches another (their MAC tables).
 #[test]
 fn keyed_and_vxlan_tunnels_to_one_peer_keep_their_bridges_apart() {
@@ -107,6 +107,7 @@ fn keyed_and_vxlan_tunnels_to_one_peer_keep_their_bridges_apart() {
             ("br-k1", "gre", "key = 1\n", 31),
             ("br-k2", "gre", "key = 2\n", 32),
             ("br-vx", "vxlan", "", 33),
+            ("br-gn", "geneve", "key = 9\n", 34),
         ] {
             p.push_str(&format!(
                 "\n[[bridges]]\nname = \"{br}\"\ndatapath = \"netdev\"\n\
@@ -124,21 +125,24 @@ fn keyed_and_vxlan_tunnels_to_one_peer_keep_their_bridges_apart() {
     let mut ports = a.ports("br-k1");
     ports.extend(a.ports("br-k2"));
     ports.extend(a.ports("br-vx"));
+    ports.extend(a.ports("br-gn"));
     ports.sort();
     assert_eq!(
         ports,
         [
             "g0a620002k1",
             "g0a620002k2",
+            "n0a620002k9",
             "p31",
             "p32",
             "p33",
+            "p34",
             "vxl-0a620002"
         ]
     );
     assert_eq!(a.iface("g0a620002k2", "options:key"), "\"2\"");
     assert_eq!(a.iface("vxl-0a620002", "type"), "vxlan");
-    for addr in ["10.31.0.2", "10.32.0.2", "10.33.0.2"] {
+    for addr in ["10.31.0.2", "10.32.0.2", "10.33.0.2", "10.34.0.2"] {
         ping(&a, addr);
     }
     // A's p31 is known to b's br-k1 only: its frames (ARP broadcasts included) never left
@@ -153,7 +157,7 @@ fn keyed_and_vxlan_tunnels_to_one_peer_keep_their_bridges_apart() {
         )
     };
     assert!(fdb("br-k1").contains(&mac), "{}", fdb("br-k1"));
-    for br in ["br-k2", "br-vx"] {
+    for br in ["br-k2", "br-vx", "br-gn"] {
         assert!(!fdb(br).contains(&mac), "{br} learnt {mac}:\n{}", fdb(br));
     }
     let status = a.applier(&["status"]);
