@@ -269,6 +269,18 @@ impl Fleet {
             .arg(work.join("repo.asc"))
             .arg("--out")
             .arg(work.join("ci1-user-data")))?;
+        // ci1's next bundle (a second internal port), for `applier try` on a systemd host.
+        let ci2 = work.join("profiles-ci2");
+        let _ = std::fs::remove_dir_all(&ci2);
+        std::fs::create_dir_all(ci2.join("hosts"))?;
+        std::fs::write(
+            ci2.join("hosts/ci1.toml"),
+            CI1.replace(
+                "host_interfaces = [{ name = \"priv0\", address = \"10.30.30.1/24\" }]",
+                "host_interfaces = [{ name = \"priv0\", address = \"10.30.30.1/24\" }, { name = \"aux1\", address = \"10.30.30.5/24\" }]",
+            ),
+        )?;
+        build(&ci2, "ci2", 2, None)?;
         // The tiny guests install the same package from the payload disk (guest/init-tiny).
         std::fs::copy(&deb, payload.join("ovs-bundle-applier.deb"))?;
         std::fs::copy(&pk, payload.join("test.pub"))?;

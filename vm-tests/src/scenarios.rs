@@ -588,6 +588,24 @@ fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
     if !cycles.trim().is_empty() {
         bail!("the units cause an ordering cycle:\n{cycles}");
     }
+    // `applier try` on a systemd host: the watcher is a transient unit (outside any login
+    // session's scope), logging to the journal, and reverts when nobody confirms.
+    let out = g.ok(
+        "mkdir -p /payload && (mountpoint -q /payload || mount -o ro /dev/vdb /payload) && \
+         applier try /payload/ci2/ci1.tgz --timeout 20s 2>&1 && ip -4 addr show aux1",
+    )?;
+    if !out.contains("systemd unit ovs-bundle-try-") || !out.contains("10.30.30.5/24") {
+        bail!("ci1: applier try:\n{out}");
+    }
+    until_ok(g, "applier try --status | grep ' reverted at '", 120)
+        .context("ci1: the try was not reverted by its transient unit")?;
+    let (rc, out) = g.run(
+        "journalctl --no-pager -u 'ovs-bundle-try-*' | grep 'reverted to generation 1' && \
+         ! ip link show aux1 2>/dev/null && applier status",
+    )?;
+    if rc != 0 {
+        bail!("ci1: after the try's revert:\n{out}");
+    }
     Ok(())
 }
 
