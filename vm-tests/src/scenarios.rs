@@ -737,8 +737,8 @@ fn full_mesh(ctx: &mut Ctx) -> Result<()> {
 ///    try times out.
 /// 2. node2 tries a good bundle, its --check passes, it is confirmed, and it survives a power
 ///    loss.
-/// 3. gw1 tries a good bundle and loses power before confirming: it boots the generation before
-///    the try.
+/// 3. node2 tries another bundle and loses power before confirming: it boots the generation
+///    before the try.
 fn try_scenarios(ctx: &mut Ctx) -> Result<()> {
     ctx.boot_fleet()?;
     ctx.stop(&["node3", "up1"]);
@@ -795,24 +795,23 @@ fn try_scenarios(ctx: &mut Ctx) -> Result<()> {
     vswitchd_forwards(ctx.g("node2")?)?;
     ping_all(ctx, &hosts)?;
 
-    // 3. Power lost while a try is pending: boot goes back to the generation before it.
-    let gw = ctx.g("gw1")?;
-    let gw_before = current(gw)?;
-    gw.ok("applier try /payload/v5/gw1.tgz --timeout 10m 2>&1 && ip -4 addr show aux1 | grep -q 10.20.20.111")?;
-    gw.reboot("echo b > /proc/sysrq-trigger", BOOT_TIMEOUT)?;
+    // 3. Power lost while a try is pending: boot goes back to the generation before it. (node2
+    //    tries the VXLAN bundle of scenario 9. Not gw1: after a reset, its kernel sits in soft
+    //    lockups for minutes before init under TCG, a guest-side stall unrelated to ovs-bundle.)
+    let n2 = ctx.g("node2")?;
+    let n2_before = current(n2)?;
+    n2.ok("applier try /payload/v6/node2.tgz --timeout 10m 2>&1 && ovs-vsctl list-ports private-br0 | grep -q vxl-")?;
+    n2.reboot("echo b > /proc/sysrq-trigger", BOOT_TIMEOUT)?;
     let state =
-        gw.ok("applier generations; applier try --status; cat /var/log/applier-boot.log")?;
-    if current(ctx.g("gw1")?)? != gw_before
+        n2.ok("applier generations; applier try --status; ovs-vsctl list-ports private-br0")?;
+    if current(n2)? != n2_before
         || !state.contains(" reverted at ")
         || !state.contains("the host restarted before the try was confirmed")
+        || state.contains("vxl-")
     {
-        bail!("gw1 did not boot the generation before its unconfirmed try:\n{state}");
+        bail!("node2 did not boot the generation before its unconfirmed try:\n{state}");
     }
-    let (rc, _) = ctx.g("gw1")?.run("ip link show aux1")?;
-    if rc == 0 {
-        bail!("gw1: aux1 of the unconfirmed try survived the power loss");
-    }
-    vswitchd_forwards(ctx.g("gw1")?)?;
+    vswitchd_forwards(ctx.g("node2")?)?;
     ping_all(ctx, &hosts)?;
     for name in hosts {
         let (rc, out) = ctx.g(name)?.run("applier status")?;
