@@ -300,17 +300,26 @@ pub trait Probe {
     fn run_check(&mut self, cmd: &str) -> Result<(), String>;
 }
 
-/// The addresses IPsec SAs go to (`dst` of `ip xfrm state`).
+/// The addresses established IPsec SAs go to (`dst` of `ip xfrm state`). A state with SPI 0 is
+/// the kernel's placeholder while IKE is still trying (an acquire): not an SA.
 fn sa_destinations(xfrm: &str) -> BTreeSet<Ipv4Addr> {
-    xfrm.lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next()? == "src").then_some(())?;
-            w.next()?;
-            (w.next()? == "dst").then_some(())?;
-            w.next()?.parse().ok()
-        })
-        .collect()
+    let mut out = BTreeSet::new();
+    let mut dst: Option<Ipv4Addr> = None;
+    for l in xfrm.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            ["src", _, "dst", d, ..] => dst = d.parse().ok(),
+            ["proto", _, "spi", spi, ..] => {
+                let established =
+                    u32::from_str_radix(spi.trim_start_matches("0x"), 16).is_ok_and(|v| v != 0);
+                if let (Some(d), true) = (dst.take(), established) {
+                    out.insert(d);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Runs every check once: `(name, result)` for each.
@@ -454,6 +463,15 @@ mod tests {
                 ("IPsec SA to 192.168.0.2", true),
                 ("check `true`", false),
             ]
+        );
+        // While IKE is still trying, the kernel holds a placeholder state with SPI 0.
+        probe.xfrm =
+            "src 192.168.0.1 dst 192.168.0.2\n\tproto esp spi 0x00000000 reqid 1 mode transport\n"
+                .into();
+        let r = run_checks(&pending(&[]), &peers, &mut probe);
+        assert_eq!(
+            r[2],
+            ("IPsec SA to 192.168.0.2".into(), Err("no IPsec SA".into()))
         );
         probe.xfrm = String::new();
         let r = run_checks(&pending(&[]), &peers, &mut probe);

@@ -207,7 +207,7 @@ impl Fleet {
         )?;
         build(&v4, "v4", 4, None)?;
         // v5: for `applier try`. A good change (gw1 and node2 gain a second internal port), and
-        // for node1 a bad one: its underlay NIC put into the bridge, which cuts it off.
+        // for node1 a bad one (below).
         let v5 = work.join("profiles-v5");
         let _ = std::fs::remove_dir_all(&v5);
         copy_dir(&v4, &v5)?;
@@ -228,16 +228,26 @@ impl Fleet {
             std::fs::write(&path, text.replace(&from, &to))?;
         }
         build(&v5, "v5", 5, None)?;
+        // node1's bad bundle: its tunnel leads to an underlay address nobody has (the peer
+        // "moved away"), so the overlay to node1 is cut; alone in its directory, the tunnel is
+        // external to the fleet.
         let v5_bad = work.join("profiles-v5-bad");
         let _ = std::fs::remove_dir_all(&v5_bad);
-        copy_dir(&v4, &v5_bad)?;
+        copy_dir(&v1, &v5_bad)?;
+        for h in ["gw1", "node2"] {
+            std::fs::remove_file(v5_bad.join(format!("hosts/{h}.toml")))?;
+        }
         let node1 = v5_bad.join("hosts/node1.toml");
         let text = std::fs::read_to_string(&node1)?;
+        anyhow::ensure!(
+            text.contains("remote_ip = \"192.0.2.1\""),
+            "node1's profile changed: update vm-tests/src/fleet.rs"
+        );
         std::fs::write(
             &node1,
             text.replace(
-                "host_interfaces = [",
-                "physical_interfaces = [\"eth0\"]\nhost_interfaces = [",
+                "remote_ip = \"192.0.2.1\"",
+                "remote_ip = \"192.0.2.201\"\nexternal = true",
             ),
         )?;
         build(&v5_bad, "v5-bad", 5, Some("node1"))?;
