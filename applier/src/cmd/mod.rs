@@ -396,9 +396,7 @@ fn rollback(app: &mut Applier, to: Option<u64>, json: bool) -> Result<Exit> {
         Some(n) => {
             let message =
                 format!("generation {n} is not kept here; `applier generations` lists them");
-            log(&message);
-            emit_error(&message, Exit::Failed);
-            return Ok(Exit::Failed);
+            return Ok(fail(&message, Exit::Failed));
         }
         // A pending try goes back to where it began.
         None => pending
@@ -407,9 +405,7 @@ fn rollback(app: &mut Applier, to: Option<u64>, json: bool) -> Result<Exit> {
             .or_else(|| current.and_then(|c| gens.into_iter().filter(|n| *n < c).max())),
     };
     let Some(previous) = target else {
-        log("no earlier generation to roll back to");
-        emit_error("no earlier generation to roll back to", Exit::Failed);
-        return Ok(Exit::Failed);
+        return Ok(fail("no earlier generation to roll back to", Exit::Failed));
     };
     let flags = ApplyFlags {
         gre_only: false,
@@ -493,10 +489,10 @@ fn verify(bundle: &Path, host: String, trust: &Trust, paths: &Paths) -> Result<E
                 }
                 _ => String::new(),
             };
-            let message = format!("{}: refused: {e}{also}", bundle.display());
-            log(&message);
-            emit_error(&message, e.exit());
-            e.exit()
+            fail(
+                &format!("{}: refused: {e}{also}", bundle.display()),
+                e.exit(),
+            )
         }
     })
 }
@@ -514,9 +510,14 @@ fn opts(flags: ApplyFlags) -> ApplyOpts {
 }
 
 fn report(e: &ApplyError) -> Exit {
-    log(&e.to_string());
-    emit_error(&e.to_string(), e.exit());
-    e.exit()
+    fail(&e.to_string(), e.exit())
+}
+
+/// A command that ends in `exit` with `message`: said on stderr, and as the JSON error document.
+fn fail(message: &str, exit: Exit) -> Exit {
+    log(message);
+    emit_error(message, exit);
+    exit
 }
 
 fn show_plan(plan: &HostPlan, json: bool, generation: Option<u64>) -> Exit {
@@ -639,9 +640,7 @@ fn diff(app: &mut Applier, from: u64, to: Option<u64>) -> Result<Exit> {
             Some(n) => n,
             None => {
                 let message = "no generation is current; name both: applier diff A B";
-                log(message);
-                emit_error(message, Exit::Failed);
-                return Ok(Exit::Failed);
+                return Ok(fail(message, Exit::Failed));
             }
         },
     };
@@ -652,9 +651,7 @@ fn diff(app: &mut Applier, from: u64, to: Option<u64>) -> Result<Exit> {
             Err(e) => {
                 let message =
                     format!("generation {n}: {e}; `applier generations` lists the kept ones");
-                log(&message);
-                emit_error(&message, Exit::Failed);
-                return Ok(Exit::Failed);
+                return Ok(fail(&message, Exit::Failed));
             }
         }
     }
