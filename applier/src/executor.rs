@@ -5,7 +5,7 @@ use crate::engine::Applier;
 use crate::ovs::{Live, OvsChange};
 use crate::plan::HostPlan;
 use crate::system::{IfAction, SysError};
-use bundle::firewall::GUARD_CHAIN;
+use bundle::firewall::GUARD_CHAINS;
 use bundle::Chains;
 
 /// How the executor treats a failed step.
@@ -253,20 +253,23 @@ impl Applier<'_> {
     }
 }
 
-/// `want`, with the IPsec guard rules of `now` that `want` drops kept for now.
+/// `want`, with the IPsec guard rules of `now` that `want` drops kept for now (in every guard
+/// chain: a kept per-peer rule needs its type's chain to still drop).
 fn keep_guards(want: &Chains, now: &Chains) -> Chains {
-    let (Some(w), Some(n)) = (want.chains.get(GUARD_CHAIN), now.chains.get(GUARD_CHAIN)) else {
-        return want.clone();
-    };
-    let mut both = w.clone();
-    both.exists |= n.exists;
-    both.jump |= n.jump;
-    for r in &n.rules {
-        if !both.rules.contains(r) {
-            both.rules.push(r.clone());
-        }
-    }
     let mut out = want.clone();
-    out.chains.insert(GUARD_CHAIN.to_string(), both);
+    for chain in GUARD_CHAINS {
+        let (Some(w), Some(n)) = (want.chains.get(chain), now.chains.get(chain)) else {
+            continue;
+        };
+        let mut both = w.clone();
+        both.exists |= n.exists;
+        both.jump |= n.jump;
+        for r in &n.rules {
+            if !both.rules.contains(r) {
+                both.rules.push(r.clone());
+            }
+        }
+        out.chains.insert(chain.to_string(), both);
+    }
     out
 }

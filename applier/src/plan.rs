@@ -3,7 +3,6 @@
 
 use crate::ovs::{self, OvsChange, PlanError, Scope};
 use crate::state::{Current, HostState};
-use bundle::firewall::GUARD_CHAIN;
 use bundle::interfaces::{changed_stanzas, stanzas};
 use bundle::sysctl::IP_FORWARD;
 use bundle::Chains;
@@ -229,9 +228,9 @@ pub fn make_plan(
         ..HostPlan::default()
     };
     let now = &current.state;
-    // GRE-only: of the firewall, only the IPsec guard chain, which follows the tunnels.
+    // GRE-only: of the firewall, only the IPsec guard's chains, which follow the tunnels.
     let want = match scope {
-        Scope::GreOnly => now.chains.with_chain_of(&desired.chains, GUARD_CHAIN),
+        Scope::GreOnly => now.chains.with_guard_of(&desired.chains),
         Scope::Full => desired.chains.clone(),
     };
     plan.firewall = want.diff(&now.chains);

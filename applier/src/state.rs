@@ -5,7 +5,6 @@
 use crate::ovs::{Live, Scope};
 use crate::paths::Paths;
 use crate::system::{SysError, System};
-use bundle::firewall::{guard_chain, GUARD_CHAIN};
 use bundle::state::PSK_OPTION;
 use bundle::tunnel::TunnelKind;
 use bundle::{sysctl, Chains, OvsState, PortRole, VerifiedBundle};
@@ -78,10 +77,7 @@ impl HostState {
         // The mark and the guard chain follow the tunnels of the combined state: a bridge the
         // GRE-only bundle does not name keeps its tunnels, and their guards.
         let ovs = self.ovs.with_gre_of(&gre.ovs);
-        let mut chains = self.chains.clone();
-        chains
-            .chains
-            .insert(GUARD_CHAIN.to_string(), guard_chain(psk_peers(&ovs)));
+        let chains = self.chains.with_guard(psk_peers(&ovs));
         HostState {
             ipsec_skb_mark: skb_mark_for(&ovs),
             ovs,

@@ -141,12 +141,12 @@ pub fn classify(old: Option<&[u8]>, new: &[u8]) -> Change {
             Change::Unchanged
         };
     }
-    // The IPsec guard chain follows the tunnels: it is part of what `--gre-only` reconciles.
+    // The IPsec guard's chains follow the tunnels: it is part of what `--gre-only` reconciles.
     let rules = |b: &bundle::VerifiedBundle| {
         b.file(bundle::IPTABLES_NAME)
             .and_then(|d| std::str::from_utf8(d).ok())
             .and_then(|t| bundle::Chains::from_bundle(t).ok())
-            .map(|c| c.without_chain(bundle::firewall::GUARD_CHAIN))
+            .map(|c| c.without_guard())
     };
     let others_same = old.files.iter().all(|(k, v)| {
         k == bundle::OVS_NAME

@@ -40,8 +40,11 @@ pub struct RulesError {
 /// - `-A OVSB-FORWARD -s CIDR -i FROM -o VIA -j ACCEPT`
 /// - `-A OVSB-FORWARD -d CIDR -i VIA -o FROM -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`
 /// - `-A OVSB-INPUT -i FROM -j ACCEPT`
-/// - `-A OVSB-OUTPUT -d PEER/32 -p gre -m policy --dir out --pol none -j DROP` (a PSK tunnel's
-///   plaintext guard)
+/// - `-A OVSB-OUTPUT -d PEER/32 -j OVSB-GUARD-GRE` (a PSK tunnel's plaintext guard; `-VXLAN`,
+///   `-GENEVE` for those types), and the guard chains' own rule,
+///   `-A OVSB-GUARD-GRE -p gre -m policy --dir out --pol none -j DROP` (the type's match)
+/// - `-A OVSB-OUTPUT -d PEER/32 -p gre -m policy --dir out --pol none -j DROP`: the guard as
+///   bundles before the guard chains wrote it, still accepted so that those generations apply
 ///
 /// A signed bundle is no reason to open the host's firewall wider than that (`-j ACCEPT` alone
 /// in `OVSB-INPUT` would accept everything, ahead of the operator's own rules).
@@ -62,6 +65,13 @@ pub fn rule_shape_problem(rule: &str) -> Option<String> {
         (!ok).then(|| format!("{s:?} is not an IPv4 network (address/prefix, no host bits)"))
     };
     let ifname = |s: &str| crate::names::ifname_problem(s).map(|p| format!("interface {s:?}: {p}"));
+    let one_peer = |peer: &str| match peer
+        .strip_suffix("/32")
+        .map(str::parse::<std::net::Ipv4Addr>)
+    {
+        Some(Ok(_)) => None,
+        _ => Some(format!("{peer:?} is not one IPv4 address")),
+    };
     match w.as_slice() {
         ["-A", "OVSB-POSTROUTING", "-s", src, "-o", via, "-j", "MASQUERADE"] => {
             cidr(src).or_else(|| ifname(via))
@@ -72,64 +82,121 @@ pub fn rule_shape_problem(rule: &str) -> Option<String> {
         }
         ["-A", "OVSB-INPUT", "-i", from, "-j", "ACCEPT"] => ifname(from),
         ["-A", "OVSB-OUTPUT", "-d", peer, "-p", "gre", "-m", "policy", "--dir", "out", "--pol", "none", "-j", "DROP"]
-        | ["-A", "OVSB-OUTPUT", "-d", peer, "-p", "udp", "-m", "udp", "--dport", "4789" | "6081", "-m", "policy", "--dir", "out", "--pol", "none", "-j", "DROP"] =>
+        | ["-A", "OVSB-OUTPUT", "-d", peer, "-p", "udp", "-m", "udp", "--dport", "4789" | "6081", "-m", "policy", "--dir", "out", "--pol", "none", "-j", "DROP"] => {
+            one_peer(peer)
+        }
+        ["-A", "OVSB-OUTPUT", "-d", peer, "-j", target]
+            if TunnelKind::ALL.iter().any(|k| k.guard_chain() == *target) =>
         {
-            let one = peer
-                .strip_suffix("/32")
-                .map(str::parse::<std::net::Ipv4Addr>);
-            match one {
-                Some(Ok(_)) => None,
-                _ => Some(format!("{peer:?} is not one IPv4 address")),
-            }
+            one_peer(peer)
+        }
+        ["-A", chain, ..] if TunnelKind::ALL.iter().any(|k| k.guard_chain() == *chain) => {
+            let kind = TunnelKind::ALL
+                .into_iter()
+                .find(|k| k.guard_chain() == *chain)
+                .expect("matched above");
+            (rule != guard_drop_rule(kind)).then(|| {
+                format!(
+                    "{chain} holds only its one rule, {:?}",
+                    guard_drop_rule(kind)
+                )
+            })
         }
         _ => Some("not one of the forwarder's or the IPsec guard's rule shapes".into()),
     }
 }
 
-/// The chain of the IPsec guard: part of what `--gre-only` reconciles, as it follows the tunnels.
+/// The chain of the IPsec guard's per-peer rules.
 pub const GUARD_CHAIN: &str = "OVSB-OUTPUT";
 
+/// Every chain of the IPsec guard: `OVSB-OUTPUT`, whose rules follow the PSK tunnels, and one
+/// chain per tunnel type with one fixed rule. All of them are part of what `--gre-only`
+/// reconciles, as they follow the tunnels.
+pub const GUARD_CHAINS: [&str; 4] = [
+    GUARD_CHAIN,
+    "OVSB-GUARD-GRE",
+    "OVSB-GUARD-VXLAN",
+    "OVSB-GUARD-GENEVE",
+];
+
 /// The IPsec guard rule for a PSK tunnel of type `kind` to `peer` (an IPv4 address): its
-/// packets to that peer leave only under an IPsec policy.
+/// packets to that peer go through the type's guard chain.
 pub fn guard_rule(peer: &str, kind: TunnelKind) -> String {
+    format!("-A {GUARD_CHAIN} -d {peer}/32 -j {}", kind.guard_chain())
+}
+
+/// The one rule of `kind`'s guard chain: the type's tunnel packets that no IPsec policy covers
+/// are dropped.
+pub fn guard_drop_rule(kind: TunnelKind) -> String {
     format!(
-        "-A {GUARD_CHAIN} -d {peer}/32 {} -m policy --dir out --pol none -j DROP",
+        "-A {} {} -m policy --dir out --pol none -j DROP",
+        kind.guard_chain(),
         kind.underlay_match()
     )
 }
 
-/// The guard chain for these PSK tunnels (peer, type): every tunnel with a PSK gets its rule,
-/// once per peer and type (keyed tunnels to one peer share it).
-pub fn guard_chain<'a>(psk_tunnels: impl IntoIterator<Item = (&'a str, TunnelKind)>) -> Chain {
+/// The guard's rules for these PSK tunnels (peer, type), every guard chain's included: every
+/// tunnel with a PSK gets its rule, once per peer and type (keyed tunnels to one peer share it).
+pub fn guard_rules<'a>(
+    psk_tunnels: impl IntoIterator<Item = (&'a str, TunnelKind)>,
+) -> Vec<String> {
     let mut rules: Vec<String> = Vec::new();
+    let mut seen = HashSet::new();
     for (peer, kind) in psk_tunnels {
-        let rule = guard_rule(peer, kind);
-        if !rules.contains(&rule) {
-            rules.push(rule);
+        if seen.insert((peer, kind)) {
+            rules.push(guard_rule(peer, kind));
         }
     }
-    Chain {
-        exists: true,
-        rules,
-        jump: true,
-    }
+    rules.extend(TunnelKind::ALL.into_iter().map(guard_drop_rule));
+    rules
 }
 
 impl Chains {
-    /// This state, with `chain` as `other` has it.
-    pub fn with_chain_of(&self, other: &Chains, chain: &str) -> Chains {
+    /// This state, with the IPsec guard's chains as `other` has them.
+    pub fn with_guard_of(&self, other: &Chains) -> Chains {
         let mut out = self.clone();
-        match other.chains.get(chain) {
-            Some(c) => out.chains.insert(chain.to_string(), c.clone()),
-            None => out.chains.remove(chain),
-        };
+        for chain in GUARD_CHAINS {
+            match other.chains.get(chain) {
+                Some(c) => out.chains.insert(chain.to_string(), c.clone()),
+                None => out.chains.remove(chain),
+            };
+        }
         out
     }
 
-    /// This state without `chain`: what must be equal for a change to be GRE-only.
-    pub fn without_chain(&self, chain: &str) -> Chains {
+    /// This state with the IPsec guard of these PSK tunnels (see [`guard_rules`]).
+    pub fn with_guard<'a>(
+        &self,
+        psk_tunnels: impl IntoIterator<Item = (&'a str, TunnelKind)>,
+    ) -> Chains {
         let mut out = self.clone();
-        out.chains.remove(chain);
+        for chain in GUARD_CHAINS {
+            out.chains.insert(
+                chain.to_string(),
+                Chain {
+                    exists: true,
+                    rules: Vec::new(),
+                    jump: chain == GUARD_CHAIN,
+                },
+            );
+        }
+        for rule in guard_rules(psk_tunnels) {
+            let chain = rule.split_whitespace().nth(1).unwrap_or_default();
+            out.chains
+                .get_mut(chain)
+                .expect("a guard chain")
+                .rules
+                .push(rule);
+        }
+        out
+    }
+
+    /// This state without the IPsec guard: what must be equal for a change to be GRE-only.
+    pub fn without_guard(&self) -> Chains {
+        let mut out = self.clone();
+        for chain in GUARD_CHAINS {
+            out.chains.remove(chain);
+        }
         out
     }
 
@@ -146,7 +213,12 @@ impl Chains {
                 (
                     format!(":{chain} "),
                     format!("-A {chain} "),
-                    jump_rule(builtin, chain),
+                    // No built-in chain jumps to a guard chain; nothing can match this.
+                    if builtin.is_empty() {
+                        String::from("\n")
+                    } else {
+                        jump_rule(builtin, chain)
+                    },
                 )
             })
             .collect();
@@ -179,13 +251,13 @@ impl Chains {
     /// line that would touch a chain this tool does not own.
     pub fn from_bundle(rules: &str) -> Result<Chains, RulesError> {
         let mut out = Chains::default();
-        for (_, _, chain) in IPTABLES_CHAINS {
+        for (_, builtin, chain) in IPTABLES_CHAINS {
             out.chains.insert(
                 chain.to_string(),
                 Chain {
                     exists: true,
                     rules: Vec::new(),
-                    jump: true,
+                    jump: !builtin.is_empty(),
                 },
             );
         }
@@ -394,20 +466,44 @@ mod tests {
             .collect();
         assert_eq!(
             rules[1],
-            "-A OVSB-OUTPUT -d 192.0.2.2/32 -p udp -m udp --dport 4789 -m policy --dir out --pol none -j DROP"
+            "-A OVSB-OUTPUT -d 192.0.2.2/32 -j OVSB-GUARD-VXLAN"
         );
-        for r in &rules {
+        assert_eq!(
+            super::guard_drop_rule(TunnelKind::Vxlan),
+            "-A OVSB-GUARD-VXLAN -p udp -m udp --dport 4789 -m policy --dir out --pol none -j DROP"
+        );
+        for r in rules
+            .iter()
+            .chain(&TunnelKind::ALL.map(super::guard_drop_rule))
+        {
             assert_eq!(super::rule_shape_problem(r), None, "{r}");
         }
-        let other_port = rules[1].replace("4789", "53");
+        // The guard as older bundles wrote it still applies.
+        let old = "-A OVSB-OUTPUT -d 192.0.2.2/32 -p gre -m policy --dir out --pol none -j DROP";
+        assert_eq!(super::rule_shape_problem(old), None);
+        // A guard chain holds its own type's drop and nothing else.
+        let other_port = super::guard_drop_rule(TunnelKind::Vxlan).replace("4789", "53");
         assert!(super::rule_shape_problem(&other_port).is_some());
-        // Keyed tunnels of one type to one peer share one rule.
-        let chain = super::guard_chain([
+        let accept = "-A OVSB-GUARD-GRE -j ACCEPT";
+        assert!(super::rule_shape_problem(accept).is_some());
+        let to_input = "-A OVSB-OUTPUT -d 192.0.2.2/32 -j OVSB-INPUT";
+        assert!(super::rule_shape_problem(to_input).is_some());
+        // Keyed tunnels of one type to one peer share one rule; every guard chain gets its drop.
+        let rules = super::guard_rules([
             ("192.0.2.2", TunnelKind::Gre),
             ("192.0.2.2", TunnelKind::Gre),
             ("192.0.2.2", TunnelKind::Geneve),
         ]);
-        assert_eq!(chain.rules.len(), 2);
+        assert_eq!(rules.len(), 2 + 3);
+        let chains = Chains::wanted(rules.iter().map(String::as_str)).unwrap();
+        assert_eq!(chains.chains["OVSB-OUTPUT"].rules.len(), 2);
+        assert!(!chains.chains["OVSB-GUARD-GRE"].jump && chains.chains["OVSB-OUTPUT"].jump);
+        // Read back from iptables-save, the guard chains are no different from what was wanted.
+        let save = chains.bundle_text("");
+        assert_eq!(
+            Chains::from_save(&save).chains["OVSB-GUARD-GRE"],
+            chains.chains["OVSB-GUARD-GRE"]
+        );
     }
 
     use super::*;

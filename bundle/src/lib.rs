@@ -66,13 +66,20 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// iptables chains this tool owns, as `(table, built-in chain, owned chain)`. The builder fills the
 /// owned chains in `iptables.rules`; the applier replaces their contents and adds one jump from
 /// each built-in chain, so re-applying never duplicates a rule and rules of others stay untouched.
+/// A chain with no built-in chain (`""`) is reached only from another owned chain.
 ///
-/// `OVSB-OUTPUT` holds one rule per IPsec (PSK) tunnel: GRE to that peer that no IPsec policy
-/// covers is dropped, so no tunnel packet leaves in plaintext while ovs-monitor-ipsec or
-/// strongSwan has not (yet, or any more) installed the peer's policies.
-pub const IPTABLES_CHAINS: [(&str, &str, &str); 4] = [
+/// The IPsec guard: `OVSB-OUTPUT` sends tunnel packets to each PSK peer into the guard chain of
+/// the tunnel's type, which drops what no IPsec policy covers, so no tunnel packet leaves in
+/// plaintext while ovs-monitor-ipsec or strongSwan has not (yet, or any more) installed the
+/// peer's policies. The per-peer rules carry no protocol match on purpose: `iptables-save` looks
+/// a protocol without a built-in name (GRE) up in `/etc/protocols` once per rule, which at 1,000
+/// PSK tunnels was most of a no-op apply (see `firewall::GUARD_CHAINS`).
+pub const IPTABLES_CHAINS: [(&str, &str, &str); 7] = [
     ("filter", "FORWARD", "OVSB-FORWARD"),
     ("filter", "INPUT", "OVSB-INPUT"),
     ("filter", "OUTPUT", "OVSB-OUTPUT"),
+    ("filter", "", "OVSB-GUARD-GRE"),
+    ("filter", "", "OVSB-GUARD-VXLAN"),
+    ("filter", "", "OVSB-GUARD-GENEVE"),
     ("nat", "POSTROUTING", "OVSB-POSTROUTING"),
 ];

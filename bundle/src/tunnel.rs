@@ -41,6 +41,15 @@ impl TunnelKind {
         }
     }
 
+    /// The IPsec guard chain of this type (see `crate::firewall::GUARD_CHAINS`).
+    pub fn guard_chain(self) -> &'static str {
+        match self {
+            TunnelKind::Gre => "OVSB-GUARD-GRE",
+            TunnelKind::Vxlan => "OVSB-GUARD-VXLAN",
+            TunnelKind::Geneve => "OVSB-GUARD-GENEVE",
+        }
+    }
+
     /// Port-name prefix: three letters and a dash without a key, one letter with one.
     fn prefix(self) -> (&'static str, char) {
         match self {

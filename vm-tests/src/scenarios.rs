@@ -426,7 +426,7 @@ fn gre_only_update(ctx: &mut Ctx) -> Result<()> {
         .ok("(ping -i 0.2 -c 75 -W 1 10.20.20.3 >/tmp/during.log 2>&1 &); sleep 1")?;
     let out = apply(ctx.g("gw1")?, "--gre-only /payload/v2/gw1.tgz")?;
     // Exactly the tunnel to node3, and its IPsec guard (which follows the tunnels).
-    let guard = "+ -A OVSB-OUTPUT -d 192.0.2.4/32 -p gre -m policy --dir out --pol none -j DROP";
+    let guard = "+ -A OVSB-OUTPUT -d 192.0.2.4/32 -j OVSB-GUARD-GRE";
     if !out.contains("+ port private-br0/gre-c0000204")
         || !out.contains(guard)
         || out.lines().filter(|l| l.starts_with("  ")).count() != 2
