@@ -15,7 +15,7 @@ use crate::model::{Gre, Host};
 use crate::net::Ipv4Cidr;
 use bundle::tunnel::TunnelKind;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One end of a link: host, bridge, and whether its tunnel port is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,7 +27,7 @@ struct End {
 
 /// Cross-host checks on fully expanded hosts. Errors and notes go to `diags`.
 pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
-    let mut by_ip: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
     for (i, host) in hosts.iter().enumerate() {
         if let Some(&first) = by_ip.get(&host.underlay_ip) {
             let first = &hosts[first];
@@ -47,7 +47,7 @@ pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
     }
     // Each host's tunnels by peer address, type and key: the two ends of a link must agree on
     // all three (a keyed tunnel is only found by the same key at the other end).
-    type TunnelId = (Ipv4Addr, TunnelKind, Option<u32>);
+    type TunnelId = (IpAddr, TunnelKind, Option<u32>);
     let tunnels: Vec<HashMap<TunnelId, (usize, &Gre)>> = hosts
         .iter()
         .map(|h| {
@@ -231,6 +231,7 @@ fn check_addresses(hosts: &[Host], links: &[(End, End)], diags: &mut Vec<Diagnos
             }
         }
     }
+    check_addresses6(hosts, &net_of, diags);
     for (h, host) in hosts.iter().enumerate() {
         for (b, bridge) in host.bridges.iter().enumerate() {
             let Some(f) = &bridge.forwarder else { continue };
@@ -242,6 +243,56 @@ fn check_addresses(hosts: &[Host], links: &[(End, End)], diags: &mut Vec<Diagnos
                             format!("forwarder of {} on {} has source {}, which does not contain {} of host {other} ({loc}) behind it", host.name, bridge.name, f.source, a.addr),
                         )
                         .hint("widen source to the whole network behind the forwarder"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The IPv6 side of [`check_addresses`]: on each L2 network no `address6` twice, and a
+/// forwarder's `source6` holds every `address6` behind it.
+fn check_addresses6(
+    hosts: &[Host],
+    net_of: &HashMap<(usize, usize), usize>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut addrs: BTreeMap<usize, Vec<(Ipv6Addr, &str, &Loc)>> = BTreeMap::new();
+    for (h, host) in hosts.iter().enumerate() {
+        for (b, bridge) in host.bridges.iter().enumerate() {
+            for hi in &bridge.host_interfaces {
+                if let Some(a) = hi.address6 {
+                    addrs
+                        .entry(net_of[&(h, b)])
+                        .or_default()
+                        .push((a.addr, &host.name, &hi.loc));
+                }
+            }
+        }
+    }
+    for list in addrs.values() {
+        let mut seen: HashMap<Ipv6Addr, (&str, &Loc)> = HashMap::new();
+        for (a, host, loc) in list {
+            if let Some((other, first)) = seen.insert(*a, (host, loc)) {
+                diags.push(
+                    Diagnostic::error(Some((*loc).clone()), format!("address6 {a} of host {host} is also host {other}'s ({first}), on the same L2 network"))
+                        .hint("give every interface on a network its own address"),
+                );
+            }
+        }
+    }
+    for (h, host) in hosts.iter().enumerate() {
+        for (b, bridge) in host.bridges.iter().enumerate() {
+            let Some(f) = &bridge.forwarder else { continue };
+            let Some(source6) = f.source6 else { continue };
+            for (a, other, loc) in addrs.get(&net_of[&(h, b)]).into_iter().flatten() {
+                if !source6.contains(*a) {
+                    diags.push(
+                        Diagnostic::error(
+                            Some(f.loc.clone()),
+                            format!("forwarder of {} on {} has source6 {source6}, which does not contain {a} of host {other} ({loc}) behind it", host.name, bridge.name),
+                        )
+                        .hint("widen source6 to the whole network behind the forwarder"),
                     );
                 }
             }
