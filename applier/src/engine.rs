@@ -18,6 +18,7 @@ use crate::plan::{make_plan, HostPlan, InterfacesChange};
 use crate::state::{read_rest, Current, HostState, Locations};
 use crate::store::{GenMeta, Marker, Store};
 use crate::system::{SysError, System};
+use bundle::firewall::Family;
 use bundle::{sha256_hex, TrustedKey, VerifiedBundle, VerifyError, VerifyOptions};
 
 /// How to apply.
@@ -455,7 +456,9 @@ impl Applier<'_> {
             }
             return Ok(plan);
         }
-        if let Some((want, now)) = &plan.chains {
+        // Both families are tried before anything changes: a rule ip6tables refuses (or no
+        // ip6tables at all) stops the apply here, not after the IPv4 half was applied.
+        for (want, now) in [&plan.chains, &plan.chains6].into_iter().flatten() {
             self.sys
                 .firewall_write(want, now, true)
                 .map_err(ApplyError::Unchanged)?;
@@ -675,8 +678,14 @@ impl Applier<'_> {
         let chains = or_before(
             e,
             "iptables",
-            self.sys.firewall_read(),
+            self.sys.firewall_read(Family::V4),
             before.chains.clone(),
+        );
+        let chains6 = or_before(
+            e,
+            "ip6tables",
+            self.sys.firewall_read(Family::V6),
+            before.chains6.clone(),
         );
         let interfaces = self.sys.read_file(&paths.interfaces_file());
         let interfaces = or_before(
@@ -692,15 +701,27 @@ impl Applier<'_> {
             .read_file(&self.loc.ip_forward())
             .map(|v| v.map(|v| String::from_utf8_lossy(&v).trim().to_string()));
         let ip_forward = or_before(e, "ip_forward", forward, before.ip_forward.clone());
+        let forward6 = self
+            .sys
+            .read_file(&self.loc.ip6_forward())
+            .map(|v| v.map(|v| String::from_utf8_lossy(&v).trim().to_string()));
+        let ip6_forward = or_before(
+            e,
+            "IPv6 forwarding",
+            forward6,
+            before.ip6_forward.clone(),
+        );
         let dhcp = self.sys.read_file(&paths.dhcp_conf());
         let dhcp = or_before(e, "the dnsmasq configuration", dhcp, before.dhcp.clone());
         let running = self.sys.dhcp_running(&paths.dhcp_instance());
         let dhcp_running = or_before(e, "whether dnsmasq runs", running, before.dhcp_running);
         let state = HostState {
             chains,
+            chains6,
             interfaces,
             sysctl,
             ip_forward,
+            ip6_forward,
             dhcp,
             dhcp_running,
             ..HostState::default()

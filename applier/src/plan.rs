@@ -5,7 +5,7 @@ use crate::ovs::{self, OvsChange, PlanError, Scope};
 use crate::state::{Current, HostState};
 use bundle::firewall::GUARD_CHAIN;
 use bundle::interfaces::{changed_stanzas, stanzas};
-use bundle::sysctl::IP_FORWARD;
+use bundle::sysctl::{IP6_FORWARD, IP_FORWARD};
 use bundle::Chains;
 use serde_json::{json, Value};
 
@@ -17,6 +17,10 @@ pub struct HostPlan {
     pub firewall: Vec<String>,
     /// The chains wanted and the chains they replace, when `firewall` is not empty.
     pub chains: Option<(Chains, Chains)>,
+    /// What changes in the owned ip6tables chains, for people.
+    pub firewall6: Vec<String>,
+    /// The ip6tables chains wanted and those they replace, when `firewall6` is not empty.
+    pub chains6: Option<(Chains, Chains)>,
     /// The interfaces file, when it changes.
     pub interfaces: Option<InterfacesChange>,
     /// Interfaces whose stanza changed: cycled with ifdown/ifup on demand.
@@ -25,6 +29,8 @@ pub struct HostPlan {
     pub sysctl: Option<Option<Vec<u8>>>,
     /// Kernel values to set now.
     pub ip_forward: Option<String>,
+    /// `net.ipv6.conf.all.forwarding` to set now.
+    pub ip6_forward: Option<String>,
     /// The DHCP server, when its configuration changes or it should (not) run.
     pub dhcp: Option<DhcpChange>,
     /// What people must know before this runs (an interface that carries the default route is
@@ -119,18 +125,22 @@ impl HostPlan {
     pub fn is_empty(&self) -> bool {
         self.ovs.is_empty()
             && self.firewall.is_empty()
+            && self.firewall6.is_empty()
             && self.interfaces.is_none()
             && self.sysctl.is_none()
             && self.ip_forward.is_none()
+            && self.ip6_forward.is_none()
             && self.dhcp.is_none()
     }
 
     pub fn change_count(&self) -> usize {
         self.ovs.len()
             + self.firewall.len()
+            + self.firewall6.len()
             + usize::from(self.interfaces.is_some())
             + usize::from(self.sysctl.is_some())
             + usize::from(self.ip_forward.is_some())
+            + usize::from(self.ip6_forward.is_some())
             + usize::from(self.dhcp.is_some())
     }
 
@@ -160,6 +170,12 @@ impl HostPlan {
                 out.push_str(&format!("  {l}\n"));
             }
         }
+        if !self.firewall6.is_empty() {
+            out.push_str("ip6tables:\n");
+            for l in &self.firewall6 {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
         if let Some(i) = &self.interfaces {
             out.push_str("interfaces file:\n");
             for l in i.diff.lines() {
@@ -177,6 +193,9 @@ impl HostPlan {
         }
         if let Some(v) = &self.ip_forward {
             out.push_str(&format!("sysctl: {IP_FORWARD} = {v}\n"));
+        }
+        if let Some(v) = &self.ip6_forward {
+            out.push_str(&format!("sysctl: {IP6_FORWARD} = {v}\n"));
         }
         if let Some(d) = &self.dhcp {
             out.push_str(match (&d.conf, d.run) {
@@ -198,10 +217,12 @@ impl HostPlan {
             "ovs": self.ovs.iter().map(OvsChange::describe).collect::<Vec<_>>(),
             "ovs_write_ops": self.ovs_write_ops(),
             "iptables": self.firewall,
+            "ip6tables": self.firewall6,
             "interfaces_diff": self.interfaces.as_ref().map(|i| &i.diff),
             "cycle": self.cycle,
             "sysctl_dropin": self.sysctl.as_ref().map(|s| if s.is_some() { "write" } else { "remove" }),
             "ip_forward": self.ip_forward,
+            "ip6_forward": self.ip6_forward,
             "warnings": self.warnings,
             "dhcp": self.dhcp.as_ref().map(|d| match (&d.conf, d.run) {
                 (Some(_), true) => "restart",
@@ -238,6 +259,14 @@ pub fn make_plan(
     if !plan.firewall.is_empty() {
         plan.chains = Some((want, now.chains.clone()));
     }
+    let want6 = match scope {
+        Scope::GreOnly => now.chains6.with_chain_of(&desired.chains6, GUARD_CHAIN),
+        Scope::Full => desired.chains6.clone(),
+    };
+    plan.firewall6 = want6.diff(&now.chains6);
+    if !plan.firewall6.is_empty() {
+        plan.chains6 = Some((want6, now.chains6.clone()));
+    }
     if scope == Scope::GreOnly {
         return Ok(plan);
     }
@@ -269,6 +298,11 @@ pub fn make_plan(
     if let Some(v) = &desired.ip_forward {
         if now.ip_forward.as_ref() != Some(v) {
             plan.ip_forward = Some(v.clone());
+        }
+    }
+    if let Some(v) = &desired.ip6_forward {
+        if now.ip6_forward.as_ref() != Some(v) {
+            plan.ip6_forward = Some(v.clone());
         }
     }
     if (&now.dhcp, now.dhcp_running) != (&desired.dhcp, desired.dhcp_running) {
