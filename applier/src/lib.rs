@@ -12,6 +12,8 @@ pub mod cmd;
 mod dhcp_tests;
 pub mod diff;
 pub mod engine;
+#[cfg(test)]
+mod ipv6_tests;
 pub mod error;
 pub mod executor;
 pub mod harden;

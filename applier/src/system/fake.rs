@@ -89,10 +89,11 @@ impl Default for FakeSystem {
 }
 
 impl FakeSystem {
-    /// A host with `/proc/sys/net/ipv4/ip_forward` at 0.
+    /// A host with IPv4 and IPv6 forwarding at 0.
     pub fn new() -> FakeSystem {
         let mut f = FakeSystem::default();
         f.put("/proc/sys/net/ipv4/ip_forward", b"0\n");
+        f.put("/proc/sys/net/ipv6/conf/all/forwarding", b"0\n");
         f
     }
 
