@@ -705,12 +705,7 @@ impl Applier<'_> {
             .sys
             .read_file(&self.loc.ip6_forward())
             .map(|v| v.map(|v| String::from_utf8_lossy(&v).trim().to_string()));
-        let ip6_forward = or_before(
-            e,
-            "IPv6 forwarding",
-            forward6,
-            before.ip6_forward.clone(),
-        );
+        let ip6_forward = or_before(e, "IPv6 forwarding", forward6, before.ip6_forward.clone());
         let dhcp = self.sys.read_file(&paths.dhcp_conf());
         let dhcp = or_before(e, "the dnsmasq configuration", dhcp, before.dhcp.clone());
         let running = self.sys.dhcp_running(&paths.dhcp_instance());

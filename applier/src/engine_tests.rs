@@ -740,13 +740,19 @@ fn reads_started_early_never_outlive_a_change_or_the_apply_that_started_them() {
     sys.read_begin();
     drift(&mut sys);
     sys.ovs.ports.clear();
-    assert_eq!(sys.firewall_read(bundle::firewall::Family::V4).unwrap(), chains);
+    assert_eq!(
+        sys.firewall_read(bundle::firewall::Family::V4).unwrap(),
+        chains
+    );
     assert_eq!(sys.ovs_read().unwrap().ports.len(), ports);
     // A change drops what is pending: the next read is of now.
     sys.read_begin();
     sys.ovs_apply(&[], &Live::default(), "t").unwrap();
     assert!(sys.ovs_read().unwrap().ports.is_empty());
-    assert_ne!(sys.firewall_read(bundle::firewall::Family::V4).unwrap(), chains);
+    assert_ne!(
+        sys.firewall_read(bundle::firewall::Family::V4).unwrap(),
+        chains
+    );
 
     let (mut sys, _) = on_v1(&fx);
     let v1 = fx.bundle(&v1(), 1);

@@ -94,7 +94,12 @@ fn a_failure_at_every_step_of_a_v6_apply_leaves_both_families_as_they_were() {
             "step {n} ({}): {e}",
             sys.calls[n]
         );
-        assert_eq!(sys.view(), before, "step {n} ({}): host changed", sys.calls[n]);
+        assert_eq!(
+            sys.view(),
+            before,
+            "step {n} ({}): host changed",
+            sys.calls[n]
+        );
         assert_eq!(forward6(&sys), "0\n", "step {n} ({})", sys.calls[n]);
     }
     assert!(failed > 20, "only {failed} steps");

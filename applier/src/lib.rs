@@ -12,12 +12,12 @@ pub mod cmd;
 mod dhcp_tests;
 pub mod diff;
 pub mod engine;
-#[cfg(test)]
-mod ipv6_tests;
 pub mod error;
 pub mod executor;
 pub mod harden;
 pub mod install;
+#[cfg(test)]
+mod ipv6_tests;
 pub mod journal;
 pub mod lock;
 pub mod ovs;

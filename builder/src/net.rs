@@ -183,8 +183,14 @@ mod tests {
         assert_eq!(a.network().to_string(), "fd20::/64");
         assert!(a.host_address_problem().is_none());
         assert!(a.network().contains(a.addr));
-        assert!(Ipv6Cidr::parse("fd20::/64").unwrap().host_address_problem().is_some());
-        assert!(Ipv6Cidr::parse("ff02::1/64").unwrap().host_address_problem().is_some());
+        assert!(Ipv6Cidr::parse("fd20::/64")
+            .unwrap()
+            .host_address_problem()
+            .is_some());
+        assert!(Ipv6Cidr::parse("ff02::1/64")
+            .unwrap()
+            .host_address_problem()
+            .is_some());
         assert!(Ipv6Cidr::parse("fd20::1").is_err());
         assert!(Ipv6Cidr::parse("fd20::1/129").is_err());
         assert!(Ipv6Cidr::parse("fd20::1/ffff::").is_err());

@@ -2,8 +2,8 @@
 //! so the same profiles always render the same bytes.
 
 use crate::model::Host;
-use bundle::state::{Bridge, Interface, OvsState, Port, PortRole, OWNER_KEY, PSK_OPTION};
 use bundle::firewall::Family;
+use bundle::state::{Bridge, Interface, OvsState, Port, PortRole, OWNER_KEY, PSK_OPTION};
 use bundle::sysctl::{IP6_FORWARD, IP_FORWARD};
 use bundle::Chains;
 use std::collections::BTreeMap;
@@ -35,7 +35,11 @@ pub fn render_host(host: &Host) -> Rendered {
         ),
     ];
     if let Some(rules) = ip6tables(host) {
-        files.push((bundle::IP6TABLES_NAME.to_string(), 0o644, rules.into_bytes()));
+        files.push((
+            bundle::IP6TABLES_NAME.to_string(),
+            0o644,
+            rules.into_bytes(),
+        ));
     }
     if let Some(sysctl) = sysctl(host) {
         files.push((bundle::SYSCTL_NAME.to_string(), 0o644, sysctl.into_bytes()));
@@ -150,7 +154,12 @@ pub fn ovs_state(host: &Host) -> OvsState {
                 if let Some(psk) = &g.psk {
                     options.insert(PSK_OPTION.to_string(), psk.expose().to_string());
                 }
-                let mut p = port(&g.port, PortRole::Gre, g.kind.ovs_type(g.remote_ip), options);
+                let mut p = port(
+                    &g.port,
+                    PortRole::Gre,
+                    g.kind.ovs_type(g.remote_ip),
+                    options,
+                );
                 p.protected = g.protected;
                 ports.push(p);
             }
@@ -252,7 +261,11 @@ pub fn ip6tables(host: &Host) -> Option<String> {
 /// Kernel settings the host needs, if any: IPv4 forwarding for a forwarder, IPv6 forwarding too
 /// when it has `source6`.
 pub fn sysctl(host: &Host) -> Option<String> {
-    let forwarders: Vec<_> = host.bridges.iter().filter_map(|b| b.forwarder.as_ref()).collect();
+    let forwarders: Vec<_> = host
+        .bridges
+        .iter()
+        .filter_map(|b| b.forwarder.as_ref())
+        .collect();
     (!forwarders.is_empty()).then(|| {
         let mut values = BTreeMap::from([(IP_FORWARD.to_string(), "1".to_string())]);
         let v6 = forwarders.iter().any(|f| f.source6.is_some());

@@ -61,7 +61,8 @@ impl Family {
                 // spelling would never compare equal with what the kernel reports.
                 (Family::V6, Ok(std::net::IpAddr::V6(ip))) if len <= 128 => {
                     let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                    u128::from(ip) & !mask == 0 && ip.to_string() == s.split('/').next().unwrap_or("")
+                    u128::from(ip) & !mask == 0
+                        && ip.to_string() == s.split('/').next().unwrap_or("")
                 }
                 _ => false,
             }

@@ -68,7 +68,10 @@ mod tests {
             parse(b"# c\nnet.ipv4.ip_forward = 1\n").unwrap()[IP_FORWARD],
             "1"
         );
-        assert_eq!(parse(b"net.ipv6.conf.all.forwarding=1").unwrap()[IP6_FORWARD], "1");
+        assert_eq!(
+            parse(b"net.ipv6.conf.all.forwarding=1").unwrap()[IP6_FORWARD],
+            "1"
+        );
         assert_eq!(
             parse(b"kernel.modprobe = /tmp/x\n"),
             Err(SysctlError::Forbidden("kernel.modprobe".into()))

@@ -148,7 +148,11 @@ mod tests {
         assert_eq!(port_name(TunnelKind::Geneve, ip, None), "gnv-c0000202");
         assert_eq!(port_name(TunnelKind::Gre, ip, Some(71)), "gc0000202k1z");
         assert_eq!(port_name(TunnelKind::Vxlan, ip, Some(0)), "vc0000202k0");
-        let longest = port_name(TunnelKind::Geneve, Ipv4Addr::BROADCAST.into(), Some(MAX_KEY));
+        let longest = port_name(
+            TunnelKind::Geneve,
+            Ipv4Addr::BROADCAST.into(),
+            Some(MAX_KEY),
+        );
         assert_eq!(longest, "nffffffffk9zldr");
         assert!(crate::names::ifname_problem(&longest).is_none());
     }

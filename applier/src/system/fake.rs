@@ -9,8 +9,8 @@
 
 use super::{IfAction, SysError, System};
 use crate::ovs::{Live, LiveBridge, LiveIface, LivePort, OvsChange};
-use bundle::state::OvsState;
 use bundle::firewall::Family;
+use bundle::state::OvsState;
 use bundle::Chains;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -152,9 +152,8 @@ fn finish(child: std::process::Child, name: String) -> Result<String, SysError> 
 
 /// Whether `program` is on the PATH.
 fn installed(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 impl System for RealSystem {
