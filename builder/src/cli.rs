@@ -46,8 +46,8 @@ pub enum Cmd {
     ///                        a plain tunnel); external (bool: the peer is not one of the
     ///                        profiles)
     ///   [bridges.forwarder]  from (an interface of the bridge); via (the uplink, e.g. eth0);
-    ///                        source ("10.20.20.0/24" or "10.20.20.0/255.255.255.0");
-    ///                        source6 (optional, "fd20::/64": NAT for IPv6 too)
+    ///                        source ("10.20.20.0/24" or "10.20.20.0/255.255.255.0")
+    ///                        and/or source6 ("fd20::/64": NAT for IPv6)
     ///   [bridges.dhcp]       interface (optional if the bridge has one addressed host
     ///                        interface); range_start and range_end (neither: static leases
     ///                        only); lease_time ("12h", default 1h)

@@ -94,7 +94,8 @@ pub struct Gre {
 pub struct Forwarder {
     pub from: String,
     pub via: String,
-    pub source: Ipv4Cidr,
+    /// `source`: the IPv4 network NATed out of `via` (iptables, IPv4 forwarding).
+    pub source: Option<Ipv4Cidr>,
     /// `source6`: the IPv6 network NATed out of `via` too (ip6tables, IPv6 forwarding).
     pub source6: Option<Ipv6Cidr>,
     pub loc: Loc,

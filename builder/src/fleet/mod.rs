@@ -235,12 +235,14 @@ fn check_addresses(hosts: &[Host], links: &[(End, End)], diags: &mut Vec<Diagnos
     for (h, host) in hosts.iter().enumerate() {
         for (b, bridge) in host.bridges.iter().enumerate() {
             let Some(f) = &bridge.forwarder else { continue };
+            // An IPv6-only forwarder does not route the IPv4 addresses behind it.
+            let Some(source) = f.source else { continue };
             for (a, other, loc) in addrs.get(&net_of[&(h, b)]).into_iter().flatten() {
-                if !f.source.contains(a.addr) {
+                if !source.contains(a.addr) {
                     diags.push(
                         Diagnostic::error(
                             Some(f.loc.clone()),
-                            format!("forwarder of {} on {} has source {}, which does not contain {} of host {other} ({loc}) behind it", host.name, bridge.name, f.source, a.addr),
+                            format!("forwarder of {} on {} has source {source}, which does not contain {} of host {other} ({loc}) behind it", host.name, bridge.name, a.addr),
                         )
                         .hint("widen source to the whole network behind the forwarder"),
                     );

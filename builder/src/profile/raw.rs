@@ -48,7 +48,8 @@ const GRE: &[Field] = &[
 const FORWARDER: &[Field] = &[
     Field::req("from", Kind::Str),
     Field::req("via", Kind::Str),
-    Field::req("source", Kind::Str),
+    // One of the two, or both: validation says so when neither is there.
+    Field::opt("source", Kind::Str),
     Field::opt("source6", Kind::Str),
 ];
 
@@ -142,7 +143,8 @@ pub(super) struct RawGre {
 pub(super) struct RawForwarder {
     pub(super) from: Spanned<String>,
     pub(super) via: Spanned<String>,
-    pub(super) source: Spanned<String>,
+    /// The IPv4 network behind `from`; optional when `source6` is given.
+    pub(super) source: Option<Spanned<String>>,
     /// The IPv6 network behind `from` (`fd20::/64`): NATed out of `via` as well.
     pub(super) source6: Option<Spanned<String>>,
 }

@@ -407,29 +407,45 @@ impl Validator<'_> {
                 );
             }
         }
-        let source = match Ipv4Cidr::parse(raw.source.get_ref()) {
-            Ok(c) if c.is_network() => c,
-            Ok(c) => {
+        // Either family or both; neither is a forwarder of nothing.
+        if raw.source.is_none() && raw.source6.is_none() {
+            self.err(
+                self.at(f),
+                "forwarder has neither source nor source6",
+                "name the network behind `from`: source = \"10.20.20.0/24\" (IPv4), source6 = \"fd20::/64\" (IPv6), or both",
+            );
+            return None;
+        }
+        let source = match raw
+            .source
+            .as_ref()
+            .map(|s| (s, Ipv4Cidr::parse(s.get_ref())))
+        {
+            None => None,
+            Some((_, Ok(c))) if c.is_network() => Some(c),
+            Some((s, Ok(c))) => {
                 self.err(
-                    self.at(&raw.source),
+                    self.at(s),
                     format!("forwarder source {c} has host bits set"),
                     format!("did you mean {}?", c.network()),
                 );
                 return None;
             }
-            Err(e) => {
+            Some((s, Err(e))) => {
                 self.err(
-                    self.at(&raw.source),
+                    self.at(s),
                     format!("forwarder source: {e}"),
                     "write it as 10.20.20.0/24 or 10.20.20.0/255.255.255.0",
                 );
                 return None;
             }
         };
-        if let Some(addr) = from_if.and_then(|h| h.address) {
+        if let (Some(source), Some(addr), Some(s)) =
+            (source, from_if.and_then(|h| h.address), raw.source.as_ref())
+        {
             if !source.contains(addr.addr) {
                 self.err(
-                    self.at(&raw.source),
+                    self.at(s),
                     format!("forwarder source {source} does not contain {from}'s address {addr}"),
                     "the source network should be the network behind the from interface",
                 );
