@@ -12,7 +12,7 @@ pub use mesh::{derive_psk, expand_meshes};
 
 use crate::diag::{Diagnostic, Loc};
 use crate::model::{Gre, Host};
-use crate::net::Ipv4Cidr;
+use crate::net::{Ipv4Cidr, Ipv6Cidr};
 use bundle::tunnel::TunnelKind;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -252,23 +252,48 @@ fn check_addresses(hosts: &[Host], links: &[(End, End)], diags: &mut Vec<Diagnos
     }
 }
 
-/// The IPv6 side of [`check_addresses`]: on each L2 network no `address6` twice, and a
-/// forwarder's `source6` holds every `address6` behind it.
+/// The IPv6 side of [`check_addresses`]: subnets of different L2 networks disjoint, on each
+/// network no `address6` twice, and a forwarder's `source6` holds every `address6` behind it.
 fn check_addresses6(
     hosts: &[Host],
     net_of: &HashMap<(usize, usize), usize>,
     diags: &mut Vec<Diagnostic>,
 ) {
     let mut addrs: BTreeMap<usize, Vec<(Ipv6Addr, &str, &Loc)>> = BTreeMap::new();
+    // Each subnet once per network: (first address, last, network, subnet, where first seen).
+    let mut subnets: Vec<(u128, u128, usize, Ipv6Cidr, &Loc)> = Vec::new();
     for (h, host) in hosts.iter().enumerate() {
         for (b, bridge) in host.bridges.iter().enumerate() {
             for hi in &bridge.host_interfaces {
                 if let Some(a) = hi.address6 {
+                    let net = net_of[&(h, b)];
                     addrs
-                        .entry(net_of[&(h, b)])
+                        .entry(net)
                         .or_default()
                         .push((a.addr, &host.name, &hi.loc));
+                    let n = a.network();
+                    let start = u128::from(n.addr);
+                    if !subnets.iter().any(|s| s.2 == net && s.3 == n) {
+                        subnets.push((start, start | !n.mask(), net, n, &hi.loc));
+                    }
                 }
+            }
+        }
+    }
+    subnets.sort_by_key(|s| (s.0, s.1));
+    for (i, a) in subnets.iter().enumerate() {
+        for b in subnets[i + 1..].iter().take_while(|b| b.0 <= a.1) {
+            if a.2 != b.2 {
+                diags.push(
+                    Diagnostic::error(
+                        Some(b.4.clone()),
+                        format!(
+                            "IPv6 subnet {} overlaps {} ({}) of another L2 network",
+                            b.3, a.3, a.4
+                        ),
+                    )
+                    .hint("separate networks need separate subnets, or NAT and routing break"),
+                );
             }
         }
     }
