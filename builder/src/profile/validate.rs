@@ -534,6 +534,16 @@ impl Validator<'_> {
                 );
                 None
             }
+            // A link-local peer needs an interface (a zone) OVS has no option for; an
+            // IPv4-mapped one is an IPv4 peer in disguise, of the other family than it looks.
+            Ok(IpAddr::V6(v6)) if v6.is_unicast_link_local() || v6.to_ipv4_mapped().is_some() => {
+                self.err(
+                    self.at(s),
+                    format!("{key} {v6} is a link-local or IPv4-mapped IPv6 address"),
+                    "give a global or unique-local (fc00::/7) address, or the IPv4 address itself",
+                );
+                None
+            }
             Ok(ip) => Some(ip),
             Err(_) => {
                 self.err(
