@@ -264,7 +264,7 @@ impl Applier<'_> {
                 (base.with_gre_of(&bundle_desired), Some(cur))
             }
         };
-        let ip_forward_before = self.forwarding(&mut desired, current_gen)?;
+        let (ip_forward_before, ip6_forward_before) = self.forwarding(&mut desired, current_gen)?;
         Ok(Prepared {
             meta: GenMeta {
                 host: verified.manifest.host.clone(),
@@ -273,6 +273,7 @@ impl Applier<'_> {
                 applied_at: self.now,
                 gre_only_base: base,
                 ip_forward_before,
+                ip6_forward_before,
             },
             desired,
             current_gen,
@@ -350,36 +351,48 @@ impl Applier<'_> {
         })
     }
 
-    /// IPv4 forwarding belongs to the host until a forwarder needs it. While one does, the value
-    /// found before ovs-bundle first set it is kept with each generation (returned here, for the
-    /// new generation's meta); leaving a generation that kept it for one that wants no
-    /// forwarding puts it back (set in `desired`).
+    /// IPv4 and IPv6 forwarding belong to the host until a forwarder needs them. While one does,
+    /// the value found before ovs-bundle first set it is kept with each generation (returned
+    /// here, IPv4 then IPv6, for the new generation's meta); leaving a generation that kept it
+    /// for one that wants no forwarding of that family puts it back (set in `desired`).
     fn forwarding(
         &mut self,
         desired: &mut HostState,
         leaving: Option<u64>,
-    ) -> Result<Option<String>, ApplyError> {
-        let kept = match leaving.map(|n| self.store.meta(self.sys, n)) {
-            Some(Ok(meta)) => meta.ip_forward_before,
+    ) -> Result<(Option<String>, Option<String>), ApplyError> {
+        let (kept4, kept6) = match leaving.map(|n| self.store.meta(self.sys, n)) {
+            Some(Ok(meta)) => (meta.ip_forward_before, meta.ip6_forward_before),
             Some(Err(e)) => {
                 (self.log)(&format!(
-                    "WARNING: {e}; the ip_forward value it kept is lost"
+                    "WARNING: {e}; the forwarding values it kept are lost"
                 ));
-                None
+                (None, None)
             }
-            None => None,
+            None => (None, None),
         };
-        if desired.ip_forward.is_none() {
-            desired.ip_forward = kept;
+        let path4 = self.loc.ip_forward();
+        let path6 = self.loc.ip6_forward();
+        let v4 = self.keep_before(&mut desired.ip_forward, kept4, &path4)?;
+        let v6 = self.keep_before(&mut desired.ip6_forward, kept6, &path6)?;
+        Ok((v4, v6))
+    }
+
+    /// One family of [`Self::forwarding`]: `wanted` is the bundle's value, `kept` the value
+    /// from before that the generation being left kept, `path` the `/proc` file.
+    fn keep_before(
+        &mut self,
+        wanted: &mut Option<String>,
+        kept: Option<String>,
+        path: &std::path::Path,
+    ) -> Result<Option<String>, ApplyError> {
+        if wanted.is_none() {
+            *wanted = kept;
             return Ok(None);
         }
         if kept.is_some() {
             return Ok(kept);
         }
-        let now = self
-            .sys
-            .read_file(&self.loc.ip_forward())
-            .map_err(ApplyError::Unchanged)?;
+        let now = self.sys.read_file(path).map_err(ApplyError::Unchanged)?;
         Ok(now.map(|v| String::from_utf8_lossy(&v).trim().to_string()))
     }
 

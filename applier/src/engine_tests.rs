@@ -417,6 +417,7 @@ fn store_lists_only_complete_generations_and_records_serials_upwards() {
         applied_at: 0,
         gre_only_base: None,
         ip_forward_before: None,
+        ip6_forward_before: None,
     };
     store.write_generation(&mut sys, 1, b"b", &meta).unwrap();
     // A generation whose meta.json was never written (a crash) does not count.

@@ -2,7 +2,7 @@
 //! forwarding is applied like the IPv4 parts (both families tried before any change), a failure
 //! at any step leaves both families' chains and the forwarding value as they were, a crash at
 //! any step is undone or finished by the next run, and a later IPv4-only bundle removes the
-//! ip6tables chains again.
+//! ip6tables chains again and puts IPv6 forwarding back as it was.
 
 use crate::engine::tests::{on_v1, Fixture, FULL};
 use crate::engine::{ApplyError, Outcome};
@@ -138,7 +138,7 @@ fn a_crash_at_every_step_of_a_v6_apply_is_undone_or_finished() {
 }
 
 #[test]
-fn a_v4_only_bundle_after_a_v6_one_removes_the_ip6tables_chains() {
+fn a_v4_only_bundle_after_a_v6_one_removes_the_ip6tables_chains_and_v6_forwarding() {
     let fx = Fixture::new();
     let (mut sys, before) = on_v1(&fx);
     fx.applier(&mut sys)
@@ -150,4 +150,6 @@ fn a_v4_only_bundle_after_a_v6_one_removes_the_ip6tables_chains() {
         .unwrap();
     assert_eq!(sys.view().chains6, before.chains6);
     assert!(sys.calls.iter().any(|c| c == "firewall6_write"));
+    // IPv6 forwarding is put back to what it was before the IPv6 forwarder needed it.
+    assert_eq!(forward6(&sys), "0\n");
 }

@@ -141,6 +141,12 @@ fn forwarder6(address: &str) -> String {
 #[test]
 fn ip6tables_chains_are_applied_and_rolled_back_with_the_rest() {
     let h = host("t1");
+    let fwd = h.exec("cat", &["/proc/sys/net/ipv6/conf/all/forwarding"]);
+    assert_eq!(
+        text(&fwd.stdout).trim(),
+        "0",
+        "a new namespace forwards nothing"
+    );
     let out = h.applier(&[
         "apply",
         h.bundle("v1", &forwarder6("10.20.0.1/24"), 1)
@@ -217,4 +223,7 @@ fn ip6tables_chains_are_applied_and_rolled_back_with_the_rest() {
     );
     let after = ip6tables_save(&h);
     assert!(!after.contains("OVSB"), "{after}");
+    // IPv6 forwarding is back to the namespace's 0 from before the forwarder.
+    let fwd = h.exec("cat", &["/proc/sys/net/ipv6/conf/all/forwarding"]);
+    assert_eq!(text(&fwd.stdout).trim(), "0");
 }
