@@ -2,8 +2,9 @@
 //! userspace-datapath OVS) whose underlay is IPv6 only, on a hand-made `br-phy` holding the veth
 //! as OVS's userspace tunnels need. After `applier apply` on both, overlay traffic crosses GRE
 //! over IPv6 (`ip6gre`) and VXLAN over IPv6, each on its own bridge. And on one host: the
-//! ip6tables chains of a v6 forwarder and IPsec guard are applied, left alone by a re-apply, and
-//! rolled back with the rest when a later apply fails.
+//! ip6tables chains of a v6 forwarder and IPsec guard are applied, left alone by a re-apply,
+//! repaired after drift, rolled back with the rest when a later apply fails, and never filled
+//! from a signed bundle with a rule the builder would not make.
 
 mod common;
 use common::{check, host, text, TestHost};
@@ -147,6 +148,19 @@ fn ip6tables_chains_are_applied_and_rolled_back_with_the_rest() {
         "0",
         "a new namespace forwards nothing"
     );
+    // A signed bundle whose ip6tables.rules would open the host's firewall (or holds an IPv4
+    // network) is refused before anything changes.
+    let empty = ip6tables_save(&h);
+    for bad in [
+        "*filter\n:OVSB-INPUT - [0:0]\n-A OVSB-INPUT -j ACCEPT\nCOMMIT\n",
+        "*nat\n:OVSB-POSTROUTING - [0:0]\n-A OVSB-POSTROUTING -s 10.20.0.0/24 -o eth0 -j MASQUERADE\nCOMMIT\n",
+    ] {
+        let b = h.bundle_with("bad", &forwarder6("10.20.0.1/24"), 1, "ip6tables.rules", bad);
+        let out = h.applier(&["apply", b.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(15), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("ip6tables.rules"), "{}", text(&out.stderr));
+        assert_eq!(ip6tables_save(&h), empty);
+    }
     let out = h.applier(&[
         "apply",
         h.bundle("v1", &forwarder6("10.20.0.1/24"), 1)
