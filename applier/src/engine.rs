@@ -214,12 +214,23 @@ impl Applier<'_> {
         }
         if !plan.cycle.is_empty() {
             if let Ok(Some(route)) = self.sys.read_file(&self.loc.proc_dir.join("net/route")) {
-                let peers: Vec<std::net::Ipv4Addr> = desired
+                // Without IPv6 in the kernel there is no table: no IPv6 warnings, nothing else.
+                let route6 = self
+                    .sys
+                    .read_file(&self.loc.proc_dir.join("net/ipv6_route"))
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let peers: Vec<std::net::IpAddr> = desired
                     .ovs
                     .ports()
                     .filter_map(|(_, p)| p.interface.options.get("remote_ip")?.parse().ok())
                     .collect();
-                plan.warn_cycled_routes(&String::from_utf8_lossy(&route), &peers);
+                plan.warn_cycled_routes(
+                    &String::from_utf8_lossy(&route),
+                    &String::from_utf8_lossy(&route6),
+                    &peers,
+                );
             }
         }
     }

@@ -86,12 +86,16 @@ impl HostPlan {
     }
 
     /// Warns about cycling an interface that carries the default route, or the route to a
-    /// tunnel peer (the underlay: cycling it cuts the tunnels). `route` is the text of
-    /// `/proc/net/route`; `peers` the tunnels' remote addresses.
-    pub fn warn_cycled_routes(&mut self, route: &str, peers: &[std::net::Ipv4Addr]) {
+    /// tunnel peer (the underlay: cycling it cuts the tunnels). `route` and `route6` are the
+    /// texts of `/proc/net/route` and `/proc/net/ipv6_route`; `peers` the tunnels' remote
+    /// addresses, of either family.
+    pub fn warn_cycled_routes(&mut self, route: &str, route6: &str, peers: &[std::net::IpAddr]) {
+        use std::net::IpAddr;
         let routes = crate::routes::Routes::parse(route);
+        let routes6 = crate::routes::Routes6::parse(route6);
         for c in self.cycle.clone() {
-            if routes.0.iter().any(|r| r.is_default() && r.iface == c) {
+            let default6 = routes6.0.iter().any(|r| r.is_default() && r.iface == c);
+            if routes.0.iter().any(|r| r.is_default() && r.iface == c) || default6 {
                 self.warnings.push(format!(
                     "{c} carries this host's default route: taking it down and up may cut this \
                      session off: keep a console at hand"
@@ -99,7 +103,10 @@ impl HostPlan {
             }
             let under: Vec<String> = peers
                 .iter()
-                .filter(|p| routes.via(**p) == Some(c.as_str()))
+                .filter(|p| match p {
+                    IpAddr::V4(v4) => routes.via(*v4),
+                    IpAddr::V6(v6) => routes6.via(*v6),
+                } == Some(c.as_str()))
                 .map(ToString::to_string)
                 .collect();
             if !under.is_empty() {
@@ -361,5 +368,20 @@ mod tests {
     fn diff_shows_removed_and_added_lines() {
         assert_eq!(line_diff(b"a\nb\nc\n", b"a\nx\nc\n"), "-b\n+x\n");
         assert_eq!(line_diff(b"", b"a\n"), "+a\n");
+    }
+
+    #[test]
+    fn cycling_the_ipv6_underlay_or_default_route_is_warned_about() {
+        let route6 = "fd980000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001   br-phy\n\
+            00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd980000000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n";
+        let mut plan = HostPlan {
+            cycle: vec!["br-phy".into(), "eth0".into()],
+            ..HostPlan::default()
+        };
+        let peers = ["fd98::2".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+        plan.warn_cycled_routes("Iface\tDestination\n", route6, &peers);
+        assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+        assert!(plan.warnings[0].contains("br-phy carries the underlay to tunnel peer(s) fd98::2"));
+        assert!(plan.warnings[1].contains("eth0 carries this host's default route"));
     }
 }

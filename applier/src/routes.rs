@@ -61,6 +61,12 @@ pub struct Route6 {
     prefix: u32,
 }
 
+impl Route6 {
+    pub fn is_default(&self) -> bool {
+        self.prefix == 0
+    }
+}
+
 /// The kernel's IPv6 routing table (main and local tables together, as the file shows them).
 pub struct Routes6(pub Vec<Route6>);
 
