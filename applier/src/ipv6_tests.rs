@@ -153,3 +153,34 @@ fn a_v4_only_bundle_after_a_v6_one_removes_the_ip6tables_chains_and_v6_forwardin
     // IPv6 forwarding is put back to what it was before the IPv6 forwarder needed it.
     assert_eq!(forward6(&sys), "0\n");
 }
+
+/// `--gre-only` reconciles the IPsec guard of an IPv6 peer in ip6tables as it does an IPv4
+/// peer's in iptables, and leaves the rest of the IPv6 chains (the forwarder's) alone.
+#[test]
+fn gre_only_follows_the_ipv6_guard() {
+    use crate::engine::ApplyOpts;
+    use crate::ovs::Scope;
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    let plain = v6_profile().replace("psk = \"ipv6-engine-psk-0123456789\"\n", "");
+    fx.applier(&mut sys)
+        .apply_bundle(&fx.bundle(&plain, 2), FULL)
+        .unwrap();
+    assert!(sys.chains6.chains["OVSB-OUTPUT"].rules.is_empty());
+    let forwarder = sys.chains6.chains["OVSB-POSTROUTING"].clone();
+    assert_eq!(forwarder.rules.len(), 1);
+    let gre_only = ApplyOpts {
+        scope: Scope::GreOnly,
+        ..FULL
+    };
+    // The PSK tunnel, from a bundle whose forwarder is gone: only the tunnels count.
+    let no_forwarder = v6_profile().replace("source6 = \"fd20::/64\"\n", "");
+    fx.applier(&mut sys)
+        .apply_bundle(&fx.bundle(&no_forwarder, 3), gre_only)
+        .unwrap();
+    assert_eq!(
+        sys.chains6.chains["OVSB-OUTPUT"].rules,
+        ["-A OVSB-OUTPUT -d 2001:db8::2/128 -p udp -m udp --dport 4789 -m policy --dir out --pol none -j DROP"]
+    );
+    assert_eq!(sys.chains6.chains["OVSB-POSTROUTING"], forwarder);
+}
