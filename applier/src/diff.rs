@@ -71,6 +71,12 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
             .into_iter()
             .map(|l| format!("{l} (iptables)")),
     );
+    out.extend(
+        b.chains6
+            .diff(&a.chains6)
+            .into_iter()
+            .map(|l| format!("{l} (ip6tables)")),
+    );
     let file = |f: &Option<Vec<u8>>| f.clone().unwrap_or_default();
     if a.interfaces != b.interfaces {
         out.push("~ /etc/network/interfaces:".into());
@@ -197,6 +203,9 @@ pub fn summary(a: Option<&HostState>, b: &HostState) -> String {
     }
     if lines.iter().any(|l| l.ends_with("(iptables)")) {
         parts.push("iptables".into());
+    }
+    if lines.iter().any(|l| l.ends_with("(ip6tables)")) {
+        parts.push("ip6tables".into());
     }
     if a.interfaces != b.interfaces {
         parts.push("interfaces".into());

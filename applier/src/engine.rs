@@ -18,6 +18,7 @@ use crate::plan::{make_plan, HostPlan, InterfacesChange};
 use crate::state::{read_rest, Current, HostState, Locations};
 use crate::store::{GenMeta, Marker, Store};
 use crate::system::{SysError, System};
+use bundle::firewall::Family;
 use bundle::{sha256_hex, TrustedKey, VerifiedBundle, VerifyError, VerifyOptions};
 
 /// How to apply.
@@ -213,12 +214,23 @@ impl Applier<'_> {
         }
         if !plan.cycle.is_empty() {
             if let Ok(Some(route)) = self.sys.read_file(&self.loc.proc_dir.join("net/route")) {
-                let peers: Vec<std::net::Ipv4Addr> = desired
+                // Without IPv6 in the kernel there is no table: no IPv6 warnings, nothing else.
+                let route6 = self
+                    .sys
+                    .read_file(&self.loc.proc_dir.join("net/ipv6_route"))
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let peers: Vec<std::net::IpAddr> = desired
                     .ovs
                     .ports()
                     .filter_map(|(_, p)| p.interface.options.get("remote_ip")?.parse().ok())
                     .collect();
-                plan.warn_cycled_routes(&String::from_utf8_lossy(&route), &peers);
+                plan.warn_cycled_routes(
+                    &String::from_utf8_lossy(&route),
+                    &String::from_utf8_lossy(&route6),
+                    &peers,
+                );
             }
         }
     }
@@ -263,7 +275,7 @@ impl Applier<'_> {
                 (base.with_gre_of(&bundle_desired), Some(cur))
             }
         };
-        let ip_forward_before = self.forwarding(&mut desired, current_gen)?;
+        let (ip_forward_before, ip6_forward_before) = self.forwarding(&mut desired, current_gen)?;
         Ok(Prepared {
             meta: GenMeta {
                 host: verified.manifest.host.clone(),
@@ -272,6 +284,7 @@ impl Applier<'_> {
                 applied_at: self.now,
                 gre_only_base: base,
                 ip_forward_before,
+                ip6_forward_before,
             },
             desired,
             current_gen,
@@ -349,36 +362,48 @@ impl Applier<'_> {
         })
     }
 
-    /// IPv4 forwarding belongs to the host until a forwarder needs it. While one does, the value
-    /// found before ovs-bundle first set it is kept with each generation (returned here, for the
-    /// new generation's meta); leaving a generation that kept it for one that wants no
-    /// forwarding puts it back (set in `desired`).
+    /// IPv4 and IPv6 forwarding belong to the host until a forwarder needs them. While one does,
+    /// the value found before ovs-bundle first set it is kept with each generation (returned
+    /// here, IPv4 then IPv6, for the new generation's meta); leaving a generation that kept it
+    /// for one that wants no forwarding of that family puts it back (set in `desired`).
     fn forwarding(
         &mut self,
         desired: &mut HostState,
         leaving: Option<u64>,
-    ) -> Result<Option<String>, ApplyError> {
-        let kept = match leaving.map(|n| self.store.meta(self.sys, n)) {
-            Some(Ok(meta)) => meta.ip_forward_before,
+    ) -> Result<(Option<String>, Option<String>), ApplyError> {
+        let (kept4, kept6) = match leaving.map(|n| self.store.meta(self.sys, n)) {
+            Some(Ok(meta)) => (meta.ip_forward_before, meta.ip6_forward_before),
             Some(Err(e)) => {
                 (self.log)(&format!(
-                    "WARNING: {e}; the ip_forward value it kept is lost"
+                    "WARNING: {e}; the forwarding values it kept are lost"
                 ));
-                None
+                (None, None)
             }
-            None => None,
+            None => (None, None),
         };
-        if desired.ip_forward.is_none() {
-            desired.ip_forward = kept;
+        let path4 = self.loc.ip_forward();
+        let path6 = self.loc.ip6_forward();
+        let v4 = self.keep_before(&mut desired.ip_forward, kept4, &path4)?;
+        let v6 = self.keep_before(&mut desired.ip6_forward, kept6, &path6)?;
+        Ok((v4, v6))
+    }
+
+    /// One family of [`Self::forwarding`]: `wanted` is the bundle's value, `kept` the value
+    /// from before that the generation being left kept, `path` the `/proc` file.
+    fn keep_before(
+        &mut self,
+        wanted: &mut Option<String>,
+        kept: Option<String>,
+        path: &std::path::Path,
+    ) -> Result<Option<String>, ApplyError> {
+        if wanted.is_none() {
+            *wanted = kept;
             return Ok(None);
         }
         if kept.is_some() {
             return Ok(kept);
         }
-        let now = self
-            .sys
-            .read_file(&self.loc.ip_forward())
-            .map_err(ApplyError::Unchanged)?;
+        let now = self.sys.read_file(path).map_err(ApplyError::Unchanged)?;
         Ok(now.map(|v| String::from_utf8_lossy(&v).trim().to_string()))
     }
 
@@ -455,7 +480,9 @@ impl Applier<'_> {
             }
             return Ok(plan);
         }
-        if let Some((want, now)) = &plan.chains {
+        // Both families are tried before anything changes: a rule ip6tables refuses (or no
+        // ip6tables at all) stops the apply here, not after the IPv4 half was applied.
+        for (want, now) in [&plan.chains, &plan.chains6].into_iter().flatten() {
             self.sys
                 .firewall_write(want, now, true)
                 .map_err(ApplyError::Unchanged)?;
@@ -675,8 +702,14 @@ impl Applier<'_> {
         let chains = or_before(
             e,
             "iptables",
-            self.sys.firewall_read(),
+            self.sys.firewall_read(Family::V4),
             before.chains.clone(),
+        );
+        let chains6 = or_before(
+            e,
+            "ip6tables",
+            self.sys.firewall_read(Family::V6),
+            before.chains6.clone(),
         );
         let interfaces = self.sys.read_file(&paths.interfaces_file());
         let interfaces = or_before(
@@ -692,15 +725,22 @@ impl Applier<'_> {
             .read_file(&self.loc.ip_forward())
             .map(|v| v.map(|v| String::from_utf8_lossy(&v).trim().to_string()));
         let ip_forward = or_before(e, "ip_forward", forward, before.ip_forward.clone());
+        let forward6 = self
+            .sys
+            .read_file(&self.loc.ip6_forward())
+            .map(|v| v.map(|v| String::from_utf8_lossy(&v).trim().to_string()));
+        let ip6_forward = or_before(e, "IPv6 forwarding", forward6, before.ip6_forward.clone());
         let dhcp = self.sys.read_file(&paths.dhcp_conf());
         let dhcp = or_before(e, "the dnsmasq configuration", dhcp, before.dhcp.clone());
         let running = self.sys.dhcp_running(&paths.dhcp_instance());
         let dhcp_running = or_before(e, "whether dnsmasq runs", running, before.dhcp_running);
         let state = HostState {
             chains,
+            chains6,
             interfaces,
             sysctl,
             ip_forward,
+            ip6_forward,
             dhcp,
             dhcp_running,
             ..HostState::default()

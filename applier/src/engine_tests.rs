@@ -417,6 +417,7 @@ fn store_lists_only_complete_generations_and_records_serials_upwards() {
         applied_at: 0,
         gre_only_base: None,
         ip_forward_before: None,
+        ip6_forward_before: None,
     };
     store.write_generation(&mut sys, 1, b"b", &meta).unwrap();
     // A generation whose meta.json was never written (a crash) does not count.
@@ -740,13 +741,19 @@ fn reads_started_early_never_outlive_a_change_or_the_apply_that_started_them() {
     sys.read_begin();
     drift(&mut sys);
     sys.ovs.ports.clear();
-    assert_eq!(sys.firewall_read().unwrap(), chains);
+    assert_eq!(
+        sys.firewall_read(bundle::firewall::Family::V4).unwrap(),
+        chains
+    );
     assert_eq!(sys.ovs_read().unwrap().ports.len(), ports);
     // A change drops what is pending: the next read is of now.
     sys.read_begin();
     sys.ovs_apply(&[], &Live::default(), "t").unwrap();
     assert!(sys.ovs_read().unwrap().ports.is_empty());
-    assert_ne!(sys.firewall_read().unwrap(), chains);
+    assert_ne!(
+        sys.firewall_read(bundle::firewall::Family::V4).unwrap(),
+        chains
+    );
 
     let (mut sys, _) = on_v1(&fx);
     let v1 = fx.bundle(&v1(), 1);

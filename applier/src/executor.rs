@@ -144,36 +144,44 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// iptables, then ip6tables: each family's owned chains in one commit per table, the IPsec
+    /// guards of removed tunnels kept until the tunnels are gone ([`Self::guards_driver`]).
     fn firewall_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
-        let Some((want, now)) = &plan.chains else {
-            return Ok(());
-        };
-        kill_point("iptables");
-        let first = keep_guards(want, now);
-        if &first == now {
-            return Ok(());
+        for (chains, what) in [(&plan.chains, "iptables"), (&plan.chains6, "ip6tables")] {
+            let Some((want, now)) = chains else {
+                continue;
+            };
+            kill_point(what);
+            let first = keep_guards(want, now);
+            if &first == now {
+                continue;
+            }
+            self.sys
+                .firewall_write(&first, now, false)
+                .map_err(|e| (what.to_string(), e))?;
         }
-        self.sys
-            .firewall_write(&first, now, false)
-            .map_err(|e| ("iptables".to_string(), e))
+        Ok(())
     }
 
     fn guards_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
-        let Some((want, now)) = &plan.chains else {
-            return Ok(());
-        };
-        let first = keep_guards(want, now);
-        if &first == want {
-            return Ok(());
+        for (chains, what) in [(&plan.chains, "iptables"), (&plan.chains6, "ip6tables")] {
+            let Some((want, now)) = chains else {
+                continue;
+            };
+            let first = keep_guards(want, now);
+            if &first == want {
+                continue;
+            }
+            self.sys
+                .firewall_write(want, &first, false)
+                .map_err(|e| (format!("{what} (IPsec guards of removed tunnels)"), e))?;
         }
-        self.sys
-            .firewall_write(want, &first, false)
-            .map_err(|e| ("iptables (IPsec guards of removed tunnels)".to_string(), e))
+        Ok(())
     }
 
     fn sysctl_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
         let step = |e| ("sysctl".to_string(), e);
-        if plan.sysctl.is_some() || plan.ip_forward.is_some() {
+        if plan.sysctl.is_some() || plan.ip_forward.is_some() || plan.ip6_forward.is_some() {
             kill_point("sysctl");
         }
         if let Some(dropin) = &plan.sysctl {
@@ -186,6 +194,12 @@ impl Applier<'_> {
         }
         if let Some(v) = &plan.ip_forward {
             let path = self.loc.ip_forward();
+            self.sys
+                .write_sysctl(&path, format!("{v}\n").as_bytes())
+                .map_err(step)?;
+        }
+        if let Some(v) = &plan.ip6_forward {
+            let path = self.loc.ip6_forward();
             self.sys
                 .write_sysctl(&path, format!("{v}\n").as_bytes())
                 .map_err(step)?;

@@ -31,6 +31,7 @@ impl Applier<'_> {
             gre_only_base: None,
             // A freshly installed Debian forwards nothing: what leaving a forwarder puts back.
             ip_forward_before: desired.ip_forward.as_ref().map(|_| "0".to_string()),
+            ip6_forward_before: desired.ip6_forward.as_ref().map(|_| "0".to_string()),
         };
         let paths = self.loc.paths.clone();
         let write = |app: &mut Self| -> Result<(), crate::system::SysError> {

@@ -16,6 +16,8 @@ pub mod error;
 pub mod executor;
 pub mod harden;
 pub mod install;
+#[cfg(test)]
+mod ipv6_tests;
 pub mod journal;
 pub mod lock;
 pub mod ovs;

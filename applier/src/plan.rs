@@ -4,7 +4,7 @@
 use crate::ovs::{self, OvsChange, PlanError, Scope};
 use crate::state::{Current, HostState};
 use bundle::interfaces::{changed_stanzas, stanzas};
-use bundle::sysctl::IP_FORWARD;
+use bundle::sysctl::{IP6_FORWARD, IP_FORWARD};
 use bundle::Chains;
 use serde_json::{json, Value};
 
@@ -16,6 +16,10 @@ pub struct HostPlan {
     pub firewall: Vec<String>,
     /// The chains wanted and the chains they replace, when `firewall` is not empty.
     pub chains: Option<(Chains, Chains)>,
+    /// What changes in the owned ip6tables chains, for people.
+    pub firewall6: Vec<String>,
+    /// The ip6tables chains wanted and those they replace, when `firewall6` is not empty.
+    pub chains6: Option<(Chains, Chains)>,
     /// The interfaces file, when it changes.
     pub interfaces: Option<InterfacesChange>,
     /// Interfaces whose stanza changed: cycled with ifdown/ifup on demand.
@@ -24,6 +28,8 @@ pub struct HostPlan {
     pub sysctl: Option<Option<Vec<u8>>>,
     /// Kernel values to set now.
     pub ip_forward: Option<String>,
+    /// `net.ipv6.conf.all.forwarding` to set now.
+    pub ip6_forward: Option<String>,
     /// The DHCP server, when its configuration changes or it should (not) run.
     pub dhcp: Option<DhcpChange>,
     /// What people must know before this runs (an interface that carries the default route is
@@ -79,12 +85,16 @@ impl HostPlan {
     }
 
     /// Warns about cycling an interface that carries the default route, or the route to a
-    /// tunnel peer (the underlay: cycling it cuts the tunnels). `route` is the text of
-    /// `/proc/net/route`; `peers` the tunnels' remote addresses.
-    pub fn warn_cycled_routes(&mut self, route: &str, peers: &[std::net::Ipv4Addr]) {
+    /// tunnel peer (the underlay: cycling it cuts the tunnels). `route` and `route6` are the
+    /// texts of `/proc/net/route` and `/proc/net/ipv6_route`; `peers` the tunnels' remote
+    /// addresses, of either family.
+    pub fn warn_cycled_routes(&mut self, route: &str, route6: &str, peers: &[std::net::IpAddr]) {
+        use std::net::IpAddr;
         let routes = crate::routes::Routes::parse(route);
+        let routes6 = crate::routes::Routes6::parse(route6);
         for c in self.cycle.clone() {
-            if routes.0.iter().any(|r| r.is_default() && r.iface == c) {
+            let default6 = routes6.0.iter().any(|r| r.is_default() && r.iface == c);
+            if routes.0.iter().any(|r| r.is_default() && r.iface == c) || default6 {
                 self.warnings.push(format!(
                     "{c} carries this host's default route: taking it down and up may cut this \
                      session off: keep a console at hand"
@@ -92,7 +102,10 @@ impl HostPlan {
             }
             let under: Vec<String> = peers
                 .iter()
-                .filter(|p| routes.via(**p) == Some(c.as_str()))
+                .filter(|p| match p {
+                    IpAddr::V4(v4) => routes.via(*v4),
+                    IpAddr::V6(v6) => routes6.via(*v6),
+                } == Some(c.as_str()))
                 .map(ToString::to_string)
                 .collect();
             if !under.is_empty() {
@@ -118,18 +131,22 @@ impl HostPlan {
     pub fn is_empty(&self) -> bool {
         self.ovs.is_empty()
             && self.firewall.is_empty()
+            && self.firewall6.is_empty()
             && self.interfaces.is_none()
             && self.sysctl.is_none()
             && self.ip_forward.is_none()
+            && self.ip6_forward.is_none()
             && self.dhcp.is_none()
     }
 
     pub fn change_count(&self) -> usize {
         self.ovs.len()
             + self.firewall.len()
+            + self.firewall6.len()
             + usize::from(self.interfaces.is_some())
             + usize::from(self.sysctl.is_some())
             + usize::from(self.ip_forward.is_some())
+            + usize::from(self.ip6_forward.is_some())
             + usize::from(self.dhcp.is_some())
     }
 
@@ -159,6 +176,12 @@ impl HostPlan {
                 out.push_str(&format!("  {l}\n"));
             }
         }
+        if !self.firewall6.is_empty() {
+            out.push_str("ip6tables:\n");
+            for l in &self.firewall6 {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
         if let Some(i) = &self.interfaces {
             out.push_str("interfaces file:\n");
             for l in i.diff.lines() {
@@ -176,6 +199,9 @@ impl HostPlan {
         }
         if let Some(v) = &self.ip_forward {
             out.push_str(&format!("sysctl: {IP_FORWARD} = {v}\n"));
+        }
+        if let Some(v) = &self.ip6_forward {
+            out.push_str(&format!("sysctl: {IP6_FORWARD} = {v}\n"));
         }
         if let Some(d) = &self.dhcp {
             out.push_str(match (&d.conf, d.run) {
@@ -197,10 +223,12 @@ impl HostPlan {
             "ovs": self.ovs.iter().map(OvsChange::describe).collect::<Vec<_>>(),
             "ovs_write_ops": self.ovs_write_ops(),
             "iptables": self.firewall,
+            "ip6tables": self.firewall6,
             "interfaces_diff": self.interfaces.as_ref().map(|i| &i.diff),
             "cycle": self.cycle,
             "sysctl_dropin": self.sysctl.as_ref().map(|s| if s.is_some() { "write" } else { "remove" }),
             "ip_forward": self.ip_forward,
+            "ip6_forward": self.ip6_forward,
             "warnings": self.warnings,
             "dhcp": self.dhcp.as_ref().map(|d| match (&d.conf, d.run) {
                 (Some(_), true) => "restart",
@@ -237,6 +265,14 @@ pub fn make_plan(
     if !plan.firewall.is_empty() {
         plan.chains = Some((want, now.chains.clone()));
     }
+    let want6 = match scope {
+        Scope::GreOnly => now.chains6.with_guard_of(&desired.chains6),
+        Scope::Full => desired.chains6.clone(),
+    };
+    plan.firewall6 = want6.diff(&now.chains6);
+    if !plan.firewall6.is_empty() {
+        plan.chains6 = Some((want6, now.chains6.clone()));
+    }
     if scope == Scope::GreOnly {
         return Ok(plan);
     }
@@ -268,6 +304,11 @@ pub fn make_plan(
     if let Some(v) = &desired.ip_forward {
         if now.ip_forward.as_ref() != Some(v) {
             plan.ip_forward = Some(v.clone());
+        }
+    }
+    if let Some(v) = &desired.ip6_forward {
+        if now.ip6_forward.as_ref() != Some(v) {
+            plan.ip6_forward = Some(v.clone());
         }
     }
     if (&now.dhcp, now.dhcp_running) != (&desired.dhcp, desired.dhcp_running) {
@@ -326,5 +367,20 @@ mod tests {
     fn diff_shows_removed_and_added_lines() {
         assert_eq!(line_diff(b"a\nb\nc\n", b"a\nx\nc\n"), "-b\n+x\n");
         assert_eq!(line_diff(b"", b"a\n"), "+a\n");
+    }
+
+    #[test]
+    fn cycling_the_ipv6_underlay_or_default_route_is_warned_about() {
+        let route6 = "fd980000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001   br-phy\n\
+            00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd980000000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n";
+        let mut plan = HostPlan {
+            cycle: vec!["br-phy".into(), "eth0".into()],
+            ..HostPlan::default()
+        };
+        let peers = ["fd98::2".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+        plan.warn_cycled_routes("Iface\tDestination\n", route6, &peers);
+        assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+        assert!(plan.warnings[0].contains("br-phy carries the underlay to tunnel peer(s) fd98::2"));
+        assert!(plan.warnings[1].contains("eth0 carries this host's default route"));
     }
 }

@@ -5,6 +5,7 @@
 use crate::ovs::{Live, Scope};
 use crate::paths::Paths;
 use crate::system::{SysError, System};
+use bundle::firewall::{guard_chain, Family};
 use bundle::state::PSK_OPTION;
 use bundle::tunnel::TunnelKind;
 use bundle::{sysctl, Chains, OvsState, PortRole, VerifiedBundle};
@@ -12,17 +13,23 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The parts of a host a bundle describes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostState {
     /// The OVS rows marked as ours.
     pub ovs: OvsState,
     pub chains: Chains,
+    /// The owned ip6tables chains (family V6): a bundle without `ip6tables.rules` wants none.
+    #[serde(default = "no_chains6")]
+    pub chains6: Chains,
     /// `/etc/network/interfaces` (`None`: no such file).
     pub interfaces: Option<Vec<u8>>,
     /// The sysctl drop-in (`None`: no drop-in).
     pub sysctl: Option<Vec<u8>>,
     /// `net.ipv4.ip_forward`: as read, or the value to set (`None`: leave it as it is).
     pub ip_forward: Option<String>,
+    /// `net.ipv6.conf.all.forwarding`: as read, or the value to set (`None`: leave it).
+    #[serde(default)]
+    pub ip6_forward: Option<String>,
     /// `Open_vSwitch` `other_config:ipsec_skb_mark` as ovs-bundle sets it (`None`: not ours to
     /// set, or unset): `0/1`, so ovs-monitor-ipsec drops tunnel packets no IPsec policy covers.
     #[serde(default)]
@@ -35,6 +42,24 @@ pub struct HostState {
     pub dhcp_running: bool,
 }
 
+// By hand, not derived: the IPv6 chains are of their own family, every owned chain listed.
+impl Default for HostState {
+    fn default() -> HostState {
+        HostState {
+            ovs: OvsState::default(),
+            chains: Chains::default(),
+            chains6: no_chains6(),
+            interfaces: None,
+            sysctl: None,
+            ip_forward: None,
+            ip6_forward: None,
+            ipsec_skb_mark: None,
+            dhcp: None,
+            dhcp_running: false,
+        }
+    }
+}
+
 impl HostState {
     /// What a verified bundle wants.
     pub fn from_bundle(b: &VerifiedBundle) -> Result<HostState, String> {
@@ -44,13 +69,31 @@ impl HostState {
         let rules = std::str::from_utf8(file(bundle::IPTABLES_NAME)?)
             .map_err(|_| format!("{} is not text", bundle::IPTABLES_NAME))?;
         let chains = Chains::from_bundle(rules).map_err(|e| e.to_string())?;
-        let sysctl = b.file(bundle::SYSCTL_NAME).map(<[u8]>::to_vec);
-        let ip_forward = match &sysctl {
-            Some(s) => sysctl::parse(s)
-                .map_err(|e| e.to_string())?
-                .remove(sysctl::IP_FORWARD),
-            None => None,
+        let chains6 = match b.file(bundle::IP6TABLES_NAME) {
+            Some(r) => {
+                let r = std::str::from_utf8(r)
+                    .map_err(|_| format!("{} is not text", bundle::IP6TABLES_NAME))?;
+                Chains::from_bundle_in(Family::V6, r)
+                    .map_err(|e| format!("{}: {e}", bundle::IP6TABLES_NAME))?
+            }
+            None => no_chains6(),
         };
+        let sysctl = b.file(bundle::SYSCTL_NAME).map(<[u8]>::to_vec);
+        let mut values = match &sysctl {
+            Some(s) => sysctl::parse(s).map_err(|e| e.to_string())?,
+            None => Default::default(),
+        };
+        // Written to /proc as they are: only 0 or 1, whatever the (signed) bundle says.
+        for (k, v) in &values {
+            if v != "0" && v != "1" {
+                return Err(format!(
+                    "{}: {k} = {v:?}; the applier sets it to 0 or 1 only",
+                    bundle::SYSCTL_NAME
+                ));
+            }
+        }
+        let ip_forward = values.remove(sysctl::IP_FORWARD);
+        let ip6_forward = values.remove(sysctl::IP6_FORWARD);
         let interfaces = file(bundle::INTERFACES_NAME)?;
         check_names(&ovs, interfaces)?;
         let ipsec_skb_mark = skb_mark_for(&ovs);
@@ -62,9 +105,11 @@ impl HostState {
         Ok(HostState {
             ovs,
             chains,
+            chains6,
             interfaces: Some(interfaces.to_vec()),
             sysctl,
             ip_forward,
+            ip6_forward,
             ipsec_skb_mark,
             dhcp_running: dhcp.is_some(),
             dhcp,
@@ -77,11 +122,24 @@ impl HostState {
         // The mark and the guard chain follow the tunnels of the combined state: a bridge the
         // GRE-only bundle does not name keeps its tunnels, and their guards.
         let ovs = self.ovs.with_gre_of(&gre.ovs);
-        let chains = self.chains.with_guard(psk_peers(&ovs));
+        let chains = self
+            .chains
+            .with_guard(guard_chain(psk_peers(&ovs, Family::V4)));
+        // IPv6 peers' guards live in ip6tables; a host with none keeps its (absent) chains.
+        let mut chains6 = self.chains6.clone();
+        let guard6 = guard_chain(psk_peers(&ovs, Family::V6));
+        let has6 = chains6.chains.values().any(|c| c.exists);
+        if !guard6.rules.is_empty() || has6 {
+            if !has6 {
+                chains6 = declared_chains6();
+            }
+            chains6 = chains6.with_guard(guard6);
+        }
         HostState {
             ipsec_skb_mark: skb_mark_for(&ovs),
             ovs,
             chains,
+            chains6,
             ..self.clone()
         }
     }
@@ -101,14 +159,28 @@ fn skb_mark_for(ovs: &OvsState) -> Option<String> {
     all_ipsec.then(|| "0/1".to_string())
 }
 
-/// The remote addresses of the tunnels with a PSK.
-fn psk_peers(ovs: &OvsState) -> impl Iterator<Item = (&str, TunnelKind)> {
+/// The remote addresses of the tunnels with a PSK to peers of `family`.
+fn psk_peers(ovs: &OvsState, family: Family) -> impl Iterator<Item = (&str, TunnelKind)> {
     ovs.ports()
         .filter(|(_, p)| p.role == PortRole::Gre && p.interface.options.contains_key(PSK_OPTION))
-        .filter_map(|(_, p)| {
-            let kind = TunnelKind::parse(&p.interface.kind)?;
-            Some((p.interface.options.get("remote_ip")?.as_str(), kind))
+        .filter_map(move |(_, p)| {
+            let kind = TunnelKind::from_ovs_type(&p.interface.kind)?;
+            let peer = p.interface.options.get("remote_ip")?.as_str();
+            let ip: std::net::IpAddr = peer.parse().ok()?;
+            (Family::of(ip) == family).then_some((peer, kind))
         })
+}
+
+/// No owned ip6tables chain: what a bundle without `ip6tables.rules` wants, and what a state
+/// recorded before IPv6 support had.
+pub fn no_chains6() -> Chains {
+    Chains::from_save_in(Family::V6, "")
+}
+
+/// Every owned IPv6 chain existing, jumped to and empty: what a bundle with `ip6tables.rules`
+/// declares, before its rules.
+fn declared_chains6() -> Chains {
+    Chains::from_bundle_in(Family::V6, "").expect("an empty rules file is valid")
 }
 
 /// Every name that reaches OVS, ifup/ifdown or the kernel must be one they cannot misread (a
@@ -156,6 +228,10 @@ impl Locations {
     pub fn ip_forward(&self) -> PathBuf {
         self.proc_dir.join(sysctl::IP_FORWARD_PROC)
     }
+
+    pub fn ip6_forward(&self) -> PathBuf {
+        self.proc_dir.join(sysctl::IP6_FORWARD_PROC)
+    }
 }
 
 /// The host as it is now: the live OVS rows, and the rest of [`HostState`] (whose `ovs` is left
@@ -175,7 +251,8 @@ impl Current {
         let state = match scope {
             // The tunnels, and the IPsec guard chain that follows them.
             Scope::GreOnly => HostState {
-                chains: sys.firewall_read()?,
+                chains: sys.firewall_read(Family::V4)?,
+                chains6: sys.firewall_read(Family::V6)?,
                 ..HostState::default()
             },
             Scope::Full => read_rest(sys, loc)?,
@@ -206,11 +283,15 @@ pub fn owned_skb_mark(live: &Live) -> Option<String> {
 pub fn read_rest(sys: &mut dyn System, loc: &Locations) -> Result<HostState, SysError> {
     Ok(HostState {
         ovs: OvsState::default(),
-        chains: sys.firewall_read()?,
+        chains: sys.firewall_read(Family::V4)?,
+        chains6: sys.firewall_read(Family::V6)?,
         interfaces: sys.read_file(&loc.paths.interfaces_file())?,
         sysctl: sys.read_file(&loc.paths.sysctl_dropin())?,
         ip_forward: sys
             .read_file(&loc.ip_forward())?
+            .map(|v| String::from_utf8_lossy(&v).trim().to_string()),
+        ip6_forward: sys
+            .read_file(&loc.ip6_forward())?
             .map(|v| String::from_utf8_lossy(&v).trim().to_string()),
         ipsec_skb_mark: None,
         dhcp: sys.read_file(&loc.paths.dhcp_conf())?,

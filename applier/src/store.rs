@@ -30,6 +30,9 @@ pub struct GenMeta {
     /// while a forwarder needs forwarding, put back when a generation without one follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_forward_before: Option<String>,
+    /// `net.ipv6.conf.all.forwarding` likewise, for an IPv6 forwarder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6_forward_before: Option<String>,
 }
 
 /// Written before the first change of an apply, removed after the last: if it is found, that

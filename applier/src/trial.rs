@@ -16,13 +16,13 @@
 use crate::engine::{Applier, ApplyOpts, Outcome};
 use crate::error::ApplyError;
 use crate::ovs::Scope;
-use crate::routes::Routes;
+use crate::routes::{Routes, Routes6};
 use crate::state::HostState;
 use crate::store::{PendingTry, TryResult};
 use bundle::state::PSK_OPTION;
 use bundle::PortRole;
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// How a try is run.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub fn boot_id(app: &mut Applier) -> String {
 }
 
 /// What a try's tunnels are: each peer's underlay address and whether it needs IPsec.
-pub fn tunnel_peers(desired: &HostState) -> Vec<(Ipv4Addr, bool)> {
+pub fn tunnel_peers(desired: &HostState) -> Vec<(IpAddr, bool)> {
     desired
         .ovs
         .ports()
@@ -294,6 +294,8 @@ pub fn describe(t: &PendingTry, now: u64) -> String {
 pub trait Probe {
     /// `/proc/net/route`.
     fn routes(&mut self) -> Result<String, String>;
+    /// `/proc/net/ipv6_route`.
+    fn routes6(&mut self) -> Result<String, String>;
     /// `ip xfrm state`.
     fn xfrm_states(&mut self) -> Result<String, String>;
     /// Runs an operator's `--check` command: `Err` with what it said when it does not exit 0.
@@ -302,9 +304,9 @@ pub trait Probe {
 
 /// The addresses established IPsec SAs go to (`dst` of `ip xfrm state`). A state with SPI 0 is
 /// the kernel's placeholder while IKE is still trying (an acquire): not an SA.
-fn sa_destinations(xfrm: &str) -> BTreeSet<Ipv4Addr> {
+fn sa_destinations(xfrm: &str) -> BTreeSet<IpAddr> {
     let mut out = BTreeSet::new();
-    let mut dst: Option<Ipv4Addr> = None;
+    let mut dst: Option<IpAddr> = None;
     for l in xfrm.lines() {
         let w: Vec<&str> = l.split_whitespace().collect();
         match w.as_slice() {
@@ -325,17 +327,33 @@ fn sa_destinations(xfrm: &str) -> BTreeSet<Ipv4Addr> {
 /// Runs every check once: `(name, result)` for each.
 pub fn run_checks(
     t: &PendingTry,
-    peers: &[(Ipv4Addr, bool)],
+    peers: &[(IpAddr, bool)],
     probe: &mut dyn Probe,
 ) -> Vec<(String, Result<(), String>)> {
     let mut out = Vec::new();
     if t.builtin_checks && !peers.is_empty() {
-        let routes = probe.routes().map(|r| Routes::parse(&r));
+        // Each family's table read only when a peer needs it.
+        let routes = peers
+            .iter()
+            .any(|(ip, _)| ip.is_ipv4())
+            .then(|| probe.routes().map(|r| Routes::parse(&r)));
+        let routes6 = peers
+            .iter()
+            .any(|(ip, _)| ip.is_ipv6())
+            .then(|| probe.routes6().map(|r| Routes6::parse(&r)));
         for (ip, _) in peers {
-            let r = match &routes {
-                Ok(r) if r.via(*ip).is_some() => Ok(()),
-                Ok(_) => Err("no route".into()),
-                Err(e) => Err(e.clone()),
+            let found = match (ip, &routes, &routes6) {
+                (IpAddr::V4(v4), Some(Ok(r)), _) => Ok(r.via(*v4).is_some()),
+                (IpAddr::V6(v6), _, Some(Ok(r))) => Ok(r.via(*v6).is_some()),
+                (IpAddr::V4(_), Some(Err(e)), _) | (IpAddr::V6(_), _, Some(Err(e))) => {
+                    Err(e.clone())
+                }
+                _ => unreachable!("read above for every family a peer has"),
+            };
+            let r = match found {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("no route".into()),
+                Err(e) => Err(e),
             };
             out.push((format!("underlay route to {ip}"), r));
         }
@@ -413,6 +431,9 @@ mod tests {
         fn routes(&mut self) -> Result<String, String> {
             Ok(self.routes.clone())
         }
+        fn routes6(&mut self) -> Result<String, String> {
+            Ok(ROUTES6.into())
+        }
         fn xfrm_states(&mut self) -> Result<String, String> {
             Ok(self.xfrm.clone())
         }
@@ -427,6 +448,31 @@ mod tests {
 
     const ROUTES: &str = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
         eth1\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
+
+    const ROUTES6: &str = "fd980000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001   br-phy\n";
+
+    #[test]
+    fn builtin_checks_see_v6_routes_and_sas() {
+        let peers = [
+            ("fd98::2".parse().unwrap(), true),
+            ("2001:db8::9".parse().unwrap(), false),
+        ];
+        let mut probe = Script {
+            routes: String::new(),
+            xfrm: "src fd98::1 dst fd98::2\n\tproto esp spi 0x1 reqid 1 mode transport\n".into(),
+            check_ok: true,
+        };
+        let r = run_checks(&pending(&[]), &peers, &mut probe);
+        let names: Vec<_> = r.iter().map(|(n, r)| (n.as_str(), r.is_ok())).collect();
+        assert_eq!(
+            names,
+            [
+                ("underlay route to fd98::2", true),
+                ("underlay route to 2001:db8::9", false),
+                ("IPsec SA to fd98::2", true),
+            ]
+        );
+    }
 
     fn pending(checks: &[&str]) -> PendingTry {
         PendingTry {

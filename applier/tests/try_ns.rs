@@ -258,6 +258,35 @@ fn builtin_checks_revert_a_try_whose_peers_have_no_underlay_route() {
     assert_eq!(state(&h), before);
 }
 
+/// IPv6 peers are checked too (from `/proc/net/ipv6_route`): the namespace has no IPv6 route
+/// but the kernel's reject route, which leads nowhere.
+#[test]
+fn builtin_checks_revert_a_try_whose_ipv6_peers_have_no_underlay_route() {
+    let h = host("t1");
+    let before = on_v1(&h);
+    let v6 = "[host]\nname = \"t1\"\nunderlay_ip = \"fd99::1\"\n\n[[bridges]]\nname = \"br-t\"\n\
+              datapath = \"netdev\"\nhost_interfaces = [{ name = \"priv0\", address = \"10.20.0.1/24\" }]\n\n\
+              [[bridges.gre]]\nremote_ip = \"fd99::2\"\ntype = \"vxlan\"\nexternal = true\n";
+    let b2 = h.bundle("v6", v6, 2);
+    check(
+        h.applier(&[
+            "try",
+            b2.to_str().unwrap(),
+            "--timeout",
+            "10m",
+            "--settle",
+            "2s",
+        ]),
+        "try",
+    );
+    let s = reverted(&h);
+    assert!(
+        s.contains("underlay route to fd99::2 has not passed within 2 s: no route"),
+        "{s}"
+    );
+    assert_eq!(state(&h), before);
+}
+
 #[test]
 fn rollback_ends_a_pending_try_and_json_reports_it() {
     let h = host("t1");

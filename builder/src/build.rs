@@ -141,18 +141,36 @@ pub fn classify(old: Option<&[u8]>, new: &[u8]) -> Change {
             Change::Unchanged
         };
     }
-    // The IPsec guard's chains follow the tunnels: it is part of what `--gre-only` reconciles.
-    let rules = |b: &bundle::VerifiedBundle| {
-        b.file(bundle::IPTABLES_NAME)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|t| bundle::Chains::from_bundle(t).ok())
-            .map(|c| c.without_guard())
+    // The IPsec guard's chains follow the tunnels: they are part of what `--gre-only` reconciles.
+    // Both families: the guards of IPv6 peers are in ip6tables.rules, which a bundle without
+    // IPv6 rules leaves out (read as no chains, so a first or last IPv6 guard is GRE-only too).
+    let rules = |b: &bundle::VerifiedBundle, name: &str| {
+        use bundle::firewall::Family;
+        let family = if name == bundle::IP6TABLES_NAME {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        let chains = match b.file(name) {
+            Some(d) => std::str::from_utf8(d)
+                .ok()
+                .and_then(|t| bundle::Chains::from_bundle_in(family, t).ok())?,
+            None if family == Family::V6 => bundle::Chains::from_bundle_in(family, "").ok()?,
+            None => return None,
+        };
+        Some(chains.without_guard())
     };
-    let others_same = old.files.iter().all(|(k, v)| {
-        k == bundle::OVS_NAME
-            || (k == bundle::IPTABLES_NAME && rules(&old).is_some() && rules(&old) == rules(&new))
-            || new.files.get(k) == Some(v)
-    }) && new.files.keys().all(|k| old.files.contains_key(k));
+    let firewall = [bundle::IPTABLES_NAME, bundle::IP6TABLES_NAME];
+    let others_same = firewall
+        .iter()
+        .all(|k| rules(&old, k).is_some() && rules(&old, k) == rules(&new, k))
+        && old.files.iter().all(|(k, v)| {
+            k == bundle::OVS_NAME || firewall.contains(&k.as_str()) || new.files.get(k) == Some(v)
+        })
+        && new
+            .files
+            .keys()
+            .all(|k| firewall.contains(&k.as_str()) || old.files.contains_key(k));
     // What must be equal for `--gre-only` to suffice is the format's notion
     // (`OvsState::without_gre`), shared with the applier, not one of the builder's own.
     let without_gre = |b: &bundle::VerifiedBundle| {
@@ -191,4 +209,53 @@ pub fn build_all(hosts: &[&Host], key: &SecretKey, params: BuildParams) -> Vec<V
             .flat_map(|h| h.join().expect("a build thread panicked"))
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::{keygen, load_secret_key, Passphrase, Protection};
+
+    /// Host h1 on an IPv6 underlay with a VXLAN tunnel to 2001:db8::2, `psk` or plain, and an
+    /// optional IPv6 forwarder.
+    fn bundle(dir: &Path, key: &SecretKey, psk: bool, forwarder6: bool) -> Vec<u8> {
+        let d = dir.join(format!("p{psk}{forwarder6}"));
+        std::fs::create_dir_all(d.join("hosts")).unwrap();
+        let mut p = "[host]\nname = \"h1\"\nunderlay_ip = \"2001:db8::1\"\n\n[[bridges]]\nname = \"br0\"\n\
+                     host_interfaces = [{ name = \"p0\", address = \"10.0.0.1/24\", address6 = \"fd20::1/64\" }]\n\
+                     [[bridges.gre]]\nremote_ip = \"2001:db8::2\"\ntype = \"vxlan\"\nexternal = true\n"
+            .to_string();
+        if psk {
+            p.push_str("psk = \"classify-test-psk-0123456789\"\n");
+        }
+        if forwarder6 {
+            p.push_str("[bridges.forwarder]\nfrom = \"p0\"\nvia = \"eth0\"\nsource = \"10.0.0.0/24\"\nsource6 = \"fd20::/64\"\n");
+        }
+        std::fs::write(d.join("hosts/h1.toml"), p).unwrap();
+        let fleet = crate::profile::load_fleet(&d).unwrap_or_else(|e| panic!("{e:?}"));
+        let params = BuildParams {
+            serial: 1,
+            expires: None,
+        };
+        build_host(&fleet.hosts[0], key, params)
+    }
+
+    /// An IPv6 peer's IPsec guard lives in ip6tables.rules (present only with IPv6 rules): a PSK
+    /// added or removed there is a tunnel change `--gre-only` reconciles; a forwarder is not.
+    #[test]
+    fn the_ipv6_guard_follows_the_tunnels_for_gre_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sk, pk) = (dir.path().join("k.key"), dir.path().join("k.pub"));
+        keygen(&sk, &pk, Protection::Unencrypted).unwrap();
+        let key = load_secret_key(&sk, Passphrase::None).unwrap();
+        let plain = bundle(dir.path(), &key, false, false);
+        let psk = bundle(dir.path(), &key, true, false);
+        let read = |b: &[u8]| bundle::read_unverified(b, &bundle::Limits::default()).unwrap();
+        assert!(read(&plain).file(bundle::IP6TABLES_NAME).is_none());
+        assert!(read(&psk).file(bundle::IP6TABLES_NAME).is_some());
+        assert_eq!(classify(Some(&plain), &psk), Change::GreOnly);
+        assert_eq!(classify(Some(&psk), &plain), Change::GreOnly);
+        let fwd = bundle(dir.path(), &key, true, true);
+        assert_eq!(classify(Some(&psk), &fwd), Change::Full);
+    }
 }

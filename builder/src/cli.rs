@@ -32,17 +32,22 @@ pub enum Cmd {
     ///
     /// A profile is DIR/hosts/<host>.toml, named after its host. Its keys:
     ///
-    ///   [host]               name; underlay_ip (IPv4, where GRE peers reach this host);
+    ///   [host]               name; underlay_ip (IPv4 or IPv6, where tunnel peers reach
+    ///                        this host; every remote_ip of the host is of its family);
     ///                        interfaces_file (optional, a verbatim /etc/network/interfaces)
     ///   [[bridges]]          name; datapath ("system", the default, or "netdev"); rstp (bool);
     ///                        host_interfaces (["priv0"] or [{ name = "priv0",
-    ///                        address = "10.20.20.1/24" }]); physical_interfaces (["eth1"])
-    ///   [[bridges.gre]]      remote_ip; type ("gre", the default, "vxlan" or "geneve");
+    ///                        address = "10.20.20.1/24", address6 = "fd20::1/64" }]);
+    ///                        physical_interfaces (["eth1"])
+    ///   [[bridges.gre]]      remote_ip (IPv4 or IPv6: GRE over IPv6 is OVS's ip6gre, which
+    ///                        IPsec does not cover: no psk there); type ("gre", the default,
+    ///                        "vxlan" or "geneve");
     ///                        key (GRE key or VNI, 0-16777215); psk_file or psk (neither:
     ///                        a plain tunnel); external (bool: the peer is not one of the
     ///                        profiles)
     ///   [bridges.forwarder]  from (an interface of the bridge); via (the uplink, e.g. eth0);
     ///                        source ("10.20.20.0/24" or "10.20.20.0/255.255.255.0")
+    ///                        and/or source6 ("fd20::/64": NAT for IPv6)
     ///   [bridges.dhcp]       interface (optional if the bridge has one addressed host
     ///                        interface); range_start and range_end (neither: static leases
     ///                        only); lease_time ("12h", default 1h)

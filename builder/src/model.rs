@@ -2,10 +2,10 @@
 //! (rendering, signing) trust it and cannot fail on bad input.
 
 use crate::diag::Loc;
-use crate::net::Ipv4Cidr;
+use crate::net::{Ipv4Cidr, Ipv6Cidr};
 use bundle::psk::Psk;
 use bundle::tunnel::TunnelKind;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 #[derive(Debug, Clone)]
 pub struct Fleet {
@@ -18,7 +18,8 @@ pub struct Fleet {
 #[derive(Debug, Clone)]
 pub struct Host {
     pub name: String,
-    pub underlay_ip: Ipv4Addr,
+    /// IPv4 or IPv6: every tunnel of the host is of the same family.
+    pub underlay_ip: IpAddr,
     /// The profile's path relative to the profiles directory (e.g. `hosts/gw1.toml`), as named in
     /// generated files, so output does not depend on where the profiles are checked out.
     pub profile_rel: String,
@@ -66,13 +67,16 @@ pub struct Bridge {
 pub struct HostInterface {
     pub name: String,
     pub address: Option<Ipv4Cidr>,
+    /// `address6`: an IPv6 address beside (or instead of) the IPv4 one.
+    pub address6: Option<Ipv6Cidr>,
     pub loc: Loc,
 }
 
 #[derive(Debug, Clone)]
 pub struct Gre {
     pub port: String,
-    pub remote_ip: Ipv4Addr,
+    /// Of the same family as the host's `underlay_ip`.
+    pub remote_ip: IpAddr,
     /// GRE (the default), VXLAN or Geneve.
     pub kind: TunnelKind,
     /// GRE key or VNI: required where two tunnels of a type share a peer.
@@ -90,7 +94,10 @@ pub struct Gre {
 pub struct Forwarder {
     pub from: String,
     pub via: String,
-    pub source: Ipv4Cidr,
+    /// `source`: the IPv4 network NATed out of `via` (iptables, IPv4 forwarding).
+    pub source: Option<Ipv4Cidr>,
+    /// `source6`: the IPv6 network NATed out of `via` too (ip6tables, IPv6 forwarding).
+    pub source6: Option<Ipv6Cidr>,
     pub loc: Loc,
 }
 
@@ -121,6 +128,6 @@ pub struct Lease {
 
 /// The stable OVS port name of the plain (keyless) GRE tunnel to `remote`, as meshes make them;
 /// every type and key: [`bundle::tunnel::port_name`].
-pub fn gre_port_name(remote: Ipv4Addr) -> String {
+pub fn gre_port_name(remote: IpAddr) -> String {
     bundle::tunnel::port_name(TunnelKind::Gre, remote, None)
 }

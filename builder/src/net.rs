@@ -3,7 +3,7 @@
 //! Linux accepts them.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// An IPv4 address with a prefix length: a host address on a network (`10.20.20.1/24`) or a network
 /// itself (`10.20.20.0/24`).
@@ -79,6 +79,74 @@ impl fmt::Display for Ipv4Cidr {
     }
 }
 
+/// An IPv6 address with a prefix length (`fd20::1/64`, or the network `fd20::/64`). Only the
+/// prefix-length form exists for IPv6; it is displayed (and so rendered into interfaces(5) and
+/// ip6tables rules) in canonical RFC 5952 form, whatever the profile wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv6Cidr {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl Ipv6Cidr {
+    /// Parses `addr/len`, len 0 to 128.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} has no prefix length (write it as address/len)"))?;
+        let addr: Ipv6Addr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IPv6 address"))?;
+        let prefix = len
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= 128)
+            .ok_or_else(|| format!("{len:?} is not a prefix length of 0 to 128"))?;
+        Ok(Ipv6Cidr { addr, prefix })
+    }
+
+    pub fn mask(&self) -> u128 {
+        u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    pub fn network(&self) -> Ipv6Cidr {
+        Ipv6Cidr {
+            addr: Ipv6Addr::from(u128::from(self.addr) & self.mask()),
+            prefix: self.prefix,
+        }
+    }
+
+    pub fn is_network(&self) -> bool {
+        self.network().addr == self.addr
+    }
+
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & self.mask() == u128::from(self.addr) & self.mask()
+    }
+
+    /// Why `addr` cannot be an interface's own address, if it cannot: the subnet-router anycast
+    /// address (all host bits zero, below /127), or an unspecified, loopback or multicast one.
+    pub fn host_address_problem(&self) -> Option<&'static str> {
+        if self.addr.is_unspecified() || self.addr.is_loopback() {
+            Some("is the unspecified or loopback address")
+        } else if self.addr.is_multicast() {
+            Some("is a multicast address")
+        } else if self.prefix < 127 && self.is_network() {
+            Some("is the subnet-router anycast address (no host bits)")
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub use bundle::names::MAX_IFNAME;
 
@@ -107,6 +175,28 @@ pub fn ifname_problem(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v6_networks() {
+        let a = Ipv6Cidr::parse("fd20:0:0::1/64").unwrap();
+        assert_eq!(a.to_string(), "fd20::1/64");
+        assert_eq!(a.network().to_string(), "fd20::/64");
+        assert!(a.host_address_problem().is_none());
+        assert!(a.network().contains(a.addr));
+        assert!(Ipv6Cidr::parse("fd20::/64")
+            .unwrap()
+            .host_address_problem()
+            .is_some());
+        assert!(Ipv6Cidr::parse("ff02::1/64")
+            .unwrap()
+            .host_address_problem()
+            .is_some());
+        assert!(Ipv6Cidr::parse("fd20::1").is_err());
+        assert!(Ipv6Cidr::parse("fd20::1/129").is_err());
+        assert!(Ipv6Cidr::parse("fd20::1/ffff::").is_err());
+        assert!(Ipv6Cidr::parse("10.0.0.1/24").is_err());
+        assert_eq!(Ipv6Cidr::parse("::/0").unwrap().mask(), 0);
+    }
 
     #[test]
     fn both_prefix_forms_parse_to_the_same_network() {

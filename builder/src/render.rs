@@ -2,8 +2,10 @@
 //! so the same profiles always render the same bytes.
 
 use crate::model::Host;
+use bundle::firewall::Family;
 use bundle::state::{Bridge, Interface, OvsState, Port, PortRole, OWNER_KEY, PSK_OPTION};
-use bundle::sysctl::IP_FORWARD;
+use bundle::sysctl::{IP6_FORWARD, IP_FORWARD};
+use bundle::tunnel::TunnelKind;
 use bundle::Chains;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -33,6 +35,13 @@ pub fn render_host(host: &Host) -> Rendered {
             ovs_state(host).to_bytes(),
         ),
     ];
+    if let Some(rules) = ip6tables(host) {
+        files.push((
+            bundle::IP6TABLES_NAME.to_string(),
+            0o644,
+            rules.into_bytes(),
+        ));
+    }
     if let Some(sysctl) = sysctl(host) {
         files.push((bundle::SYSCTL_NAME.to_string(), 0o644, sysctl.into_bytes()));
     }
@@ -50,7 +59,7 @@ pub fn interfaces(host: &Host) -> String {
         .bridges
         .iter()
         .flat_map(|b| &b.host_interfaces)
-        .filter_map(|h| h.address.map(|a| (&h.name, a)))
+        .filter(|h| h.address.is_some() || h.address6.is_some())
         .collect();
     let mut out = String::new();
     match &host.interfaces_file {
@@ -80,11 +89,23 @@ pub fn interfaces(host: &Host) -> String {
             );
         }
     }
-    for (name, addr) in addressed {
-        let _ = write!(
-            out,
-            "\nauto {name}\niface {name} inet static\n    address {addr}\n"
-        );
+    // One `auto` per interface, then a stanza per family (interfaces(5) allows an `inet` and an
+    // `inet6` stanza for one interface; ifup brings up both). Addresses are typed values,
+    // displayed canonically: nothing from the profile reaches the file as text of its own.
+    for h in addressed {
+        let name = &h.name;
+        let _ = write!(out, "\nauto {name}\n");
+        if let Some(addr) = h.address {
+            let _ = write!(out, "iface {name} inet static\n    address {addr}\n");
+        }
+        if let Some(addr) = h.address6 {
+            // dad-attempts 0: the address is usable at once (ifup would otherwise wait for
+            // duplicate address detection before the bridge's port can carry it).
+            let _ = write!(
+                out,
+                "iface {name} inet6 static\n    address {addr}\n    dad-attempts 0\n"
+            );
+        }
     }
     out
 }
@@ -124,6 +145,8 @@ pub fn ovs_state(host: &Host) -> OvsState {
                 ports.push(port(p, PortRole::Physical, "", BTreeMap::new()));
             }
             for g in &b.gre {
+                // Canonical text (RFC 5952 for IPv6), so the applier compares it with what
+                // ovsdb-server returns byte for byte.
                 let mut options =
                     BTreeMap::from([("remote_ip".to_string(), g.remote_ip.to_string())]);
                 if let Some(key) = g.key {
@@ -132,7 +155,12 @@ pub fn ovs_state(host: &Host) -> OvsState {
                 if let Some(psk) = &g.psk {
                     options.insert(PSK_OPTION.to_string(), psk.expose().to_string());
                 }
-                let mut p = port(&g.port, PortRole::Gre, g.kind.as_str(), options);
+                let mut p = port(
+                    &g.port,
+                    PortRole::Gre,
+                    g.kind.ovs_type(g.remote_ip),
+                    options,
+                );
                 p.protected = g.protected;
                 ports.push(p);
             }
@@ -157,7 +185,8 @@ pub fn iptables(host: &Host) -> String {
     // declarations, comments) is the bundle format's, shared with the applier that reads it.
     let mut rules: Vec<String> = Vec::new();
     for f in host.bridges.iter().filter_map(|b| b.forwarder.as_ref()) {
-        let (from, via, src) = (&f.from, &f.via, f.source);
+        let Some(src) = f.source else { continue };
+        let (from, via) = (&f.from, &f.via);
         rules.push(format!(
             "-A OVSB-POSTROUTING -s {src} -o {via} -j MASQUERADE"
         ));
@@ -169,19 +198,11 @@ pub fn iptables(host: &Host) -> String {
         ));
         rules.push(format!("-A OVSB-INPUT -i {from} -j ACCEPT"));
     }
-    // IPsec guard: a tunnel's packets to a PSK peer leave only under an IPsec policy. Until ovs-monitor-ipsec
+    // IPsec guard: GRE to a PSK peer leaves only under an IPsec policy. Until ovs-monitor-ipsec
     // and strongSwan have installed the peer's policies (first apply, PSK change, either daemon
     // restarting), the tunnel's packets are dropped instead of leaving in plaintext.
-    let psk_tunnels: Vec<(String, bundle::tunnel::TunnelKind)> = host
-        .bridges
-        .iter()
-        .flat_map(|b| &b.gre)
-        .filter(|g| g.psk.is_some())
-        .map(|g| (g.remote_ip.to_string(), g.kind))
-        .collect();
-    rules.extend(bundle::firewall::guard_rules(
-        psk_tunnels.iter().map(|(ip, k)| (ip.as_str(), *k)),
-    ));
+    rules.extend(guard_peer_rules(host, Family::V4));
+    rules.extend(TunnelKind::ALL.map(bundle::firewall::guard_drop_rule));
     let header = format!(
         "Generated by ovs-bundle from {}. Fills only the OVSB-* chains;\n\
          apply with iptables-restore --noflush (the applier does).",
@@ -192,14 +213,83 @@ pub fn iptables(host: &Host) -> String {
         .bundle_text(&header)
 }
 
-/// Kernel settings the host needs, if any.
+/// The IPsec guard's per-peer rules of the host's PSK tunnels to peers of `family` (each guard
+/// chain's drop rule comes on top, see `bundle::firewall::guard_rules`).
+fn guard_peer_rules(host: &Host, family: Family) -> Vec<String> {
+    let psk_tunnels: Vec<(String, bundle::tunnel::TunnelKind)> = host
+        .bridges
+        .iter()
+        .flat_map(|b| &b.gre)
+        .filter(|g| g.psk.is_some() && Family::of(g.remote_ip) == family)
+        .map(|g| (g.remote_ip.to_string(), g.kind))
+        .collect();
+    bundle::firewall::guard_chain(psk_tunnels.iter().map(|(ip, k)| (ip.as_str(), *k))).rules
+}
+
+/// ip6tables-restore input for the owned IPv6 chains, when the host has IPv6 rules: a forwarder
+/// with `source6` (MASQUERADE and FORWARD as for IPv4; its INPUT accept too) and the IPsec guard
+/// of PSK tunnels to IPv6 peers. `None`: the member is left out, which the applier reads as no
+/// IPv6 chains of ours (and removes any an earlier bundle made).
+pub fn ip6tables(host: &Host) -> Option<String> {
+    let mut rules: Vec<String> = Vec::new();
+    for f in host.bridges.iter().filter_map(|b| b.forwarder.as_ref()) {
+        let Some(src) = f.source6 else { continue };
+        let (from, via) = (&f.from, &f.via);
+        rules.push(format!(
+            "-A OVSB-POSTROUTING -s {src} -o {via} -j MASQUERADE"
+        ));
+        rules.push(format!(
+            "-A OVSB-FORWARD -s {src} -i {from} -o {via} -j ACCEPT"
+        ));
+        rules.push(format!(
+            "-A OVSB-FORWARD -d {src} -i {via} -o {from} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+        ));
+        rules.push(format!("-A OVSB-INPUT -i {from} -j ACCEPT"));
+    }
+    rules.extend(guard_peer_rules(host, Family::V6));
+    if rules.is_empty() {
+        return None;
+    }
+    rules.extend(TunnelKind::ALL.map(bundle::firewall::guard_drop_rule));
+    let header = format!(
+        "Generated by ovs-bundle from {}. Fills only the OVSB-* chains of ip6tables;\n\
+         apply with ip6tables-restore --noflush (the applier does).",
+        host.profile_rel
+    );
+    Some(
+        Chains::wanted_in(Family::V6, rules.iter().map(String::as_str))
+            .expect("every rule written above is for an owned chain")
+            .bundle_text(&header),
+    )
+}
+
+/// Kernel settings the host needs, if any: IPv4 forwarding for a forwarder, IPv6 forwarding too
+/// when it has `source6`.
 pub fn sysctl(host: &Host) -> Option<String> {
-    host.bridges.iter().any(|b| b.forwarder.is_some()).then(|| {
+    let forwarders: Vec<_> = host
+        .bridges
+        .iter()
+        .filter_map(|b| b.forwarder.as_ref())
+        .collect();
+    (!forwarders.is_empty()).then(|| {
+        let mut values = BTreeMap::new();
+        let v4 = forwarders.iter().any(|f| f.source.is_some());
+        let v6 = forwarders.iter().any(|f| f.source6.is_some());
+        if v4 {
+            values.insert(IP_FORWARD.to_string(), "1".to_string());
+        }
+        if v6 {
+            values.insert(IP6_FORWARD.to_string(), "1".to_string());
+        }
         let header = format!(
-            "Generated by ovs-bundle from {}: a NAT forwarder needs IPv4 forwarding.",
-            host.profile_rel
+            "Generated by ovs-bundle from {}: a NAT forwarder needs {} forwarding.",
+            host.profile_rel,
+            match (v4, v6) {
+                (true, true) => "IPv4 and IPv6",
+                (false, true) => "IPv6",
+                _ => "IPv4",
+            }
         );
-        let values = BTreeMap::from([(IP_FORWARD.to_string(), "1".to_string())]);
         bundle::sysctl::render(&header, &values)
     })
 }

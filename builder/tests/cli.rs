@@ -53,7 +53,7 @@ fn check_shows_every_unknown_key_at_once_with_carets_and_a_suggestion() {
          13 | remote_ipp = \"*********\"\n     | ^^^^^^^^^^\n  hint: did you mean `remote_ip`?\n",
         "./hosts/h1.toml:14:1: error: unknown key `psk_fil` in [[bridges.gre]]\n  \
          14 | psk_fil = \"****************\"\n     | ^^^^^^^\n  hint: did you mean `psk_file`?\n",
-        "./hosts/h2.toml:4:15: error: underlay_ip \"192.0.2.300\" is not an IPv4 address\n",
+        "./hosts/h2.toml:4:15: error: underlay_ip \"192.0.2.300\" is not an IPv4 or IPv6 address\n",
     ] {
         assert!(err.contains(want), "missing:\n{want}\nin:\n{err}");
     }

@@ -2,17 +2,91 @@
 //! read by the applier), as read from `iptables-save`, and the `iptables-restore --noflush` input
 //! that turns one into the other, one atomic commit per table. Rules outside the `OVSB-*` chains
 //! are never written, apart from one jump into each.
+//!
+//! IPv4 (`iptables`, the bundle's `iptables.rules`) and IPv6 (`ip6tables`, `ip6tables.rules`)
+//! are two [`Chains`] of the same chain names, told apart by their [`Family`]: the rule shapes
+//! are the same, only the addresses (and the guard's host prefix, /32 or /128) differ.
 
 use crate::tunnel::TunnelKind;
 use crate::IPTABLES_CHAINS;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
+/// Which netfilter family a set of chains is in: `iptables` or `ip6tables`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The command prefix: `iptables` or `ip6tables` (`-save`, `-restore` follow).
+    pub fn command(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    /// The prefix length of one host address.
+    pub fn host_prefix(self) -> u32 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    pub fn of(ip: std::net::IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// `addr/len` as a network of this family with no host bits (as iptables-save prints it).
+    fn network_problem(self, s: &str) -> Option<String> {
+        let ok = s.split_once('/').is_some_and(|(ip, len)| {
+            let Ok(len) = len.parse::<u32>() else {
+                return false;
+            };
+            match (self, ip.parse::<std::net::IpAddr>()) {
+                (Family::V4, Ok(std::net::IpAddr::V4(ip))) if len <= 32 => {
+                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                    u32::from(ip) & !mask == 0
+                }
+                // iptables-save prints IPv6 addresses in canonical (RFC 5952) form; any other
+                // spelling would never compare equal with what the kernel reports.
+                (Family::V6, Ok(std::net::IpAddr::V6(ip))) if len <= 128 => {
+                    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                    u128::from(ip) & !mask == 0
+                        && ip.to_string() == s.split('/').next().unwrap_or("")
+                }
+                _ => false,
+            }
+        });
+        let what = match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        };
+        (!ok).then(|| format!("{s:?} is not an {what} network (address/prefix, no host bits)"))
+    }
+}
+
 /// The state of the owned chains: per chain, whether it exists, its rules, and whether its
 /// built-in chain jumps to it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Chains {
     pub chains: BTreeMap<String, Chain>,
+    /// iptables or ip6tables (absent in snapshots written before IPv6: IPv4).
+    #[serde(default, skip_serializing_if = "is_v4")]
+    pub family: Family,
+}
+
+fn is_v4(f: &Family) -> bool {
+    *f == Family::V4
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -41,7 +115,7 @@ pub struct RulesError {
 /// - `-A OVSB-FORWARD -d CIDR -i VIA -o FROM -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`
 /// - `-A OVSB-INPUT -i FROM -j ACCEPT`
 /// - `-A OVSB-OUTPUT -d PEER/32 -j OVSB-GUARD-GRE` (a PSK tunnel's plaintext guard; `-VXLAN`,
-///   `-GENEVE` for those types), and the guard chains' own rule,
+///   `-GENEVE` for those types; `/128` in ip6tables), and the guard chains' own rule,
 ///   `-A OVSB-GUARD-GRE -p gre -m policy --dir out --pol none -j DROP` (the type's match)
 /// - `-A OVSB-OUTPUT -d PEER/32 -p gre -m policy --dir out --pol none -j DROP`: the guard as
 ///   bundles before the guard chains wrote it, still accepted so that those generations apply
@@ -49,28 +123,30 @@ pub struct RulesError {
 /// A signed bundle is no reason to open the host's firewall wider than that (`-j ACCEPT` alone
 /// in `OVSB-INPUT` would accept everything, ahead of the operator's own rules).
 pub fn rule_shape_problem(rule: &str) -> Option<String> {
+    rule_shape_problem_in(Family::V4, rule)
+}
+
+/// [`rule_shape_problem`] for chains of `family`: the same shapes, with that family's addresses.
+pub fn rule_shape_problem_in(family: Family, rule: &str) -> Option<String> {
     let w: Vec<&str> = rule.split_whitespace().collect();
     // A network as iptables-save prints it: no host bits (iptables would normalise them, and
     // the rule would never match what the bundle says).
-    let cidr = |s: &str| {
-        let ok = s.split_once('/').is_some_and(|(ip, len)| {
-            match (ip.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) {
-                (Ok(ip), Ok(len)) if len <= 32 => {
-                    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                    u32::from(ip) & !mask == 0
-                }
-                _ => false,
-            }
-        });
-        (!ok).then(|| format!("{s:?} is not an IPv4 network (address/prefix, no host bits)"))
-    };
+    let cidr = |s: &str| family.network_problem(s);
     let ifname = |s: &str| crate::names::ifname_problem(s).map(|p| format!("interface {s:?}: {p}"));
-    let one_peer = |peer: &str| match peer
-        .strip_suffix("/32")
-        .map(str::parse::<std::net::Ipv4Addr>)
-    {
-        Some(Ok(_)) => None,
-        _ => Some(format!("{peer:?} is not one IPv4 address")),
+    let one_peer = |peer: &str| {
+        let one = peer
+            .strip_suffix(&format!("/{}", family.host_prefix()))
+            .is_some();
+        match family.network_problem(peer) {
+            None if one => None,
+            _ => Some(format!(
+                "{peer:?} is not one {} address",
+                match family {
+                    Family::V4 => "IPv4",
+                    Family::V6 => "IPv6",
+                }
+            )),
+        }
     };
     match w.as_slice() {
         ["-A", "OVSB-POSTROUTING", "-s", src, "-o", via, "-j", "MASQUERADE"] => {
@@ -110,8 +186,8 @@ pub fn rule_shape_problem(rule: &str) -> Option<String> {
 pub const GUARD_CHAIN: &str = "OVSB-OUTPUT";
 
 /// Every chain of the IPsec guard: `OVSB-OUTPUT`, whose rules follow the PSK tunnels, and one
-/// chain per tunnel type with one fixed rule. All of them are part of what `--gre-only`
-/// reconciles, as they follow the tunnels.
+/// chain per tunnel type with one fixed rule (see `crate::IPTABLES_CHAINS` for why). All of them
+/// are part of what `--gre-only` reconciles, as they follow the tunnels.
 pub const GUARD_CHAINS: [&str; 4] = [
     GUARD_CHAIN,
     "OVSB-GUARD-GRE",
@@ -119,10 +195,12 @@ pub const GUARD_CHAINS: [&str; 4] = [
     "OVSB-GUARD-GENEVE",
 ];
 
-/// The IPsec guard rule for a PSK tunnel of type `kind` to `peer` (an IPv4 address): its
-/// packets to that peer go through the type's guard chain.
+/// The IPsec guard rule for a PSK tunnel of type `kind` to `peer` (an IPv4 or IPv6 address, in
+/// canonical form): its packets to that peer go through the type's guard chain. An IPv6 peer's
+/// rule (`/128`) belongs in the ip6tables chains.
 pub fn guard_rule(peer: &str, kind: TunnelKind) -> String {
-    format!("-A {GUARD_CHAIN} -d {peer}/32 -j {}", kind.guard_chain())
+    let len = if peer.contains(':') { 128 } else { 32 };
+    format!("-A {GUARD_CHAIN} -d {peer}/{len} -j {}", kind.guard_chain())
 }
 
 /// The one rule of `kind`'s guard chain: the type's tunnel packets that no IPsec policy covers
@@ -135,11 +213,9 @@ pub fn guard_drop_rule(kind: TunnelKind) -> String {
     )
 }
 
-/// The guard's rules for these PSK tunnels (peer, type), every guard chain's included: every
-/// tunnel with a PSK gets its rule, once per peer and type (keyed tunnels to one peer share it).
-pub fn guard_rules<'a>(
-    psk_tunnels: impl IntoIterator<Item = (&'a str, TunnelKind)>,
-) -> Vec<String> {
+/// The per-peer guard chain (`OVSB-OUTPUT`) for these PSK tunnels (peer, type): every tunnel
+/// with a PSK gets its rule, once per peer and type (keyed tunnels to one peer share it).
+pub fn guard_chain<'a>(psk_tunnels: impl IntoIterator<Item = (&'a str, TunnelKind)>) -> Chain {
     let mut rules: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
     for (peer, kind) in psk_tunnels {
@@ -147,11 +223,47 @@ pub fn guard_rules<'a>(
             rules.push(guard_rule(peer, kind));
         }
     }
+    Chain {
+        exists: true,
+        rules,
+        jump: true,
+    }
+}
+
+/// Every rule of the guard for these PSK tunnels: [`guard_chain`]'s, then each type's drop
+/// (present in every bundle, so that the per-type chains never depend on which tunnels exist).
+pub fn guard_rules<'a>(
+    psk_tunnels: impl IntoIterator<Item = (&'a str, TunnelKind)>,
+) -> Vec<String> {
+    let mut rules = guard_chain(psk_tunnels).rules;
     rules.extend(TunnelKind::ALL.into_iter().map(guard_drop_rule));
     rules
 }
 
 impl Chains {
+    /// The owned chains of `family` as `<family>-save` shows them.
+    pub fn from_save_in(family: Family, save: &str) -> Chains {
+        let mut out = Chains::from_save(save);
+        out.family = family;
+        out
+    }
+
+    /// What a bundle's `ip6tables.rules` (`family` V6) or `iptables.rules` asks for.
+    pub fn from_bundle_in(family: Family, rules: &str) -> Result<Chains, RulesError> {
+        let mut out = Chains::from_bundle_checked(family, rules)?;
+        out.family = family;
+        Ok(out)
+    }
+
+    /// [`Chains::wanted`] for `family`.
+    pub fn wanted_in<'a>(
+        family: Family,
+        rules: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Chains, RulesError> {
+        let text = Chains::wanted_text(rules)?;
+        Chains::from_bundle_in(family, &text)
+    }
+
     /// This state, with the IPsec guard's chains as `other` has them.
     pub fn with_guard_of(&self, other: &Chains) -> Chains {
         let mut out = self.clone();
@@ -164,29 +276,18 @@ impl Chains {
         out
     }
 
-    /// This state with the IPsec guard of these PSK tunnels (see [`guard_rules`]).
-    pub fn with_guard<'a>(
-        &self,
-        psk_tunnels: impl IntoIterator<Item = (&'a str, TunnelKind)>,
-    ) -> Chains {
+    /// This state with `guard` (see [`guard_chain`]) as its per-peer guard chain, and every
+    /// type's guard chain holding its drop.
+    pub fn with_guard(&self, guard: Chain) -> Chains {
         let mut out = self.clone();
-        for chain in GUARD_CHAINS {
-            out.chains.insert(
-                chain.to_string(),
-                Chain {
-                    exists: true,
-                    rules: Vec::new(),
-                    jump: chain == GUARD_CHAIN,
-                },
-            );
-        }
-        for rule in guard_rules(psk_tunnels) {
-            let chain = rule.split_whitespace().nth(1).unwrap_or_default();
-            out.chains
-                .get_mut(chain)
-                .expect("a guard chain")
-                .rules
-                .push(rule);
+        out.chains.insert(GUARD_CHAIN.to_string(), guard);
+        for kind in TunnelKind::ALL {
+            let chain = Chain {
+                exists: true,
+                rules: vec![guard_drop_rule(kind)],
+                jump: false,
+            };
+            out.chains.insert(kind.guard_chain().to_string(), chain);
         }
         out
     }
@@ -250,6 +351,10 @@ impl Chains {
     /// What a bundle's `iptables.rules` asks for: every owned chain, with its jump. Refuses any
     /// line that would touch a chain this tool does not own.
     pub fn from_bundle(rules: &str) -> Result<Chains, RulesError> {
+        Chains::from_bundle_checked(Family::V4, rules)
+    }
+
+    fn from_bundle_checked(family: Family, rules: &str) -> Result<Chains, RulesError> {
         let mut out = Chains::default();
         for (_, builtin, chain) in IPTABLES_CHAINS {
             out.chains.insert(
@@ -296,7 +401,7 @@ impl Chains {
                     let chain = owner(name).ok_or_else(|| {
                         err(format!("appends to chain {name} in table {table}, which ovs-bundle does not own"))
                     })?;
-                    if let Some(why) = rule_shape_problem(line) {
+                    if let Some(why) = rule_shape_problem_in(family, line) {
                         return Err(err(format!(
                             "{line:?} is not a rule ovs-bundle makes ({why}); the applier applies only \
                              a NAT forwarder's rules (MASQUERADE of its source out of its uplink, \
@@ -323,6 +428,10 @@ impl Chains {
     /// Every owned chain, existing and jumped to, holding `rules` (`-A OVSB-... ...` lines, in
     /// order): what a bundle wants. Refuses a rule for a chain this tool does not own.
     pub fn wanted<'a>(rules: impl IntoIterator<Item = &'a str>) -> Result<Chains, RulesError> {
+        Chains::from_bundle(&Chains::wanted_text(rules)?)
+    }
+
+    fn wanted_text<'a>(rules: impl IntoIterator<Item = &'a str>) -> Result<String, RulesError> {
         let mut text = String::new();
         let mut by_table: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (n, rule) in rules.into_iter().enumerate() {
@@ -344,7 +453,7 @@ impl Chains {
             }
             text.push_str("COMMIT\n");
         }
-        Chains::from_bundle(&text)
+        Ok(text)
     }
 
     /// The bundle's `iptables.rules`: `header` as comment lines, then per table every owned chain
@@ -456,7 +565,13 @@ impl Chains {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::tunnel::TunnelKind;
+
+    const SAVE: &str =
+        "# Generated by iptables-save\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n\
+        :OVSB-FORWARD - [0:0]\n-A FORWARD -j OVSB-FORWARD\n-A FORWARD -i x -j DROP\n\
+        -A OVSB-FORWARD -i priv0 -j ACCEPT\nCOMMIT\n*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
 
     #[test]
     fn guard_rules_of_every_tunnel_type_have_an_accepted_shape() {
@@ -498,6 +613,14 @@ mod tests {
         let chains = Chains::wanted(rules.iter().map(String::as_str)).unwrap();
         assert_eq!(chains.chains["OVSB-OUTPUT"].rules.len(), 2);
         assert!(!chains.chains["OVSB-GUARD-GRE"].jump && chains.chains["OVSB-OUTPUT"].jump);
+        // What the builder writes is what the applier derives for the same tunnels.
+        let derived = Chains::from_bundle("")
+            .unwrap()
+            .with_guard(super::guard_chain([
+                ("192.0.2.2", TunnelKind::Gre),
+                ("192.0.2.2", TunnelKind::Geneve),
+            ]));
+        assert_eq!(derived, chains);
         // Read back from iptables-save, the guard chains are no different from what was wanted.
         let save = chains.bundle_text("");
         assert_eq!(
@@ -505,13 +628,6 @@ mod tests {
             chains.chains["OVSB-GUARD-GRE"]
         );
     }
-
-    use super::*;
-
-    const SAVE: &str =
-        "# Generated by iptables-save\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n\
-        :OVSB-FORWARD - [0:0]\n-A FORWARD -j OVSB-FORWARD\n-A FORWARD -i x -j DROP\n\
-        -A OVSB-FORWARD -i priv0 -j ACCEPT\nCOMMIT\n*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
 
     #[test]
     fn save_output_is_read_for_owned_chains_only() {
@@ -616,6 +732,41 @@ mod tests {
                 .unwrap_err();
         assert_eq!(err.line, 3);
         assert!(err.reason.contains("not a rule ovs-bundle makes"), "{err}");
+    }
+
+    #[test]
+    fn v6_chains_take_v6_addresses_only() {
+        let ok = [
+            "-A OVSB-POSTROUTING -s fd20::/64 -o up0 -j MASQUERADE",
+            "-A OVSB-FORWARD -d fd20::/64 -i up0 -o priv0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            "-A OVSB-OUTPUT -d 2001:db8::2/128 -p udp -m udp --dport 4789 -m policy --dir out --pol none -j DROP",
+            "-A OVSB-OUTPUT -d 2001:db8::2/128 -j OVSB-GUARD-VXLAN",
+        ];
+        for r in ok {
+            assert_eq!(rule_shape_problem_in(Family::V6, r), None, "{r}");
+            assert!(rule_shape_problem_in(Family::V4, r).is_some(), "{r}");
+        }
+        for r in [
+            "-A OVSB-POSTROUTING -s fd20::1/64 -o up0 -j MASQUERADE",
+            "-A OVSB-POSTROUTING -s fd20:0::/64 -o up0 -j MASQUERADE",
+            "-A OVSB-OUTPUT -d 2001:db8::2/64 -p gre -m policy --dir out --pol none -j DROP",
+            "-A OVSB-OUTPUT -d 2001:db8::2/64 -j OVSB-GUARD-GRE",
+            "-A OVSB-POSTROUTING -s 10.0.0.0/24 -o up0 -j MASQUERADE",
+        ] {
+            assert!(rule_shape_problem_in(Family::V6, r).is_some(), "{r}");
+        }
+        assert_eq!(
+            guard_rule("2001:db8::2", TunnelKind::Gre),
+            "-A OVSB-OUTPUT -d 2001:db8::2/128 -j OVSB-GUARD-GRE"
+        );
+        let want = Chains::wanted_in(Family::V6, ok).unwrap();
+        assert_eq!(want.family, Family::V6);
+        let text = want.bundle_text("v6");
+        assert_eq!(Chains::from_bundle_in(Family::V6, &text).unwrap(), want);
+        assert!(Chains::from_bundle(&text).is_err());
+        // Snapshots from before IPv6 read as IPv4.
+        let old: Chains = serde_json::from_str(r#"{"chains":{}}"#).unwrap();
+        assert_eq!(old.family, Family::V4);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub const INTERFACES_NAME: &str = "interfaces";
 pub const OVS_NAME: &str = "ovs.json";
 /// iptables-restore input filling this tool's own chains.
 pub const IPTABLES_NAME: &str = "iptables.rules";
+/// ip6tables-restore input filling this tool's own IPv6 chains (present only when the host has
+/// IPv6 rules: a v6 forwarder or the IPsec guard of a PSK tunnel to an IPv6 peer).
+pub const IP6TABLES_NAME: &str = "ip6tables.rules";
 /// sysctl settings (present only when the host needs any, e.g. a NAT forwarder).
 pub const SYSCTL_NAME: &str = "sysctl.conf";
 /// The DHCP server's configuration (present only when a bridge serves DHCP; see [`dhcp`]).

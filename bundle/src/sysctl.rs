@@ -1,12 +1,17 @@
 //! `sysctl.conf` in a bundle: `key = value` lines. The builder writes it, the applier reads it and
-//! installs it as a drop-in; the only key a bundle may set is [`IP_FORWARD`].
+//! installs it as a drop-in; the only keys a bundle may set are [`IP_FORWARD`] and
+//! [`IP6_FORWARD`].
 
 use std::collections::BTreeMap;
 
-/// The only kernel setting a bundle may carry.
+/// A kernel setting a bundle may carry: IPv4 forwarding, for a NAT forwarder.
 pub const IP_FORWARD: &str = "net.ipv4.ip_forward";
 /// Where the applier reads and writes [`IP_FORWARD`], relative to `/proc`.
 pub const IP_FORWARD_PROC: &str = "sys/net/ipv4/ip_forward";
+/// The other: IPv6 forwarding on every interface, for an IPv6 forwarder.
+pub const IP6_FORWARD: &str = "net.ipv6.conf.all.forwarding";
+/// Where the applier reads and writes [`IP6_FORWARD`], relative to `/proc`.
+pub const IP6_FORWARD_PROC: &str = "sys/net/ipv6/conf/all/forwarding";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SysctlError {
@@ -14,7 +19,7 @@ pub enum SysctlError {
     NotText,
     #[error("sysctl.conf: {0:?} is not key = value")]
     Syntax(String),
-    #[error("sysctl.conf sets {0}; the applier only sets {IP_FORWARD}")]
+    #[error("sysctl.conf sets {0}; the applier only sets {IP_FORWARD} and {IP6_FORWARD}")]
     Forbidden(String),
 }
 
@@ -31,7 +36,7 @@ pub fn parse(data: &[u8]) -> Result<BTreeMap<String, String>, SysctlError> {
             .split_once('=')
             .ok_or_else(|| SysctlError::Syntax(line.to_string()))?;
         let (k, v) = (k.trim(), v.trim());
-        if k != IP_FORWARD {
+        if k != IP_FORWARD && k != IP6_FORWARD {
             return Err(SysctlError::Forbidden(k.to_string()));
         }
         out.insert(k.to_string(), v.to_string());
@@ -61,6 +66,10 @@ mod tests {
     fn only_ip_forward_may_be_set() {
         assert_eq!(
             parse(b"# c\nnet.ipv4.ip_forward = 1\n").unwrap()[IP_FORWARD],
+            "1"
+        );
+        assert_eq!(
+            parse(b"net.ipv6.conf.all.forwarding=1").unwrap()[IP6_FORWARD],
             "1"
         );
         assert_eq!(

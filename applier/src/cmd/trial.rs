@@ -260,6 +260,11 @@ impl Probe for RealProbe {
         std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    fn routes6(&mut self) -> Result<String, String> {
+        let path = self.proc_dir.join("net/ipv6_route");
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     fn xfrm_states(&mut self) -> Result<String, String> {
         let out = Command::new("ip")
             .args(["xfrm", "state"])

@@ -325,7 +325,7 @@ impl Live {
                             name: p.name.clone(),
                             role: match i.kind.as_str() {
                                 "internal" => PortRole::Internal,
-                                k if bundle::tunnel::TunnelKind::parse(k).is_some() => {
+                                k if bundle::tunnel::TunnelKind::from_ovs_type(k).is_some() => {
                                     PortRole::Gre
                                 }
                                 _ => PortRole::Physical,

@@ -127,7 +127,7 @@ pub fn plan(
                 .map(|i| i.kind.as_str());
             // Tunnels of every type are what --gre-only reconciles.
             let live_role_in_scope = scope == Scope::Full
-                || kind.is_some_and(|k| bundle::tunnel::TunnelKind::parse(k).is_some());
+                || kind.is_some_and(|k| bundle::tunnel::TunnelKind::from_ovs_type(k).is_some());
             if !live_role_in_scope
                 || (scope == Scope::GreOnly && !desired.bridges.iter().any(|b| b.name == lb.name))
             {

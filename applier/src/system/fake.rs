@@ -9,6 +9,7 @@
 
 use super::{IfAction, SysError, System};
 use crate::ovs::{Live, LiveBridge, LiveIface, LivePort, OvsChange};
+use bundle::firewall::Family;
 use bundle::state::OvsState;
 use bundle::Chains;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 pub struct FakeSystem {
     pub ovs: Live,
     pub chains: Chains,
+    /// The owned ip6tables chains.
+    pub chains6: Chains,
     pub files: BTreeMap<PathBuf, Vec<u8>>,
     pub dirs: BTreeSet<PathBuf>,
     /// Interfaces ifup brought up (and ifdown did not take down since).
@@ -49,6 +52,7 @@ pub struct View {
     pub root: (BTreeMap<String, String>, BTreeMap<String, String>),
     pub foreign: Vec<String>,
     pub chains: Chains,
+    pub chains6: Chains,
     /// Text files as text, others as their SHA-256.
     pub files: BTreeMap<PathBuf, String>,
     pub dirs: BTreeSet<PathBuf>,
@@ -65,6 +69,7 @@ impl Default for FakeSystem {
                 ..Live::default()
             },
             chains: Chains::from_save(""),
+            chains6: Chains::from_save_in(Family::V6, ""),
             files: BTreeMap::new(),
             dirs: BTreeSet::new(),
             up: BTreeSet::new(),
@@ -84,10 +89,11 @@ impl Default for FakeSystem {
 }
 
 impl FakeSystem {
-    /// A host with `/proc/sys/net/ipv4/ip_forward` at 0.
+    /// A host with IPv4 and IPv6 forwarding at 0.
     pub fn new() -> FakeSystem {
         let mut f = FakeSystem::default();
         f.put("/proc/sys/net/ipv4/ip_forward", b"0\n");
+        f.put("/proc/sys/net/ipv6/conf/all/forwarding", b"0\n");
         f
     }
 
@@ -168,6 +174,7 @@ impl FakeSystem {
             owned,
             foreign,
             chains: self.chains.clone(),
+            chains6: self.chains6.clone(),
             files,
             dirs: self.dirs.clone(),
             up: self.up.clone(),
@@ -441,7 +448,11 @@ impl System for FakeSystem {
         self.firewall_pending = None;
     }
 
-    fn firewall_read(&mut self) -> Result<Chains, SysError> {
+    fn firewall_read(&mut self, family: Family) -> Result<Chains, SysError> {
+        if family == Family::V6 {
+            self.tick("firewall6_read".into())?;
+            return Ok(self.chains6.clone());
+        }
         let pending = self.firewall_pending.take();
         self.tick("firewall_read".into())?;
         Ok(pending.unwrap_or_else(|| self.chains.clone()))
@@ -455,7 +466,8 @@ impl System for FakeSystem {
     ) -> Result<(), SysError> {
         self.read_cancel();
         self.tick(format!(
-            "firewall_write{}",
+            "firewall{}_write{}",
+            if want.family == Family::V6 { "6" } else { "" },
             if test_only { " --test" } else { "" }
         ))?;
         if !test_only && !self.firewall_ignores_writes {
@@ -463,7 +475,10 @@ impl System for FakeSystem {
             for c in now.chains.values_mut().filter(|c| !c.exists) {
                 *c = Default::default();
             }
-            self.chains = now;
+            match want.family {
+                Family::V4 => self.chains = now,
+                Family::V6 => self.chains6 = now,
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub use real::{atomic_write, RealSystem};
 
 use crate::ovs::{Live, OvsChange};
 use crate::ovsdb::OvsdbError;
+use bundle::firewall::Family;
 use bundle::Chains;
 use std::path::{Path, PathBuf};
 
@@ -93,10 +94,12 @@ pub trait System {
     /// Drops reads [`System::read_begin`] started that nobody took: an operation that ends
     /// early must not leave the next one a state from before it.
     fn read_cancel(&mut self) {}
-    /// This tool's iptables chains as they are (as of the last `read_begin`, if one is pending).
-    fn firewall_read(&mut self) -> Result<Chains, SysError>;
-    /// Turns the chains from `current` into `want` in one commit per table (only a dry run of
-    /// that commit when `test_only`).
+    /// This tool's chains of `family` as they are: iptables (as of the last `read_begin`, if
+    /// one is pending) or ip6tables.
+    fn firewall_read(&mut self, family: Family) -> Result<Chains, SysError>;
+    /// Turns the chains from `current` into `want` (both of `want.family`) in one commit per
+    /// table (only a dry run of that commit when `test_only`), with `iptables-restore` or
+    /// `ip6tables-restore`.
     fn firewall_write(
         &mut self,
         want: &Chains,

@@ -4,6 +4,7 @@
 use super::{DhcpInstance, IfAction, SysError, System};
 use crate::ovs::{self, Live, OvsChange};
 use crate::ovsdb::Connection;
+use bundle::firewall::Family;
 use bundle::Chains;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -149,6 +150,12 @@ fn finish(child: std::process::Child, name: String) -> Result<String, SysError> 
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Whether `program` is on the PATH.
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
 impl System for RealSystem {
     fn ovs_read(&mut self) -> Result<Live, SysError> {
         let pending = self.ovs_pending.take();
@@ -225,7 +232,16 @@ impl System for RealSystem {
         self.discard_pending();
     }
 
-    fn firewall_read(&mut self) -> Result<Chains, SysError> {
+    fn firewall_read(&mut self, family: Family) -> Result<Chains, SysError> {
+        if family == Family::V6 {
+            // A host without ip6tables has no IPv6 chains of ours; a bundle that wants some
+            // then fails at its ip6tables-restore --test, before anything changed.
+            if !installed("ip6tables-save") {
+                return Ok(Chains::from_save_in(Family::V6, ""));
+            }
+            let save = run(&mut Command::new("ip6tables-save"), None)?;
+            return Ok(Chains::from_save_in(Family::V6, &save));
+        }
         let save = match self.firewall_pending.take() {
             Some(pending) => pending.join().map_err(|_| SysError::Command {
                 command: "iptables-save".into(),
@@ -243,7 +259,7 @@ impl System for RealSystem {
         test_only: bool,
     ) -> Result<(), SysError> {
         self.discard_pending();
-        let mut cmd = Command::new("iptables-restore");
+        let mut cmd = Command::new(format!("{}-restore", want.family.command()));
         cmd.arg("--noflush");
         if test_only {
             cmd.arg("--test");

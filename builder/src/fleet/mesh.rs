@@ -10,7 +10,7 @@ use crate::shape::{Field, Kind};
 use bundle::psk::Psk;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use toml::Spanned;
 
@@ -202,6 +202,28 @@ pub fn expand_meshes(
                     .hint("list the hosts to join"),
             );
         }
+        // A tunnel joins two underlays of one family: a mesh over IPv4 and IPv6 hosts would
+        // make tunnels no peer can answer.
+        let families: Vec<(bool, &str)> = members
+            .iter()
+            .map(|&(h, _)| (hosts[h].underlay_ip.is_ipv4(), hosts[h].name.as_str()))
+            .collect();
+        if let (Some(v4), Some(v6)) = (
+            families.iter().find(|f| f.0),
+            families.iter().find(|f| !f.0),
+        ) {
+            diags.push(
+                Diagnostic::error(
+                    Some(mesh_loc.clone()),
+                    format!(
+                        "the mesh on {bridge} joins {} (IPv4 underlay) and {} (IPv6 underlay); a tunnel's ends must be of one address family",
+                        v4.1, v6.1
+                    ),
+                )
+                .hint("make one mesh per address family"),
+            );
+            continue;
+        }
         if diags.len() > before {
             continue;
         }
@@ -220,7 +242,7 @@ pub fn expand_meshes(
             .iter()
             .map(|e| e.keys().cloned().collect())
             .collect();
-        let peers: Vec<(Ipv4Addr, String)> = members
+        let peers: Vec<(IpAddr, String)> = members
             .iter()
             .map(|&(h, _)| (hosts[h].underlay_ip, hosts[h].name.clone()))
             .collect();

@@ -12,10 +12,10 @@ pub use mesh::{derive_psk, expand_meshes};
 
 use crate::diag::{Diagnostic, Loc};
 use crate::model::{Gre, Host};
-use crate::net::Ipv4Cidr;
+use crate::net::{Ipv4Cidr, Ipv6Cidr};
 use bundle::tunnel::TunnelKind;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One end of a link: host, bridge, and whether its tunnel port is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,7 +27,7 @@ struct End {
 
 /// Cross-host checks on fully expanded hosts. Errors and notes go to `diags`.
 pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
-    let mut by_ip: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
     for (i, host) in hosts.iter().enumerate() {
         if let Some(&first) = by_ip.get(&host.underlay_ip) {
             let first = &hosts[first];
@@ -47,7 +47,7 @@ pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
     }
     // Each host's tunnels by peer address, type and key: the two ends of a link must agree on
     // all three (a keyed tunnel is only found by the same key at the other end).
-    type TunnelId = (Ipv4Addr, TunnelKind, Option<u32>);
+    type TunnelId = (IpAddr, TunnelKind, Option<u32>);
     let tunnels: Vec<HashMap<TunnelId, (usize, &Gre)>> = hosts
         .iter()
         .map(|h| {
@@ -231,17 +231,95 @@ fn check_addresses(hosts: &[Host], links: &[(End, End)], diags: &mut Vec<Diagnos
             }
         }
     }
+    check_addresses6(hosts, &net_of, diags);
     for (h, host) in hosts.iter().enumerate() {
         for (b, bridge) in host.bridges.iter().enumerate() {
             let Some(f) = &bridge.forwarder else { continue };
+            // An IPv6-only forwarder does not route the IPv4 addresses behind it.
+            let Some(source) = f.source else { continue };
             for (a, other, loc) in addrs.get(&net_of[&(h, b)]).into_iter().flatten() {
-                if !f.source.contains(a.addr) {
+                if !source.contains(a.addr) {
                     diags.push(
                         Diagnostic::error(
                             Some(f.loc.clone()),
-                            format!("forwarder of {} on {} has source {}, which does not contain {} of host {other} ({loc}) behind it", host.name, bridge.name, f.source, a.addr),
+                            format!("forwarder of {} on {} has source {source}, which does not contain {} of host {other} ({loc}) behind it", host.name, bridge.name, a.addr),
                         )
                         .hint("widen source to the whole network behind the forwarder"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The IPv6 side of [`check_addresses`]: subnets of different L2 networks disjoint, on each
+/// network no `address6` twice, and a forwarder's `source6` holds every `address6` behind it.
+fn check_addresses6(
+    hosts: &[Host],
+    net_of: &HashMap<(usize, usize), usize>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut addrs: BTreeMap<usize, Vec<(Ipv6Addr, &str, &Loc)>> = BTreeMap::new();
+    // Each subnet once per network: (first address, last, network, subnet, where first seen).
+    let mut subnets: Vec<(u128, u128, usize, Ipv6Cidr, &Loc)> = Vec::new();
+    for (h, host) in hosts.iter().enumerate() {
+        for (b, bridge) in host.bridges.iter().enumerate() {
+            for hi in &bridge.host_interfaces {
+                if let Some(a) = hi.address6 {
+                    let net = net_of[&(h, b)];
+                    addrs
+                        .entry(net)
+                        .or_default()
+                        .push((a.addr, &host.name, &hi.loc));
+                    let n = a.network();
+                    let start = u128::from(n.addr);
+                    if !subnets.iter().any(|s| s.2 == net && s.3 == n) {
+                        subnets.push((start, start | !n.mask(), net, n, &hi.loc));
+                    }
+                }
+            }
+        }
+    }
+    subnets.sort_by_key(|s| (s.0, s.1));
+    for (i, a) in subnets.iter().enumerate() {
+        for b in subnets[i + 1..].iter().take_while(|b| b.0 <= a.1) {
+            if a.2 != b.2 {
+                diags.push(
+                    Diagnostic::error(
+                        Some(b.4.clone()),
+                        format!(
+                            "IPv6 subnet {} overlaps {} ({}) of another L2 network",
+                            b.3, a.3, a.4
+                        ),
+                    )
+                    .hint("separate networks need separate subnets, or NAT and routing break"),
+                );
+            }
+        }
+    }
+    for list in addrs.values() {
+        let mut seen: HashMap<Ipv6Addr, (&str, &Loc)> = HashMap::new();
+        for (a, host, loc) in list {
+            if let Some((other, first)) = seen.insert(*a, (host, loc)) {
+                diags.push(
+                    Diagnostic::error(Some((*loc).clone()), format!("address6 {a} of host {host} is also host {other}'s ({first}), on the same L2 network"))
+                        .hint("give every interface on a network its own address"),
+                );
+            }
+        }
+    }
+    for (h, host) in hosts.iter().enumerate() {
+        for (b, bridge) in host.bridges.iter().enumerate() {
+            let Some(f) = &bridge.forwarder else { continue };
+            let Some(source6) = f.source6 else { continue };
+            for (a, other, loc) in addrs.get(&net_of[&(h, b)]).into_iter().flatten() {
+                if !source6.contains(*a) {
+                    diags.push(
+                        Diagnostic::error(
+                            Some(f.loc.clone()),
+                            format!("forwarder of {} on {} has source6 {source6}, which does not contain {a} of host {other} ({loc}) behind it", host.name, bridge.name),
+                        )
+                        .hint("widen source6 to the whole network behind the forwarder"),
                     );
                 }
             }

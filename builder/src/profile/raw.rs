@@ -35,6 +35,7 @@ const BRIDGE: &[Field] = &[
 const HOST_IF: &[Field] = &[
     Field::req("name", Kind::Str),
     Field::opt("address", Kind::Str),
+    Field::opt("address6", Kind::Str),
 ];
 const GRE: &[Field] = &[
     Field::req("remote_ip", Kind::Str),
@@ -47,7 +48,9 @@ const GRE: &[Field] = &[
 const FORWARDER: &[Field] = &[
     Field::req("from", Kind::Str),
     Field::req("via", Kind::Str),
-    Field::req("source", Kind::Str),
+    // One of the two, or both: validation says so when neither is there.
+    Field::opt("source", Kind::Str),
+    Field::opt("source6", Kind::Str),
 ];
 
 const DHCP: &[Field] = &[
@@ -116,6 +119,8 @@ pub(super) enum RawHostInterface {
 pub(super) struct RawHostInterfaceTable {
     pub(super) name: String,
     pub(super) address: Option<String>,
+    /// An IPv6 address with prefix length (`fd20::1/64`).
+    pub(super) address6: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +143,10 @@ pub(super) struct RawGre {
 pub(super) struct RawForwarder {
     pub(super) from: Spanned<String>,
     pub(super) via: Spanned<String>,
-    pub(super) source: Spanned<String>,
+    /// The IPv4 network behind `from`; optional when `source6` is given.
+    pub(super) source: Option<Spanned<String>>,
+    /// The IPv6 network behind `from` (`fd20::/64`): NATed out of `via` as well.
+    pub(super) source6: Option<Spanned<String>>,
 }
 
 #[cfg(test)]
@@ -160,10 +168,10 @@ interfaces_file = "x"
 name = "br0"
 datapath = "system"
 rstp = true
-host_interfaces = ["a", { name = "b", address = "10.0.0.1/24" }]
+host_interfaces = ["a", { name = "b", address = "10.0.0.1/24", address6 = "fd00::1/64" }]
 physical_interfaces = ["eth1"]
 gre = [{ remote_ip = "192.0.2.3", type = "vxlan", key = 7, psk = "0123456789abcdef", psk_file = "f", external = true }]
-forwarder = { from = "a", via = "eth0", source = "10.0.0.0/24" }
+forwarder = { from = "a", via = "eth0", source = "10.0.0.0/24", source6 = "fd00::/64" }
 dhcp = { interface = "b", range_start = "10.0.0.100", range_end = "10.0.0.200", lease_time = "12h", leases = [{ mac = "52:54:00:00:00:01", ip = "10.0.0.10", name = "n1" }] }
 
 [[bridges]]

@@ -5,12 +5,12 @@
 use super::raw::{RawBridge, RawForwarder, RawGre, RawHostInterface, RawProfile};
 use crate::diag::{Diagnostic, Loc, SourceMap};
 use crate::model::{Bridge, Datapath, Forwarder, Gre, Host, HostInterface, VerbatimFile};
-use crate::net::{ifname_problem, Ipv4Cidr};
+use crate::net::{ifname_problem, Ipv4Cidr, Ipv6Cidr};
 use crate::psk;
 use bundle::psk::Psk;
 use bundle::tunnel::TunnelKind;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use toml::Spanned;
 
@@ -82,7 +82,7 @@ impl Validator<'_> {
             .host
             .underlay_ip
             .as_ref()
-            .and_then(|u| self.ipv4(u, "underlay_ip"));
+            .and_then(|u| self.ip(u, "underlay_ip"));
         let interfaces_file = raw.host.interfaces_file.as_ref().and_then(|f| {
             let bytes = self.read_file(f, "interfaces_file")?;
             match String::from_utf8(bytes) {
@@ -118,7 +118,7 @@ impl Validator<'_> {
         })
     }
 
-    fn bridge(&mut self, rb: &RawBridge, underlay: Option<Ipv4Addr>) -> Bridge {
+    fn bridge(&mut self, rb: &RawBridge, underlay: Option<IpAddr>) -> Bridge {
         let name = rb.name.get_ref().clone();
         self.port_name(&rb.name, "", "bridge");
         self.host_side.insert(name.clone(), name.clone());
@@ -137,9 +137,11 @@ impl Validator<'_> {
         };
         let mut host_interfaces = Vec::new();
         for hi in &rb.host_interfaces {
-            let (ifname, address) = match hi.get_ref() {
-                RawHostInterface::Name(n) => (n.clone(), None),
-                RawHostInterface::Table(t) => (t.name.clone(), t.address.clone()),
+            let (ifname, address, address6) = match hi.get_ref() {
+                RawHostInterface::Name(n) => (n.clone(), None, None),
+                RawHostInterface::Table(t) => {
+                    (t.name.clone(), t.address.clone(), t.address6.clone())
+                }
             };
             let loc = self.at(hi);
             self.port_name_at(
@@ -149,8 +151,17 @@ impl Validator<'_> {
                 "host interface",
             );
             self.host_side.insert(ifname.clone(), name.clone());
+            let address6 = address6.and_then(|a| self.address6(&a, &ifname, loc.clone()));
             let address = address.and_then(|a| match Ipv4Cidr::parse(&a) {
                 Ok(c) if c.is_host_address() => Some(c),
+                Err(_) if Ipv6Cidr::parse(&a).is_ok() => {
+                    self.err(
+                        loc.clone(),
+                        format!("address {a} of {ifname} is an IPv6 address"),
+                        format!("`address` is the IPv4 one; write address6 = \"{a}\""),
+                    );
+                    None
+                }
                 Ok(c) => {
                     self.err(
                         loc.clone(),
@@ -171,6 +182,7 @@ impl Validator<'_> {
             host_interfaces.push(HostInterface {
                 name: ifname,
                 address,
+                address6,
                 loc: loc.unwrap_or_else(|| self.map.line(1)),
             });
         }
@@ -187,10 +199,22 @@ impl Validator<'_> {
             let Some(raw_remote) = rg.get_ref().remote_ip.as_ref() else {
                 continue;
             };
-            let Some(remote_ip) = self.ipv4(raw_remote, "remote_ip") else {
+            let Some(remote_ip) = self.ip(raw_remote, "remote_ip") else {
                 continue;
             };
             let remote_loc = self.at(raw_remote);
+            if let Some(u) = underlay.filter(|u| u.is_ipv4() != remote_ip.is_ipv4()) {
+                self.err(
+                    remote_loc.clone(),
+                    format!(
+                        "tunnel remote_ip {remote_ip} is {}, but this host's underlay_ip {u} is {}",
+                        family_name(remote_ip),
+                        family_name(u)
+                    ),
+                    "a tunnel's two ends are of one address family: give the peer's address of the underlay's family, or change underlay_ip",
+                );
+                continue;
+            }
             if Some(remote_ip) == underlay {
                 self.err(
                     remote_loc.clone(),
@@ -202,6 +226,17 @@ impl Validator<'_> {
             let Some((kind, key)) = self.tunnel_type(rg.get_ref()) else {
                 continue;
             };
+            if psk.is_some() && !kind.ipsec_supported(remote_ip) {
+                self.err(
+                    loc.clone(),
+                    format!(
+                        "GRE to the IPv6 peer {remote_ip} (OVS type {}) with a PSK: ovs-monitor-ipsec does not protect that type, so the tunnel would carry its traffic in plaintext",
+                        kind.ovs_type(remote_ip)
+                    ),
+                    "use type = \"vxlan\" or \"geneve\" (IPsec over IPv6 is supported for both), or drop the psk",
+                );
+                continue;
+            }
             let port = bundle::tunnel::port_name(kind, remote_ip, key);
             let key_text = key.map(|k| format!(" with key {k}")).unwrap_or_default();
             let kind_up = kind.as_str().to_uppercase();
@@ -372,38 +407,88 @@ impl Validator<'_> {
                 );
             }
         }
-        let source = match Ipv4Cidr::parse(raw.source.get_ref()) {
-            Ok(c) if c.is_network() => c,
-            Ok(c) => {
+        // Either family or both; neither is a forwarder of nothing.
+        if raw.source.is_none() && raw.source6.is_none() {
+            self.err(
+                self.at(f),
+                "forwarder has neither source nor source6",
+                "name the network behind `from`: source = \"10.20.20.0/24\" (IPv4), source6 = \"fd20::/64\" (IPv6), or both",
+            );
+            return None;
+        }
+        let source = match raw
+            .source
+            .as_ref()
+            .map(|s| (s, Ipv4Cidr::parse(s.get_ref())))
+        {
+            None => None,
+            Some((_, Ok(c))) if c.is_network() => Some(c),
+            Some((s, Ok(c))) => {
                 self.err(
-                    self.at(&raw.source),
+                    self.at(s),
                     format!("forwarder source {c} has host bits set"),
                     format!("did you mean {}?", c.network()),
                 );
                 return None;
             }
-            Err(e) => {
+            Some((s, Err(e))) => {
                 self.err(
-                    self.at(&raw.source),
+                    self.at(s),
                     format!("forwarder source: {e}"),
                     "write it as 10.20.20.0/24 or 10.20.20.0/255.255.255.0",
                 );
                 return None;
             }
         };
-        if let Some(addr) = from_if.and_then(|h| h.address) {
+        if let (Some(source), Some(addr), Some(s)) =
+            (source, from_if.and_then(|h| h.address), raw.source.as_ref())
+        {
             if !source.contains(addr.addr) {
                 self.err(
-                    self.at(&raw.source),
+                    self.at(s),
                     format!("forwarder source {source} does not contain {from}'s address {addr}"),
                     "the source network should be the network behind the from interface",
                 );
             }
         }
+        let source6 = raw.source6.as_ref().and_then(|s6| {
+            let loc = self.at(s6);
+            match Ipv6Cidr::parse(s6.get_ref()) {
+                Ok(c) if c.is_network() => {
+                    if let Some(addr) = from_if.and_then(|h| h.address6) {
+                        if !c.contains(addr.addr) {
+                            self.err(
+                                loc,
+                                format!("forwarder source6 {c} does not contain {from}'s address6 {addr}"),
+                                "the source network should be the network behind the from interface",
+                            );
+                        }
+                    }
+                    Some(c)
+                }
+                Ok(c) => {
+                    self.err(
+                        loc,
+                        format!("forwarder source6 {c} has host bits set"),
+                        format!("did you mean {}?", c.network()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err(
+                        loc,
+                        format!("forwarder source6: {e}"),
+                        "write it as an IPv6 network, e.g. fd20::/64",
+                    );
+                    None
+                }
+            }
+        });
         Some(Forwarder {
             from: from.clone(),
             via: via.clone(),
             source,
+            source6,
             loc: self.at(f).unwrap_or_else(|| self.map.line(1)),
         })
     }
@@ -416,7 +501,7 @@ impl Validator<'_> {
         let generated: Vec<&str> = bridges
             .iter()
             .flat_map(|b| &b.host_interfaces)
-            .filter(|h| h.address.is_some())
+            .filter(|h| h.address.is_some() || h.address6.is_some())
             .map(|h| h.name.as_str())
             .collect();
         for (name, line) in bundle::interfaces::defined(text) {
@@ -437,14 +522,59 @@ impl Validator<'_> {
         }
     }
 
-    fn ipv4(&mut self, s: &Spanned<String>, key: &str) -> Option<Ipv4Addr> {
-        match s.get_ref().parse::<Ipv4Addr>() {
+    /// An underlay address: IPv4 or IPv6, one the host can be reached at (not unspecified,
+    /// loopback or multicast).
+    fn ip(&mut self, s: &Spanned<String>, key: &str) -> Option<IpAddr> {
+        match s.get_ref().parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() => {
+                self.err(
+                    self.at(s),
+                    format!("{key} {ip} is an unspecified, loopback or multicast address"),
+                    "give the unicast address peers reach the host at",
+                );
+                None
+            }
+            // A link-local peer needs an interface (a zone) OVS has no option for; an
+            // IPv4-mapped one is an IPv4 peer in disguise, of the other family than it looks.
+            Ok(IpAddr::V6(v6)) if v6.is_unicast_link_local() || v6.to_ipv4_mapped().is_some() => {
+                self.err(
+                    self.at(s),
+                    format!("{key} {v6} is a link-local or IPv4-mapped IPv6 address"),
+                    "give a global or unique-local (fc00::/7) address, or the IPv4 address itself",
+                );
+                None
+            }
             Ok(ip) => Some(ip),
             Err(_) => {
                 self.err(
                     self.at(s),
-                    format!("{key} {:?} is not an IPv4 address", s.get_ref()),
-                    "write a dotted quad such as 192.0.2.1",
+                    format!("{key} {:?} is not an IPv4 or IPv6 address", s.get_ref()),
+                    "write a dotted quad such as 192.0.2.1, or an IPv6 address such as 2001:db8::1",
+                );
+                None
+            }
+        }
+    }
+
+    /// A host interface's `address6`, checked as `address` is.
+    fn address6(&mut self, a: &str, ifname: &str, loc: Option<Loc>) -> Option<Ipv6Cidr> {
+        match Ipv6Cidr::parse(a) {
+            Ok(c) => match c.host_address_problem() {
+                None => Some(c),
+                Some(p) => {
+                    self.err(
+                        loc,
+                        format!("address6 {c} of {ifname} {p}"),
+                        "give the interface a host address, e.g. fd20::1/64",
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                self.err(
+                    loc,
+                    format!("address6 of {ifname}: {e}"),
+                    "write it as an IPv6 address with prefix length, e.g. fd20::1/64",
                 );
                 None
             }
@@ -490,6 +620,14 @@ impl Validator<'_> {
             return;
         }
         self.ports.insert(name.to_string(), (here, this));
+    }
+}
+
+fn family_name(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
     }
 }
 
