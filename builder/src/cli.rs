@@ -56,7 +56,8 @@ pub enum Cmd {
     /// DIR/fleet.toml is optional:
     ///
     ///   [[mesh]]             bridge; members (host names); psk_file or psk_secret_file
-    ///                        (one key per pair derived from it)
+    ///                        (one key per pair derived from it); type, key (as in
+    ///                        [[bridges.gre]], for every tunnel of the mesh)
     ///   [[dhcp_leases]]      bridge; mac; ip; name (optional): a static lease for the host
     ///                        whose bridge of that name serves DHCP on the lease's subnet
     ///

@@ -126,8 +126,3 @@ pub struct Lease {
     pub loc: Loc,
 }
 
-/// The stable OVS port name of the plain (keyless) GRE tunnel to `remote`, as meshes make them;
-/// every type and key: [`bundle::tunnel::port_name`].
-pub fn gre_port_name(remote: IpAddr) -> String {
-    bundle::tunnel::port_name(TunnelKind::Gre, remote, None)
-}

@@ -1,13 +1,14 @@
-//! Meshes: `fleet.toml` read, and each `[[mesh]]` expanded into GRE tunnels between every pair of
-//! its members, on the named bridge of each. Mesh tunnels are protected (split horizon), so a full
-//! mesh never forms a forwarding loop; their keys are none, one shared key, or one per pair
-//! derived from a fleet secret.
+//! Meshes: `fleet.toml` read, and each `[[mesh]]` expanded into tunnels (GRE, or the mesh's
+//! `type` and `key`) between every pair of its members, on the named bridge of each. Mesh tunnels
+//! are protected (split horizon), so a full mesh never forms a forwarding loop; their PSKs are
+//! none, one shared key, or one per pair derived from a fleet secret.
 
 use crate::diag::{Diagnostic, Loc, SourceMap, Sources};
-use crate::model::{gre_port_name, Gre, Host};
+use crate::model::{Gre, Host};
 use crate::psk::{self, PskError};
 use crate::shape::{Field, Kind};
 use bundle::psk::Psk;
+use bundle::tunnel::port_name;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -25,6 +26,8 @@ const MESH: &[Field] = &[
     Field::req("members", Kind::Array(&Kind::Str)),
     Field::opt("psk_file", Kind::Str),
     Field::opt("psk_secret_file", Kind::Str),
+    Field::opt("type", Kind::Str),
+    Field::opt("key", Kind::Int),
 ];
 
 /// Where the keys of fleet.toml are documented, for hints.
@@ -47,6 +50,10 @@ struct RawMesh {
     psk_file: Option<Spanned<String>>,
     /// One fleet secret from which each pair's PSK is derived.
     psk_secret_file: Option<Spanned<String>>,
+    /// The tunnels' type (gre when omitted) and key, as in `[[bridges.gre]]`.
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    key: Option<Spanned<i64>>,
 }
 
 /// How a mesh keys its tunnels.
@@ -123,6 +130,14 @@ pub fn expand_meshes(
         let mesh_loc = map.loc(mesh.span().start);
         let bridge = m.bridge.get_ref();
         let before = diags.len();
+        let (kind, tunnel_key) = match crate::profile::tunnel_type(m.kind.as_ref(), m.key.as_ref())
+        {
+            Ok(t) => t,
+            Err((span, msg, hint)) => {
+                diags.push(Diagnostic::error(at(span), msg).hint(hint));
+                continue;
+            }
+        };
         let key = match (&m.psk_file, &m.psk_secret_file) {
             (Some(_), Some(b)) => {
                 diags.push(
@@ -224,6 +239,21 @@ pub fn expand_meshes(
             );
             continue;
         }
+        // As for a [[bridges.gre]] entry: ovs-monitor-ipsec leaves ip6gre alone.
+        let keyed = !matches!(key, MeshKey::Plain);
+        if let Some(&(h, _)) = members.first() {
+            let ip = hosts[h].underlay_ip;
+            if keyed && !kind.ipsec_supported(ip) {
+                diags.push(
+                    Diagnostic::error(
+                        Some(mesh_loc.clone()),
+                        format!("the mesh on {bridge} is GRE over IPv6 (OVS type {}) with PSKs: ovs-monitor-ipsec does not protect that type, so its tunnels would carry their traffic in plaintext", kind.ovs_type(ip)),
+                    )
+                    .hint("set type = \"vxlan\" or \"geneve\" in this [[mesh]], or drop its psk_file/psk_secret_file"),
+                );
+                continue;
+            }
+        }
         if diags.len() > before {
             continue;
         }
@@ -254,9 +284,9 @@ pub fn expand_meshes(
                 if i == j {
                     continue;
                 }
-                let port = gre_port_name(*ip);
+                let port = port_name(kind, *ip, tunnel_key);
                 if let Some(first) = existing[i].get(&port) {
-                    if i > j && before_mesh[j].contains(&gre_port_name(peers[i].0)) {
+                    if i > j && before_mesh[j].contains(&port_name(kind, peers[i].0, tunnel_key)) {
                         continue; // reported from the other end already
                     }
                     diags.push(
@@ -285,8 +315,8 @@ pub fn expand_meshes(
                     ),
                 };
                 added.push(Gre {
-                    kind: bundle::tunnel::TunnelKind::Gre,
-                    key: None,
+                    kind,
+                    key: tunnel_key,
                     port,
                     remote_ip: *ip,
                     psk,
@@ -309,7 +339,7 @@ mod tests {
     #[test]
     fn every_schema_key_is_read() {
         let text = "[[mesh]]\nbridge = \"br0\"\nmembers = [\"a\", \"b\"]\npsk_file = \"f\"\n\
-                    psk_secret_file = \"g\"\n\
+                    psk_secret_file = \"g\"\ntype = \"vxlan\"\nkey = 7\n\
                     [[dhcp_leases]]\nbridge = \"br0\"\nmac = \"52:54:00:00:00:01\"\n\
                     ip = \"10.0.0.5\"\nname = \"n1\"\n";
         let doc = toml_edit::ImDocument::parse(text).unwrap();

@@ -17,6 +17,41 @@ use crate::fleet::{check_fleet, expand_meshes};
 use crate::model::{Fleet, Host};
 use std::path::{Path, PathBuf};
 
+/// A tunnel's `type` and `key` as a `[[bridges.gre]]` entry or a `[[mesh]]` gives them, checked:
+/// the type (gre when omitted) and the key, or the span at fault with the error and its hint.
+#[allow(clippy::type_complexity)]
+pub(crate) fn tunnel_type(
+    kind: Option<&toml::Spanned<String>>,
+    key: Option<&toml::Spanned<i64>>,
+) -> Result<(bundle::tunnel::TunnelKind, Option<u32>), (std::ops::Range<usize>, String, String)> {
+    use bundle::tunnel::{TunnelKind, MAX_KEY};
+    let kind = match kind {
+        None => TunnelKind::Gre,
+        Some(t) => TunnelKind::parse(t.get_ref()).ok_or_else(|| {
+            let names: Vec<&str> = TunnelKind::ALL.iter().map(|k| k.as_str()).collect();
+            (
+                t.span(),
+                format!("tunnel type {:?} is not one ovs-bundle makes", t.get_ref()),
+                format!("write one of {} (gre when omitted)", names.join(", ")),
+            )
+        })?,
+    };
+    let key = match key {
+        None => None,
+        Some(k) => match u32::try_from(*k.get_ref()) {
+            Ok(v) if v <= MAX_KEY => Some(v),
+            _ => {
+                return Err((
+                    k.span(),
+                    format!("tunnel key {} is out of range", k.get_ref()),
+                    format!("a key (GRE key or VXLAN/Geneve VNI) is 0 to {MAX_KEY}"),
+                ))
+            }
+        },
+    };
+    Ok((kind, key))
+}
+
 /// Loads and validates every `hosts/*.toml` under `dir`. On failure, returns every problem found.
 pub fn load_fleet(dir: &Path) -> Result<Fleet, Vec<Diagnostic>> {
     let hosts_dir = dir.join("hosts");

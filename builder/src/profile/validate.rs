@@ -295,39 +295,13 @@ impl Validator<'_> {
 
     /// A tunnel's `type` and `key`, checked.
     fn tunnel_type(&mut self, rg: &RawGre) -> Option<(TunnelKind, Option<u32>)> {
-        let kind = match &rg.kind {
-            None => TunnelKind::Gre,
-            Some(t) => match TunnelKind::parse(t.get_ref()) {
-                Some(k) => k,
-                None => {
-                    let names: Vec<&str> = TunnelKind::ALL.iter().map(|k| k.as_str()).collect();
-                    self.err(
-                        self.at(t),
-                        format!("tunnel type {:?} is not one ovs-bundle makes", t.get_ref()),
-                        format!("write one of {} (gre when omitted)", names.join(", ")),
-                    );
-                    return None;
-                }
-            },
-        };
-        let key = match &rg.key {
-            None => None,
-            Some(k) => match u32::try_from(*k.get_ref()) {
-                Ok(v) if v <= bundle::tunnel::MAX_KEY => Some(v),
-                _ => {
-                    self.err(
-                        self.at(k),
-                        format!("tunnel key {} is out of range", k.get_ref()),
-                        format!(
-                            "a key (GRE key or VXLAN/Geneve VNI) is 0 to {}",
-                            bundle::tunnel::MAX_KEY
-                        ),
-                    );
-                    return None;
-                }
-            },
-        };
-        Some((kind, key))
+        match super::tunnel_type(rg.kind.as_ref(), rg.key.as_ref()) {
+            Ok(t) => Some(t),
+            Err((span, msg, hint)) => {
+                self.err(self.map.span(&span), msg, hint);
+                None
+            }
+        }
     }
 
     fn psk(&mut self, rg: &RawGre) -> Option<Psk> {
