@@ -142,6 +142,79 @@ pub(crate) fn on_v1(fx: &Fixture) -> (FakeSystem, View) {
     (sys, view)
 }
 
+/// An applier from before the IPsec guard chains recorded 4 owned chains in its in-progress
+/// marker; after an upgrade, the next run still undoes that interrupted apply.
+#[test]
+fn an_older_appliers_interrupted_apply_is_undone_after_an_upgrade() {
+    let fx = Fixture::new();
+    let (mut sys, before) = on_v1(&fx);
+    // Crash right after the first firewall change: the marker is there, the host half-changed.
+    let calls = {
+        let mut probe = sys.clone();
+        apply(&mut fx.applier(&mut probe), &fx.bundle(&v2(), 2)).unwrap();
+        probe.calls
+    };
+    let marker = calls
+        .iter()
+        .position(|c| c.contains("in-progress.json"))
+        .expect("the apply writes a marker");
+    let firewall = marker
+        + calls[marker..]
+            .iter()
+            .position(|c| c.starts_with("firewall_write"))
+            .unwrap_or_else(|| panic!("no firewall change after the marker: {calls:#?}"));
+    sys.crash_at = Some(firewall + 1);
+    let _ = apply(&mut fx.applier(&mut sys), &fx.bundle(&v2(), 2));
+    assert!(sys.crashed());
+    sys.restart();
+    // Rewrite the marker as the older applier wrote it: no guard chains at all.
+    let (path, data) = sys
+        .files
+        .iter()
+        .find(|(p, _)| p.ends_with("in-progress.json"))
+        .map(|(p, d)| (p.clone(), d.clone()))
+        .expect("an in-progress marker");
+    let mut marker: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    let mut removed = 0;
+    for chains in find_key(&mut marker, "chains") {
+        if let Some(map) = chains.as_object_mut() {
+            for guard in ["OVSB-GUARD-GRE", "OVSB-GUARD-VXLAN", "OVSB-GUARD-GENEVE"] {
+                removed += usize::from(map.remove(guard).is_some());
+            }
+        }
+    }
+    assert!(
+        removed >= 3,
+        "the marker records the guard chains: {marker}"
+    );
+    sys.files.insert(path, serde_json::to_vec(&marker).unwrap());
+    fx.applier(&mut sys).recover().unwrap();
+    assert_eq!(sys.view(), before);
+}
+
+/// Every value under a key named `key`, at any depth.
+fn find_key<'a>(v: &'a mut serde_json::Value, key: &str) -> Vec<&'a mut serde_json::Value> {
+    let mut out = Vec::new();
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if k == key {
+                    out.push(child);
+                } else {
+                    out.extend(find_key(child, key));
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for child in items {
+                out.extend(find_key(child, key));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 #[test]
 fn an_apply_changes_every_part_and_records_a_generation() {
     let fx = Fixture::new();

@@ -125,4 +125,3 @@ pub struct Lease {
     /// Where it was declared: the profile or fleet.toml.
     pub loc: Loc,
 }
-

@@ -77,13 +77,46 @@ impl Family {
 
 /// The state of the owned chains: per chain, whether it exists, its rules, and whether its
 /// built-in chain jumps to it.
+///
+/// Read back (a generation's snapshot, an in-progress marker), every owned chain is there: a
+/// record written before a chain was owned (the guard chains) has it as absent, which is what
+/// it was on that host.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(from = "RecordedChains")]
 pub struct Chains {
     pub chains: BTreeMap<String, Chain>,
     /// iptables or ip6tables (absent in snapshots written before IPv6: IPv4).
     #[serde(default, skip_serializing_if = "is_v4")]
     pub family: Family,
 }
+
+/// [`Chains`] as recorded, perhaps by an older applier that owned fewer chains.
+#[derive(Deserialize)]
+struct RecordedChains {
+    chains: BTreeMap<String, Chain>,
+    #[serde(default)]
+    family: Family,
+}
+
+impl From<RecordedChains> for Chains {
+    fn from(r: RecordedChains) -> Chains {
+        let mut out = Chains {
+            chains: r.chains,
+            family: r.family,
+        };
+        for (_, _, chain) in IPTABLES_CHAINS {
+            out.chains.entry(chain.to_string()).or_default();
+        }
+        out
+    }
+}
+
+/// An owned chain a state does not mention: absent.
+static ABSENT: Chain = Chain {
+    exists: false,
+    rules: Vec::new(),
+    jump: false,
+};
 
 fn is_v4(f: &Family) -> bool {
     *f == Family::V4
@@ -488,11 +521,16 @@ impl Chains {
         out
     }
 
+    /// The owned chain `name` as this state has it (absent if it does not mention it).
+    pub fn chain(&self, name: &str) -> &Chain {
+        self.chains.get(name).unwrap_or(&ABSENT)
+    }
+
     /// Rules that differ from `other`, as `(chain, change)` lines for people.
     pub fn diff(&self, current: &Chains) -> Vec<String> {
         let mut out = Vec::new();
         for (_, builtin, chain) in IPTABLES_CHAINS {
-            let (want, have) = (&self.chains[chain], &current.chains[chain]);
+            let (want, have) = (self.chain(chain), current.chain(chain));
             if want.exists && !have.exists {
                 out.push(format!("+ chain {chain}"));
             }
@@ -535,18 +573,18 @@ impl Chains {
             let chains: Vec<_> = IPTABLES_CHAINS.iter().filter(|c| c.0 == table).collect();
             // Declaring a chain creates it, or empties it if it exists.
             for (_, _, chain) in &chains {
-                if self.chains[*chain].exists || current.chains[*chain].exists {
+                if self.chain(chain).exists || current.chain(chain).exists {
                     out.push_str(&format!(":{chain} - [0:0]\n"));
                 }
             }
             for (_, _, chain) in &chains {
-                for r in &self.chains[*chain].rules {
+                for r in &self.chain(chain).rules {
                     out.push_str(r);
                     out.push('\n');
                 }
             }
             for (_, builtin, chain) in &chains {
-                let (want, have) = (&self.chains[*chain], &current.chains[*chain]);
+                let (want, have) = (self.chain(chain), current.chain(chain));
                 if want.jump && !have.jump {
                     out.push_str(&format!("-I {builtin} 1 -j {chain}\n"));
                 }
@@ -627,6 +665,30 @@ mod tests {
             Chains::from_save(&save).chains["OVSB-GUARD-GRE"],
             chains.chains["OVSB-GUARD-GRE"]
         );
+    }
+
+    #[test]
+    fn a_record_of_fewer_owned_chains_reads_as_all_of_them() {
+        // As an applier from before the guard chains recorded a snapshot.
+        let old = r#"{"chains":{"OVSB-FORWARD":{"exists":true,"rules":[],"jump":true},
+            "OVSB-INPUT":{"exists":false,"rules":[],"jump":false},
+            "OVSB-OUTPUT":{"exists":true,"rules":["-A OVSB-OUTPUT -d 192.0.2.2/32 -p gre -m policy --dir out --pol none -j DROP"],"jump":true},
+            "OVSB-POSTROUTING":{"exists":false,"rules":[],"jump":false}}}"#;
+        let c: Chains = serde_json::from_str(old).unwrap();
+        assert_eq!(c.chains.len(), IPTABLES_CHAINS.len());
+        assert!(!c.chains["OVSB-GUARD-GRE"].exists);
+        // Going back to it from today's state removes the guard chains, after emptying the
+        // chain that jumps to them.
+        let now = Chains::from_bundle("")
+            .unwrap()
+            .with_guard(guard_chain([("192.0.2.2", TunnelKind::Gre)]));
+        let input = c.restore_input(&now);
+        let jump_gone = input.find(":OVSB-OUTPUT").unwrap();
+        let deleted = input.find("-X OVSB-GUARD-GRE").unwrap();
+        assert!(jump_gone < deleted, "{input}");
+        assert!(c.diff(&now).contains(&"- chain OVSB-GUARD-GRE".to_string()));
+        // A state that mentions no chain at all is no reason to panic.
+        assert!(Chains::default().diff(&Chains::default()).is_empty());
     }
 
     #[test]
