@@ -652,6 +652,14 @@ impl Applier<'_> {
         if !ovs_read {
             // Planned against no rows at all: nothing of it is true.
             plan.ovs.clear();
+            // Nor is it known which tunnels exist: every IPsec guard of now stays.
+            for (want, now) in [&mut plan.chains, &mut plan.chains6].into_iter().flatten() {
+                *want = crate::executor::keep_guards(want, now);
+            }
+            errors.push(
+                "kept every IPsec guard rule: OVS could not be read, so the tunnels they guard may still exist"
+                    .into(),
+            );
         }
         // The apply may have taken interfaces down before it failed to replace the file: the
         // file is as it was, but those interfaces must come up again (ifup of an interface that

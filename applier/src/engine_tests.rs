@@ -796,6 +796,63 @@ fn a_removed_tunnels_ipsec_guard_goes_only_after_the_tunnel() {
     );
 }
 
+/// A failed apply whose revert cannot remove the new PSK tunnel from OVS keeps the tunnel's
+/// guard: the revert goes on past the failure, but not to the step that removes guards.
+#[test]
+fn a_revert_that_cannot_remove_a_tunnel_keeps_its_guard() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx); // PSK tunnel to 10.99.0.2 (guarded), plain one to .3
+    let plain_only = profile(&[("10.99.0.3", None)], "10.20.0.1/24", true);
+    apply(&mut fx.applier(&mut sys), &fx.bundle(&plain_only, 2)).unwrap();
+    let guard = "-A OVSB-OUTPUT -d 10.99.0.2/32 -j OVSB-GUARD-GRE";
+    assert!(!sys.chains.chains["OVSB-OUTPUT"]
+        .rules
+        .iter()
+        .any(|r| r == guard));
+    let v3 = fx.bundle(&v1(), 3);
+    sys.calls.clear();
+    // The step after OVS took the tunnel fails; then the revert's own OVS change fails.
+    let calls = {
+        let mut probe = sys.clone();
+        apply(&mut fx.applier(&mut probe), &v3).unwrap();
+        probe.calls
+    };
+    let ovs = calls
+        .iter()
+        .position(|c| c.starts_with("ovs_apply"))
+        .unwrap();
+    // The DHCP step, after OVS took the tunnel.
+    let late = ovs
+        + calls[ovs..]
+            .iter()
+            .position(|c| c.starts_with("dhcp_restart"))
+            .unwrap();
+    let mut probe = sys.clone();
+    probe.fail_at = Some(late);
+    assert!(apply(&mut fx.applier(&mut probe), &v3).is_err());
+    let revert_ovs = late
+        + probe.calls[late..]
+            .iter()
+            .position(|c| c.starts_with("ovs_apply"))
+            .expect("the revert changes OVS back");
+    sys.fail_at = Some(late);
+    sys.also_fail_at.insert(revert_ovs);
+    let err = apply(&mut fx.applier(&mut sys), &v3).unwrap_err();
+    assert!(
+        sys.ovs.ports.values().any(|p| p.name == "gre-0a630002"),
+        "the tunnel stays (its removal failed)"
+    );
+    assert!(
+        sys.chains.chains["OVSB-OUTPUT"]
+            .rules
+            .iter()
+            .any(|r| r == guard),
+        "and so does its guard: {:?}",
+        sys.chains
+    );
+    assert!(err.to_string().contains("IPsec guards"), "{err}");
+}
+
 /// Reads started early (while the bundle is verified) show the host as it was when they
 /// started; any change the applier makes drops them, and an apply that ends early leaves none
 /// for the next one to find.

@@ -72,10 +72,24 @@ impl Applier<'_> {
         mode: Mode,
     ) -> Result<(), Vec<StepError>> {
         let mut errors = Vec::new();
+        let mut ovs_failed = false;
         for driver in Driver::ORDER {
             let done = match driver {
-                Driver::Ovs => self.ovs_driver(plan, base, comment, mode),
+                Driver::Ovs => {
+                    let r = self.ovs_driver(plan, base, comment, mode);
+                    ovs_failed = r.is_err();
+                    r
+                }
                 Driver::Firewall => self.firewall_driver(plan),
+                // A revert goes on past a failed step, but a tunnel OVS did not remove may still
+                // be there: its guard stays (a packet of it must not leave in plaintext).
+                Driver::FirewallGuards if ovs_failed => Err((
+                    "iptables (IPsec guards of removed tunnels)".to_string(),
+                    SysError::Ovs(
+                        "kept: the OVS step failed, so the tunnels they guard may still exist"
+                            .into(),
+                    ),
+                )),
                 Driver::FirewallGuards => self.guards_driver(plan),
                 Driver::Sysctl => self.sysctl_driver(plan),
                 Driver::Interfaces => self.interfaces_driver(plan, mode),
@@ -269,7 +283,7 @@ impl Applier<'_> {
 
 /// `want`, with the IPsec guard rules of `now` that `want` drops kept for now (in every guard
 /// chain: a kept per-peer rule needs its type's chain to still drop).
-fn keep_guards(want: &Chains, now: &Chains) -> Chains {
+pub(crate) fn keep_guards(want: &Chains, now: &Chains) -> Chains {
     let mut out = want.clone();
     for chain in GUARD_CHAINS {
         let (Some(w), Some(n)) = (want.chains.get(chain), now.chains.get(chain)) else {

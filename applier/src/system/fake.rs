@@ -36,6 +36,8 @@ pub struct FakeSystem {
     /// Every call, in order: `name path-or-detail`.
     pub calls: Vec<String>,
     pub fail_at: Option<usize>,
+    /// More steps that fail, for a failure during the revert of a failed apply.
+    pub also_fail_at: BTreeSet<usize>,
     pub crash_at: Option<usize>,
     crashed: bool,
     seq: u64,
@@ -79,6 +81,7 @@ impl Default for FakeSystem {
             dnsmasq: None,
             calls: Vec::new(),
             fail_at: None,
+            also_fail_at: BTreeSet::new(),
             crash_at: None,
             crashed: false,
             seq: 0,
@@ -137,6 +140,7 @@ impl FakeSystem {
         self.crashed = false;
         self.crash_at = None;
         self.fail_at = None;
+        self.also_fail_at.clear();
         self.read_cancel();
     }
 
@@ -197,7 +201,7 @@ impl FakeSystem {
             self.crashed = true;
             return Err(SysError::Injected(format!("{n} ({call}): crash")));
         }
-        if self.fail_at == Some(n) {
+        if self.fail_at == Some(n) || self.also_fail_at.contains(&n) {
             return Err(SysError::Injected(format!("{n} ({call})")));
         }
         Ok(())
