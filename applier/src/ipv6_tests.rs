@@ -190,3 +190,40 @@ fn gre_only_follows_the_ipv6_guard() {
     );
     assert_eq!(sys.chains6.chains["OVSB-POSTROUTING"], forwarder);
 }
+
+/// The first IPv6 PSK peer of a host with no ip6tables chains of ours, by `--gre-only`: only the
+/// guard's chains are made, and the generation records just that (no drift afterwards).
+#[test]
+fn gre_only_makes_the_first_ipv6_guard_and_nothing_else() {
+    use crate::engine::ApplyOpts;
+    use crate::ovs::Scope;
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    let plain = v6_profile()
+        .replace("psk = \"ipv6-engine-psk-0123456789\"\n", "")
+        .replace("source6 = \"fd20::/64\"\n", "");
+    fx.applier(&mut sys)
+        .apply_bundle(&fx.bundle(&plain, 2), FULL)
+        .unwrap();
+    assert!(sys.chains6.chains.values().all(|c| !c.exists));
+    let gre_only = ApplyOpts {
+        scope: Scope::GreOnly,
+        ..FULL
+    };
+    let with_psk = v6_profile().replace("source6 = \"fd20::/64\"\n", "");
+    fx.applier(&mut sys)
+        .apply_bundle(&fx.bundle(&with_psk, 3), gre_only)
+        .unwrap();
+    assert_eq!(
+        sys.chains6.chains["OVSB-OUTPUT"].rules,
+        ["-A OVSB-OUTPUT -d 2001:db8::2/128 -j OVSB-GUARD-VXLAN"]
+    );
+    assert!(sys.chains6.chains["OVSB-GUARD-VXLAN"].exists);
+    assert!(!sys.chains6.chains["OVSB-FORWARD"].exists);
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(
+        drift.is_empty(),
+        "drift after a GRE-only apply: {}",
+        drift.render()
+    );
+}

@@ -125,14 +125,13 @@ impl HostState {
         let chains = self
             .chains
             .with_guard(guard_chain(psk_peers(&ovs, Family::V4)));
-        // IPv6 peers' guards live in ip6tables; a host with none keeps its (absent) chains.
+        // IPv6 peers' guards live in ip6tables; a host with none keeps its (absent) chains, and
+        // one that gets its first IPv6 guard this way gets the guard's chains only (what the
+        // GRE-only plan makes: the generation must record no more than that).
         let mut chains6 = self.chains6.clone();
         let guard6 = guard_chain(psk_peers(&ovs, Family::V6));
         let has6 = chains6.chains.values().any(|c| c.exists);
         if !guard6.rules.is_empty() || has6 {
-            if !has6 {
-                chains6 = declared_chains6();
-            }
             chains6 = chains6.with_guard(guard6);
         }
         HostState {
@@ -175,12 +174,6 @@ fn psk_peers(ovs: &OvsState, family: Family) -> impl Iterator<Item = (&str, Tunn
 /// recorded before IPv6 support had.
 pub fn no_chains6() -> Chains {
     Chains::from_save_in(Family::V6, "")
-}
-
-/// Every owned IPv6 chain existing, jumped to and empty: what a bundle with `ip6tables.rules`
-/// declares, before its rules.
-fn declared_chains6() -> Chains {
-    Chains::from_bundle_in(Family::V6, "").expect("an empty rules file is valid")
 }
 
 /// Every name that reaches OVS, ifup/ifdown or the kernel must be one they cannot misread (a
