@@ -465,7 +465,7 @@ impl System for FakeSystem {
     fn firewall_write(
         &mut self,
         want: &Chains,
-        _: &Chains,
+        current: &Chains,
         test_only: bool,
     ) -> Result<(), SysError> {
         self.read_cancel();
@@ -474,14 +474,18 @@ impl System for FakeSystem {
             if want.family == Family::V6 { "6" } else { "" },
             if test_only { " --test" } else { "" }
         ))?;
+        // As the real one: the restore input made from what the caller believes is there,
+        // run against what is there.
+        let input = want.restore_input(current);
+        let host = match want.family {
+            Family::V4 => &self.chains,
+            Family::V6 => &self.chains6,
+        };
+        let after = restore_noflush(host, &input)?;
         if !test_only && !self.firewall_ignores_writes {
-            let mut now = want.clone();
-            for c in now.chains.values_mut().filter(|c| !c.exists) {
-                *c = Default::default();
-            }
             match want.family {
-                Family::V4 => self.chains = now,
-                Family::V6 => self.chains6 = now,
+                Family::V4 => self.chains = after,
+                Family::V6 => self.chains6 = after,
             }
         }
         Ok(())
@@ -611,5 +615,94 @@ impl System for FakeSystem {
             self.dnsmasq = Some(conf);
         }
         Ok(())
+    }
+}
+
+/// `iptables-restore --noflush` of `input` on the owned chains `host`, all or nothing: declaring
+/// a chain creates or empties it, `-A` appends, `-I`/`-D` add and delete a built-in chain's jump,
+/// `-X` deletes a chain nothing refers to; a rule that jumps to a chain that does not exist
+/// fails the whole commit, as a missing target does in iptables.
+fn restore_noflush(host: &Chains, input: &str) -> Result<Chains, SysError> {
+    let fail = |detail: String| SysError::Command {
+        command: "iptables-restore --noflush".into(),
+        detail,
+    };
+    let mut out = host.clone();
+    for line in input.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            [] | ["COMMIT"] => {}
+            [t] if t.starts_with('*') => {}
+            [decl, "-", _] if decl.starts_with(':') => {
+                let c = out.chains.entry(decl[1..].to_string()).or_default();
+                c.exists = true;
+                c.rules.clear();
+            }
+            ["-A", chain, ..] => match out.chains.get_mut(*chain) {
+                Some(c) if c.exists => c.rules.push(line.to_string()),
+                _ => return Err(fail(format!("{line}: chain {chain} does not exist"))),
+            },
+            ["-I", _, "1", "-j", chain] => {
+                out.chains.entry(chain.to_string()).or_default().jump = true;
+            }
+            ["-D", _, "-j", chain] => match out.chains.get_mut(*chain) {
+                Some(c) if c.jump => c.jump = false,
+                _ => return Err(fail(format!("{line}: no such rule"))),
+            },
+            ["-X", chain] => {
+                let target = format!("-j {chain}");
+                let referred = out
+                    .chains
+                    .values()
+                    .any(|c| c.rules.iter().any(|r| r.ends_with(&target)))
+                    || out.chains.get(*chain).is_some_and(|c| c.jump);
+                match out.chains.get_mut(*chain) {
+                    Some(c) if c.exists && !referred => *c = Default::default(),
+                    _ => return Err(fail(format!("{line}: missing or still referred to"))),
+                }
+            }
+            _ => return Err(fail(format!("{line}: not a line the fake knows"))),
+        }
+    }
+    for c in out.chains.values() {
+        for r in &c.rules {
+            if let Some(target) = r.split(" -j ").nth(1) {
+                let owned = target.starts_with("OVSB-");
+                if owned && !out.chains.get(target).is_some_and(|t| t.exists) {
+                    return Err(fail(format!("{r}: target {target} does not exist")));
+                }
+            }
+        }
+    }
+    for c in out.chains.values_mut().filter(|c| !c.exists) {
+        c.rules.clear();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restore_noflush;
+    use bundle::Chains;
+
+    /// The fake's iptables-restore refuses what the real one does, so tests that pass on it
+    /// mean something: a jump to a missing chain, deleting a chain still jumped to, a stale base.
+    #[test]
+    fn restore_refuses_what_iptables_refuses() {
+        let none = Chains::from_save("");
+        let guard = Chains::from_bundle(
+            "*filter\n:OVSB-OUTPUT - [0:0]\n:OVSB-GUARD-GRE - [0:0]\n\
+             -A OVSB-OUTPUT -d 192.0.2.2/32 -j OVSB-GUARD-GRE\n\
+             -A OVSB-GUARD-GRE -p gre -m policy --dir out --pol none -j DROP\nCOMMIT\n",
+        )
+        .unwrap();
+        let host = restore_noflush(&none, &guard.restore_input(&none)).unwrap();
+        assert_eq!(host.diff(&guard), Vec::<String>::new());
+        let dangling = "*filter\n:OVSB-OUTPUT - [0:0]\n-A OVSB-OUTPUT -d 192.0.2.2/32 -j OVSB-GUARD-VXLAN\nCOMMIT\n";
+        assert!(restore_noflush(&none, dangling).is_err());
+        assert!(restore_noflush(&host, "*filter\n-X OVSB-GUARD-GRE\nCOMMIT\n").is_err());
+        // Input made from a stale idea of the host fails where the real one would: here it
+        // deletes jumps that are not there.
+        assert!(restore_noflush(&none, &none.restore_input(&host)).is_err());
     }
 }
