@@ -122,17 +122,41 @@ impl Ipv6Cidr {
         self.network().addr == self.addr
     }
 
+    /// Why this network cannot be NATed as a forwarder's `source6`, if it cannot: too wide
+    /// (below /8; `::/0` is also what ip6tables-save leaves out, so it would never verify),
+    /// link-local, multicast or IPv4-mapped/-compatible space.
+    pub fn source_problem(&self) -> Option<&'static str> {
+        let a = self.addr.segments()[0];
+        if self.prefix < 8 {
+            Some("is wider than /8; name the private network behind the from interface")
+        } else if a & 0xffc0 == 0xfe80 {
+            Some("is link-local space, which is never routed")
+        } else if self.addr.is_multicast() {
+            Some("is multicast space")
+        } else if self.addr.to_ipv4().is_some() {
+            Some("is IPv4-mapped or IPv4-compatible space; an IPv4 network belongs in `source`")
+        } else {
+            None
+        }
+    }
+
     pub fn contains(&self, ip: Ipv6Addr) -> bool {
         u128::from(ip) & self.mask() == u128::from(self.addr) & self.mask()
     }
 
     /// Why `addr` cannot be an interface's own address, if it cannot: the subnet-router anycast
-    /// address (all host bits zero, below /127), or an unspecified, loopback or multicast one.
+    /// address (all host bits zero, below /127), an unspecified, loopback, multicast,
+    /// IPv4-mapped or IPv4-compatible one, or a prefix so short (below /8) that most of the
+    /// address space would be on-link, the default route included.
     pub fn host_address_problem(&self) -> Option<&'static str> {
         if self.addr.is_unspecified() || self.addr.is_loopback() {
             Some("is the unspecified or loopback address")
         } else if self.addr.is_multicast() {
             Some("is a multicast address")
+        } else if self.addr.to_ipv4().is_some() {
+            Some("is an IPv4-mapped or IPv4-compatible address (an IPv4 address belongs in `address`)")
+        } else if self.prefix < 8 {
+            Some("has a prefix shorter than /8, which would put most of IPv6 on this link")
         } else if self.prefix < 127 && self.is_network() {
             Some("is the subnet-router anycast address (no host bits)")
         } else {

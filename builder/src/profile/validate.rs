@@ -428,6 +428,17 @@ impl Validator<'_> {
         let source6 = raw.source6.as_ref().and_then(|s6| {
             let loc = self.at(s6);
             match Ipv6Cidr::parse(s6.get_ref()) {
+                Ok(c) if c.source_problem().is_some() => {
+                    self.err(
+                        loc,
+                        format!(
+                            "forwarder source6 {c} {}",
+                            c.source_problem().unwrap_or_default()
+                        ),
+                        "write the IPv6 network behind the from interface, e.g. fd20::/64",
+                    );
+                    None
+                }
                 Ok(c) if c.is_network() => {
                     if let Some(addr) = from_if.and_then(|h| h.address6) {
                         if !c.contains(addr.addr) {
@@ -509,11 +520,14 @@ impl Validator<'_> {
                 None
             }
             // A link-local peer needs an interface (a zone) OVS has no option for; an
-            // IPv4-mapped one is an IPv4 peer in disguise, of the other family than it looks.
-            Ok(IpAddr::V6(v6)) if v6.is_unicast_link_local() || v6.to_ipv4_mapped().is_some() => {
+            // IPv4-mapped (or -compatible, ::/96) one is an IPv4 peer in disguise, of the other family
+            // than it looks.
+            Ok(IpAddr::V6(v6)) if v6.is_unicast_link_local() || v6.to_ipv4().is_some() => {
                 self.err(
                     self.at(s),
-                    format!("{key} {v6} is a link-local or IPv4-mapped IPv6 address"),
+                    format!(
+                        "{key} {v6} is a link-local, IPv4-mapped or IPv4-compatible IPv6 address"
+                    ),
                     "give a global or unique-local (fc00::/7) address, or the IPv4 address itself",
                 );
                 None
