@@ -60,6 +60,32 @@ impl Fixture {
         self.trusted.clone()
     }
 
+    /// Host `t1`'s bundle from `profile`, with `file` edited by `edit`, signed: content the
+    /// builder never makes.
+    pub(crate) fn bundle_edited(
+        &self,
+        profile: &str,
+        serial: u64,
+        file: &str,
+        edit: impl Fn(&str) -> String,
+    ) -> Vec<u8> {
+        let d = self.dir.path().join(format!("e{serial}-{}", profile.len()));
+        std::fs::create_dir_all(d.join("hosts")).unwrap();
+        std::fs::write(d.join("hosts/t1.toml"), profile).unwrap();
+        let fleet = builder::profile::load_fleet(&d).unwrap_or_else(|_| panic!("profile"));
+        let mut rendered = builder::render::render_host(&fleet.hosts[0]);
+        for f in &mut rendered.files {
+            if f.0 == file {
+                f.2 = edit(std::str::from_utf8(&f.2).unwrap()).into_bytes();
+            }
+        }
+        let params = builder::build::BuildParams {
+            serial,
+            expires: None,
+        };
+        builder::build::assemble("t1", rendered, &self.key, params)
+    }
+
     pub(crate) fn applier<'a>(&self, sys: &'a mut FakeSystem) -> Applier<'a> {
         Applier {
             sys,
@@ -851,6 +877,36 @@ fn a_revert_that_cannot_remove_a_tunnel_keeps_its_guard() {
         sys.chains
     );
     assert!(err.to_string().contains("IPsec guards"), "{err}");
+}
+
+/// A signed bundle whose PSK tunnel has no IPsec guard, or whose guard chain does not drop, is
+/// refused before any change; the guard as older bundles wrote it is accepted.
+#[test]
+fn a_bundle_without_a_psk_tunnels_guard_is_refused() {
+    let fx = Fixture::new();
+    let (mut sys, before) = on_v1(&fx); // PSK tunnel to 10.99.0.2
+    let guard = "-A OVSB-OUTPUT -d 10.99.0.2/32 -j OVSB-GUARD-GRE";
+    let drop = "-A OVSB-GUARD-GRE -p gre -m policy --dir out --pol none -j DROP";
+    for (what, edit) in [
+        ("no guard rule", guard),
+        ("a guard chain without its drop", drop),
+    ] {
+        let b = fx.bundle_edited(&v1(), 5, bundle::IPTABLES_NAME, |t| {
+            t.replace(&format!("{edit}\n"), "")
+        });
+        let err = apply(&mut fx.applier(&mut sys), &b).unwrap_err();
+        assert!(
+            err.to_string().contains("has no IPsec guard"),
+            "{what}: {err}"
+        );
+        assert_eq!(sys.view(), before, "{what}");
+    }
+    let legacy = bundle::firewall::legacy_guard_rule("10.99.0.2", bundle::tunnel::TunnelKind::Gre);
+    let b = fx.bundle_edited(&v1(), 6, bundle::IPTABLES_NAME, |t| {
+        t.replace(guard, &legacy)
+    });
+    apply(&mut fx.applier(&mut sys), &b).unwrap();
+    assert!(sys.chains.chains["OVSB-OUTPUT"].rules.contains(&legacy));
 }
 
 /// Reads started early (while the bundle is verified) show the host as it was when they

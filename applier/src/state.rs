@@ -96,6 +96,7 @@ impl HostState {
         let ip6_forward = values.remove(sysctl::IP6_FORWARD);
         let interfaces = file(bundle::INTERFACES_NAME)?;
         check_names(&ovs, interfaces)?;
+        check_guards(&ovs, &chains, &chains6)?;
         let ipsec_skb_mark = skb_mark_for(&ovs);
         // Re-validated although signed: every line of it is an option dnsmasq obeys.
         let dhcp = b.file(bundle::DHCP_NAME).map(<[u8]>::to_vec);
@@ -168,6 +169,50 @@ fn psk_peers(ovs: &OvsState, family: Family) -> impl Iterator<Item = (&str, Tunn
             let ip: std::net::IpAddr = peer.parse().ok()?;
             (Family::of(ip) == family).then_some((peer, kind))
         })
+}
+
+/// Every tunnel's `remote_ip` is one address in canonical form, and every PSK tunnel has its
+/// IPsec guard in the bundle's rules (today's shape, whose guard chain holds its drop, or the
+/// older one-rule shape). The builder makes them so; a signed bundle that does not is refused
+/// rather than applied with a PSK tunnel unguarded.
+fn check_guards(ovs: &OvsState, chains: &Chains, chains6: &Chains) -> Result<(), String> {
+    for (_, p) in ovs.ports().filter(|(_, p)| p.role == PortRole::Gre) {
+        let remote = p.interface.options.get("remote_ip").map(String::as_str);
+        let canonical = remote
+            .and_then(|r| r.parse::<std::net::IpAddr>().ok())
+            .map(|ip| ip.to_string());
+        if canonical.is_none() || canonical.as_deref() != remote {
+            return Err(format!(
+                "{}: tunnel port {} has remote_ip {remote:?}, not one IP address in canonical form",
+                bundle::OVS_NAME,
+                p.name
+            ));
+        }
+    }
+    for (family, chains, name) in [
+        (Family::V4, chains, bundle::IPTABLES_NAME),
+        (Family::V6, chains6, bundle::IP6TABLES_NAME),
+    ] {
+        let output = &chains.chain(bundle::firewall::GUARD_CHAIN).rules;
+        for (peer, kind) in psk_peers(ovs, family) {
+            let rule = bundle::firewall::guard_rule(peer, kind);
+            let guarded = if output.contains(&rule) {
+                chains
+                    .chain(kind.guard_chain())
+                    .rules
+                    .contains(&bundle::firewall::guard_drop_rule(kind))
+            } else {
+                output.contains(&bundle::firewall::legacy_guard_rule(peer, kind))
+            };
+            if !guarded {
+                return Err(format!(
+                    "{name}: the PSK tunnel to {peer} ({}) has no IPsec guard; a bundle the builder made always has one",
+                    kind.as_str()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// No owned ip6tables chain: what a bundle without `ip6tables.rules` wants, and what a state

@@ -236,6 +236,16 @@ pub fn guard_rule(peer: &str, kind: TunnelKind) -> String {
     format!("-A {GUARD_CHAIN} -d {peer}/{len} -j {}", kind.guard_chain())
 }
 
+/// The guard rule for `peer` as bundles made before the guard chains wrote it (the type's match
+/// and the policy in the one `OVSB-OUTPUT` rule): still applied as it is.
+pub fn legacy_guard_rule(peer: &str, kind: TunnelKind) -> String {
+    let len = if peer.contains(':') { 128 } else { 32 };
+    format!(
+        "-A {GUARD_CHAIN} -d {peer}/{len} {} -m policy --dir out --pol none -j DROP",
+        kind.underlay_match()
+    )
+}
+
 /// The one rule of `kind`'s guard chain: the type's tunnel packets that no IPsec policy covers
 /// are dropped.
 pub fn guard_drop_rule(kind: TunnelKind) -> String {
