@@ -184,6 +184,7 @@ mod tests {
         }
         assert!(names[0].starts_with("g6") && names[2].starts_with("v6"));
         let mut unique = names.clone();
+        unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
         // The same address written otherwise is the same peer, so the same port.
