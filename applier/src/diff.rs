@@ -97,6 +97,22 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
             out.push(format!("    {l}"));
         }
     }
+    if a.ovn_chassis != b.ovn_chassis {
+        for (k, v) in &b.ovn_chassis {
+            match a.ovn_chassis.get(k) {
+                Some(old) if old == v => {}
+                Some(old) => out.push(format!("~ external_ids:{k} {old} -> {v} (OVN chassis)")),
+                None => out.push(format!("+ external_ids:{k}={v} (OVN chassis)")),
+            }
+        }
+        for k in a
+            .ovn_chassis
+            .keys()
+            .filter(|k| !b.ovn_chassis.contains_key(*k))
+        {
+            out.push(format!("- external_ids:{k} (OVN chassis)"));
+        }
+    }
     if a.ipsec_skb_mark != b.ipsec_skb_mark {
         out.push(format!(
             "~ other_config:ipsec_skb_mark {} -> {}",

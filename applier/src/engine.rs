@@ -500,6 +500,7 @@ impl Applier<'_> {
             Scope::GreOnly => HostState {
                 ovs: current.live.owned_state(),
                 ipsec_skb_mark: crate::state::owned_skb_mark(&current.live),
+                ovn_chassis: crate::state::owned_ovn_chassis(&current.live),
                 ..read_rest(self.sys, &self.loc).map_err(ApplyError::Unchanged)?
             },
             Scope::Full => current.snapshot(),

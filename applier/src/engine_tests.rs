@@ -56,6 +56,34 @@ impl Fixture {
         builder::build::build_host(&fleet.hosts[0], &self.key, params)
     }
 
+    /// Host `host`'s bundle from a fleet: `files` (path, text) under the profiles directory.
+    pub(crate) fn fleet_bundle(&self, files: &[(&str, &str)], host: &str, serial: u64) -> Vec<u8> {
+        let d = self
+            .dir
+            .path()
+            .join(format!("fleet{serial}-{host}-{}", files.len()));
+        for (path, text) in files {
+            let path = d.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let fleet = builder::profile::load_fleet(&d).unwrap_or_else(|e| {
+            panic!(
+                "{}",
+                e.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        let h = fleet.hosts.iter().find(|h| h.name == host).unwrap();
+        let params = builder::build::BuildParams {
+            serial,
+            expires: None,
+        };
+        builder::build::build_host(h, &self.key, params)
+    }
+
     pub(crate) fn trusted(&self) -> TrustedKey {
         self.trusted.clone()
     }

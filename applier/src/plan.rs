@@ -251,6 +251,13 @@ pub fn make_plan(
         ovs::planner::skb_mark_change(desired.ipsec_skb_mark.as_deref(), &current.live)
             .map_err(|e| vec![e])?,
     );
+    // The chassis keys are no tunnels: a --gre-only apply leaves them as they are.
+    if scope == Scope::Full {
+        changes.extend(
+            ovs::planner::ovn_chassis_change(&desired.ovn_chassis, &current.live)
+                .map_err(|e| vec![e])?,
+        );
+    }
     let mut plan = HostPlan {
         ovs: changes,
         ..HostPlan::default()

@@ -373,10 +373,24 @@ impl System for FakeSystem {
                 } => {
                     let i = self.ovs.ifaces.get_mut(iface_uuid).expect("guarded");
                     i.options = port.interface.options.clone();
-                    i.external_ids = port.external_ids.clone();
+                    i.external_ids = bundle::state::merged_ids(&port.external_ids, &i.external_ids);
                     let p = self.ovs.ports.get_mut(port_uuid).expect("guarded");
                     p.protected = port.protected;
-                    p.external_ids = port.external_ids.clone();
+                    p.external_ids = bundle::state::merged_ids(&port.external_ids, &p.external_ids);
+                }
+                OvsChange::OvnChassis { from, to } => {
+                    let ids = &mut self.ovs.root_external_ids;
+                    for k in from.keys().chain(to.keys()) {
+                        ids.remove(k);
+                    }
+                    ids.remove(bundle::ovn::CHASSIS_OWNER);
+                    if !to.is_empty() {
+                        ids.extend(to.clone());
+                        ids.insert(
+                            bundle::ovn::CHASSIS_OWNER.into(),
+                            crate::ovs::planner::ovn_mark(to),
+                        );
+                    }
                 }
                 OvsChange::SkbMark { to, .. } => {
                     use crate::ovs::change::{SKB_MARK, SKB_MARK_OWNER};
