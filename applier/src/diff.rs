@@ -113,6 +113,36 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
             out.push(format!("- external_ids:{k} (OVN chassis)"));
         }
     }
+    if a.ovn_nb != b.ovn_nb {
+        let ports = |s: &[bundle::ovn::LogicalSwitch]| {
+            s.iter()
+                .flat_map(|ls| {
+                    ls.ports
+                        .iter()
+                        .map(move |p| format!("{}/{} {}", ls.name, p.name, p.address))
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let (old, new) = (ports(&a.ovn_nb), ports(&b.ovn_nb));
+        for p in old.difference(&new) {
+            out.push(format!("- OVN logical port {p}"));
+        }
+        for p in new.difference(&old) {
+            out.push(format!("+ OVN logical port {p}"));
+        }
+        let names = |s: &[bundle::ovn::LogicalSwitch]| {
+            s.iter()
+                .map(|l| format!("{} {}", l.name, l.subnet))
+                .collect::<Vec<_>>()
+        };
+        if names(&a.ovn_nb) != names(&b.ovn_nb) {
+            out.push(format!(
+                "~ OVN logical switches [{}] -> [{}]",
+                names(&a.ovn_nb).join(", "),
+                names(&b.ovn_nb).join(", ")
+            ));
+        }
+    }
     if a.ipsec_skb_mark != b.ipsec_skb_mark {
         out.push(format!(
             "~ other_config:ipsec_skb_mark {} -> {}",

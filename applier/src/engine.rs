@@ -746,7 +746,11 @@ impl Applier<'_> {
             dhcp_running,
             ..HostState::default()
         };
-        (Current { live, state }, errors, ovs_read)
+        // Unreadable: as if there were no northbound database (a revert that needs one then
+        // says so instead of guessing its rows).
+        let nb = self.sys.nb_read();
+        let nb = or_before(e, "the OVN northbound database", nb, Default::default());
+        (Current { live, nb, state }, errors, ovs_read)
     }
 
     /// After boot put the host on a known generation although undoing an interrupted apply

@@ -20,6 +20,7 @@ pub mod install;
 mod ipv6_tests;
 pub mod journal;
 pub mod lock;
+pub mod nb;
 #[cfg(test)]
 mod ovn_tests;
 pub mod ovs;

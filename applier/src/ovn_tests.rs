@@ -236,3 +236,177 @@ fn keys_ovn_controller_writes_on_br_int_and_the_bound_interface_are_no_drift_and
     let iface = sys.ovs.ifaces.values().find(|i| i.name == "ovn0").unwrap();
     assert_eq!(iface.external_ids["ovn-installed"], "true");
 }
+
+/// The fleet with t1 as the central and `chassis` (hosts h1, h2, …) on ls0.
+fn central_bundle(fx: &Fixture, chassis: &[&str], serial: u64) -> Vec<u8> {
+    let mut files: Vec<(String, String)> = vec![("hosts/t1.toml".into(), v1())];
+    let mut fleet =
+        "[ovn]\ncentral = \"t1\"\n\n[[ovn.switches]]\nname = \"ls0\"\nsubnet = \"10.30.0.0/24\"\n"
+            .to_string();
+    for (i, h) in chassis.iter().enumerate() {
+        let n = i + 11;
+        files.push((
+            format!("hosts/{h}.toml"),
+            format!("[host]\nname = \"{h}\"\nunderlay_ip = \"10.99.0.{n}\"\n"),
+        ));
+        fleet.push_str(&format!(
+            "\n[[ovn.chassis]]\nhost = \"{h}\"\nswitch = \"ls0\"\naddress = \"10.30.0.{n}/24\"\n"
+        ));
+    }
+    files.push(("fleet.toml".into(), fleet));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    fx.fleet_bundle(&refs, "t1", serial)
+}
+
+/// A northbound database with a switch (and port) someone else made.
+fn with_nb(sys: &mut FakeSystem) {
+    use crate::nb::{NbPort, NbSwitch};
+    sys.nb.present = true;
+    sys.nb.switches.push(NbSwitch {
+        uuid: "their-ls".into(),
+        name: "theirs".into(),
+        ports: vec!["their-lsp".into()],
+        external_ids: BTreeMap::new(),
+    });
+    sys.nb.ports.insert(
+        "their-lsp".into(),
+        NbPort {
+            uuid: "their-lsp".into(),
+            name: "vm1".into(),
+            addresses: vec!["unknown".into()],
+            external_ids: BTreeMap::new(),
+        },
+    );
+}
+
+#[test]
+fn the_central_writes_its_logical_switches_and_every_failure_or_crash_puts_them_back() {
+    let fx = Fixture::new();
+    let (mut base, _) = on_v1(&fx);
+    with_nb(&mut base);
+    let before = base.view();
+    let b2 = central_bundle(&fx, &["h1", "h2"], 2);
+    let after = {
+        let mut sys = base.clone();
+        let plan = fx
+            .applier(&mut sys)
+            .plan_bundle(&b2, FULL)
+            .unwrap()
+            .render();
+        assert!(
+            plan.contains("ovn northbound:\n  + logical switch ls0 (10.30.0.0/24, 2 ports)"),
+            "{plan}"
+        );
+        fx.applier(&mut sys).apply_bundle(&b2, FULL).unwrap();
+        sys.view()
+    };
+    let names: Vec<(&str, bool)> = after.nb.iter().map(|s| (s.0.as_str(), s.1)).collect();
+    assert_eq!(names, [("ls0", true), ("theirs", false)]);
+    let ports: Vec<&str> = after.nb[0].2.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(ports, ["ovsb-h1", "ovsb-h2"]);
+    assert!(
+        after.nb[0].2[0].1[0].ends_with(" 10.30.0.11"),
+        "{:?}",
+        after.nb[0]
+    );
+    // The central is no chassis here: no chassis keys, no br-int.
+    assert!(!after.root.1.contains_key(CHASSIS_OWNER));
+    let mut nb_steps = 0;
+    for n in 0.. {
+        let mut sys = base.clone();
+        sys.fail_at = Some(n);
+        let result = fx.applier(&mut sys).apply_bundle(&b2, FULL);
+        if n >= sys.calls.len() {
+            break;
+        }
+        if result.is_ok() {
+            continue;
+        }
+        nb_steps += usize::from(sys.calls[n].starts_with("nb_apply"));
+        assert_eq!(sys.view(), before, "failure at {n} ({})", sys.calls[n]);
+    }
+    assert!(nb_steps >= 1, "no failure at the NB step");
+    for n in 0.. {
+        let mut sys = base.clone();
+        sys.crash_at = Some(n);
+        if fx.applier(&mut sys).apply_bundle(&b2, FULL).is_ok() && !sys.crashed() {
+            break;
+        }
+        let step = sys.calls[n].clone();
+        sys.restart();
+        fx.applier(&mut sys).recover().unwrap();
+        let view = sys.view();
+        assert!(view == before || view == after, "crash at {n} ({step})");
+    }
+}
+
+#[test]
+fn a_joining_host_adds_one_logical_port_and_leaving_ovn_removes_only_our_rows() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    with_nb(&mut sys);
+    let before = sys.view();
+    fx.applier(&mut sys)
+        .apply_bundle(&central_bundle(&fx, &["h1", "h2"], 2), FULL)
+        .unwrap();
+    let b3 = central_bundle(&fx, &["h1", "h2", "h3"], 3);
+    let plan = fx.applier(&mut sys).plan_bundle(&b3, FULL).unwrap();
+    let got: Vec<String> = plan.nb.iter().map(crate::nb::NbChange::describe).collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("+ logical port ls0/ovsb-h3 0a:"),
+        "{got:?}"
+    );
+    assert!(plan.ovs.is_empty(), "{:?}", plan.ovs);
+    fx.applier(&mut sys).apply_bundle(&b3, FULL).unwrap();
+    // Someone adds a port of their own to our switch: status shows no drift for it.
+    let ls0 = sys
+        .nb
+        .switches
+        .iter()
+        .position(|s| s.name == "ls0")
+        .unwrap();
+    sys.nb.switches[ls0].ports.push("their-lsp".into());
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(drift.is_empty(), "{}", drift.render());
+    sys.nb.switches[ls0].ports.pop();
+    // Our port changed by hand: drift, and the apply puts it back.
+    let p = sys
+        .nb
+        .ports
+        .values_mut()
+        .find(|p| p.name == "ovsb-h1")
+        .unwrap();
+    p.addresses = vec!["0a:00:00:00:00:99 10.30.0.99".into()];
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(
+        drift
+            .render()
+            .contains("~ logical port ls0/ovsb-h1: addresses"),
+        "{}",
+        drift.render()
+    );
+    fx.applier(&mut sys)
+        .apply_bundle(&fx.bundle(&v1(), 4), FULL)
+        .unwrap();
+    assert_eq!(sys.view().nb, before.nb);
+}
+
+#[test]
+fn a_central_bundle_without_a_northbound_database_changes_nothing() {
+    let fx = Fixture::new();
+    let (mut sys, before) = on_v1(&fx);
+    let err = fx
+        .applier(&mut sys)
+        .apply_bundle(&central_bundle(&fx, &["h1"], 2), FULL)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("there is no northbound database") && err.contains("--ovn-nb"),
+        "{err}"
+    );
+    assert_eq!(sys.view(), before);
+}

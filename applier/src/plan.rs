@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, Default)]
 pub struct HostPlan {
     pub ovs: Vec<OvsChange>,
+    /// Changes of our rows in the OVN northbound database (the central host only).
+    pub nb: Vec<crate::nb::NbChange>,
     /// What changes in the owned chains, for people.
     pub firewall: Vec<String>,
     /// The chains wanted and the chains they replace, when `firewall` is not empty.
@@ -130,6 +132,7 @@ impl HostPlan {
 
     pub fn is_empty(&self) -> bool {
         self.ovs.is_empty()
+            && self.nb.is_empty()
             && self.firewall.is_empty()
             && self.firewall6.is_empty()
             && self.interfaces.is_none()
@@ -141,6 +144,7 @@ impl HostPlan {
 
     pub fn change_count(&self) -> usize {
         self.ovs.len()
+            + self.nb.len()
             + self.firewall.len()
             + self.firewall6.len()
             + usize::from(self.interfaces.is_some())
@@ -167,6 +171,12 @@ impl HostPlan {
         if !self.ovs.is_empty() {
             out.push_str("ovs:\n");
             for c in &self.ovs {
+                out.push_str(&format!("  {}\n", c.describe()));
+            }
+        }
+        if !self.nb.is_empty() {
+            out.push_str("ovn northbound:\n");
+            for c in &self.nb {
                 out.push_str(&format!("  {}\n", c.describe()));
             }
         }
@@ -222,6 +232,7 @@ impl HostPlan {
             "changes": self.change_count(),
             "ovs": self.ovs.iter().map(OvsChange::describe).collect::<Vec<_>>(),
             "ovs_write_ops": self.ovs_write_ops(),
+            "ovn_nb": self.nb.iter().map(crate::nb::NbChange::describe).collect::<Vec<_>>(),
             "iptables": self.firewall,
             "ip6tables": self.firewall6,
             "interfaces_diff": self.interfaces.as_ref().map(|i| &i.diff),
@@ -258,8 +269,14 @@ pub fn make_plan(
                 .map_err(|e| vec![e])?,
         );
     }
+    // The northbound rows are no tunnels either.
+    let nb = match scope {
+        Scope::Full => crate::nb::plan(&desired.ovn_nb, &current.nb)?,
+        Scope::GreOnly => Vec::new(),
+    };
     let mut plan = HostPlan {
         ovs: changes,
+        nb,
         ..HostPlan::default()
     };
     let now = &current.state;

@@ -45,6 +45,9 @@ pub struct HostState {
     /// keys its mark lists; empty: none), see `bundle::ovn`.
     #[serde(default)]
     pub ovn_chassis: BTreeMap<String, String>,
+    /// Our rows of the OVN northbound database: the central's logical switches and ports.
+    #[serde(default)]
+    pub ovn_nb: Vec<bundle::ovn::LogicalSwitch>,
 }
 
 // By hand, not derived: the IPv6 chains are of their own family, every owned chain listed.
@@ -62,6 +65,7 @@ impl Default for HostState {
             dhcp: None,
             dhcp_running: false,
             ovn_chassis: BTreeMap::new(),
+            ovn_nb: Vec::new(),
         }
     }
 }
@@ -114,6 +118,7 @@ impl HostState {
         };
         Ok(HostState {
             ovn_chassis: ovn.chassis,
+            ovn_nb: ovn.northbound,
             ovs,
             chains,
             chains6,
@@ -250,6 +255,8 @@ impl Locations {
 #[derive(Debug, Clone)]
 pub struct Current {
     pub live: Live,
+    /// The OVN northbound rows (none read for `--gre-only`, or where there is no database).
+    pub nb: crate::nb::NbLive,
     pub state: HostState,
 }
 
@@ -259,6 +266,10 @@ impl Current {
         // OVSDB and iptables-save work at the same time (both scopes read the chains).
         sys.read_begin();
         let live = sys.ovs_read().inspect_err(|_| sys.read_cancel())?;
+        let nb = match scope {
+            Scope::Full => sys.nb_read()?,
+            Scope::GreOnly => crate::nb::NbLive::default(),
+        };
         let state = match scope {
             // The tunnels, and the IPsec guard chain that follows them.
             Scope::GreOnly => HostState {
@@ -268,7 +279,7 @@ impl Current {
             },
             Scope::Full => read_rest(sys, loc)?,
         };
-        Ok(Current { live, state })
+        Ok(Current { live, nb, state })
     }
 
     /// The whole state, OVS rows included: what a rollback returns to.
@@ -277,6 +288,7 @@ impl Current {
             ovs: self.live.owned_state(),
             ipsec_skb_mark: owned_skb_mark(&self.live),
             ovn_chassis: owned_ovn_chassis(&self.live),
+            ovn_nb: self.nb.owned_state(),
             ..self.state.clone()
         }
     }
@@ -315,6 +327,7 @@ pub fn read_rest(sys: &mut dyn System, loc: &Locations) -> Result<HostState, Sys
             .map(|v| String::from_utf8_lossy(&v).trim().to_string()),
         ipsec_skb_mark: None,
         ovn_chassis: BTreeMap::new(),
+        ovn_nb: Vec::new(),
         dhcp: sys.read_file(&loc.paths.dhcp_conf())?,
         dhcp_running: sys.dhcp_running(&loc.paths.dhcp_instance())?,
     })

@@ -175,6 +175,12 @@ pub enum PlanError {
     ForeignSkbMark(String, String),
     #[error("Open_vSwitch external_ids:{0} is {1:?}, set by someone else; this host's bundle sets it to {2:?} for OVN: remove it (ovs-vsctl remove Open_vSwitch . external_ids {0}) or, for system-id, set system_id in fleet.toml's [[ovn.chassis]] to that value")]
     ForeignOvnKey(String, String, String),
+    #[error("logical switch {0} exists in the OVN northbound database but is not managed by ovs-bundle (no external_ids:{OWNER_KEY}); remove it (ovn-nbctl ls-del {0}) or rename the switch in fleet.toml")]
+    ForeignLogicalSwitch(String),
+    #[error("logical switch port {0} exists in the OVN northbound database but is not managed by ovs-bundle (no external_ids:{OWNER_KEY}); remove it (ovn-nbctl lsp-del {0})")]
+    ForeignLogicalPort(String),
+    #[error("this host's bundle carries OVN northbound state (it is the fleet's OVN central) but there is no northbound database: start ovn-central (ovsdb-server with OVN_Northbound), or pass its socket with --ovn-nb unix:PATH")]
+    NoNorthbound,
     #[error("--gre-only: bridge {0} is not on this host yet; run a full apply first")]
     MissingBridge(String),
 }
