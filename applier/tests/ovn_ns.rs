@@ -77,17 +77,20 @@ struct Daemons {
 
 impl Drop for Daemons {
     fn drop(&mut self) {
-        for p in &self.pids {
-            if let Ok(pid) = std::fs::read_to_string(p) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let pid = nix::unistd::Pid::from_raw(pid);
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            }
+        use nix::sys::signal::{kill, Signal};
+        // All at once, then wait for all: each takes a moment to be gone.
+        let pids: Vec<nix::unistd::Pid> = self
+            .pids
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<i32>().ok())
+            .map(nix::unistd::Pid::from_raw)
+            .collect();
+        for &pid in &pids {
+            let _ = kill(pid, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|&p| kill(p, None).is_ok()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -306,15 +309,18 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
     write_fleet(&fleet_dir, &two);
     let all: Vec<&TestHost> = std::iter::once(&c1).chain(hs.iter()).collect();
     let first = build(&fleet_dir, &all[..3], 1);
-    apply(&c1, &first["c1"], "c1-1", &nb);
-    let lsps = check(
-        Command::new("ovn-nbctl")
+    let nbctl = |args: &[&str]| {
+        let o = Command::new("ovn-nbctl")
             .arg(format!("--db={nb}"))
-            .args(["lsp-list", "ls0"])
+            .args(args)
             .output()
-            .unwrap(),
-        "ovn-nbctl lsp-list",
-    );
+            .unwrap();
+        check(o, &format!("ovn-nbctl {args:?}"))
+    };
+    // A switch of someone else's, which the applier leaves alone.
+    nbctl(&["ls-add", "theirs"]);
+    apply(&c1, &first["c1"], "c1-1", &nb);
+    let lsps = nbctl(&["lsp-list", "ls0"]);
     assert!(
         lsps.contains("ovsb-h1") && lsps.contains("ovsb-h2"),
         "{lsps}"
@@ -415,5 +421,15 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
     ping(&hs[2], "10.30.0.1");
     ping(&hs[0], "10.30.0.3");
     ping(&hs[1], "10.30.0.3");
+    // The central and the new chassis, with everything running: no drift; their switch stays.
+    for (h, nb) in [(&c1, nb.clone()), (&hs[2], no_nb(&hs[2]))] {
+        let status = h.applier(&["--ovn-nb", &nb, "status"]);
+        assert_eq!(status.status.code(), Some(0), "{}: {}", h.name, out(status));
+    }
+    let switches = nbctl(&["ls-list"]);
+    assert!(
+        switches.contains("(theirs)") && switches.contains("(ls0)"),
+        "{switches}"
+    );
     eprintln!("ovn_ns: {:.1} s", started.elapsed().as_secs_f64());
 }
