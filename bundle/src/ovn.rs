@@ -42,7 +42,8 @@ pub struct OvnState {
 #[serde(deny_unknown_fields)]
 pub struct LogicalSwitch {
     pub name: String,
-    /// `other_config:subnet`, for people and tools reading the NB database.
+    /// The switch's IPv4 subnet, kept in `external_ids:ovs-bundle-subnet` for people reading
+    /// the NB database (an `other_config:subnet` would turn on OVN's address management).
     pub subnet: String,
     pub ports: Vec<LogicalPort>,
 }
