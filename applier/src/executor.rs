@@ -107,7 +107,7 @@ impl Applier<'_> {
         kill_point("nb-transact");
         let owner = self.host.clone();
         self.sys
-            .nb_apply(&plan.nb, &owner, comment)
+            .nb_apply(&plan.nb, &plan.nb_base, &owner, comment)
             .map_err(|e| ("the OVN northbound transaction".to_string(), e))
     }
 

@@ -332,8 +332,44 @@ pub fn plan(desired: &[LogicalSwitch], live: &NbLive) -> Result<Vec<NbChange>, V
 }
 
 /// The changes as one transaction on `OVN_Northbound`, every row written marked with
-/// `owner` (the central's host name).
-pub fn transaction(changes: &[NbChange], owner: &str, comment: &str) -> Vec<Value> {
+/// `owner` (the central's host name). Every existing row it changes is guarded by a `wait` on
+/// the values `base` read, so a concurrent change by another client fails the transaction
+/// instead of being overwritten.
+pub fn transaction(changes: &[NbChange], base: &NbLive, owner: &str, comment: &str) -> Vec<Value> {
+    let mut waits: BTreeMap<String, Value> = BTreeMap::new();
+    let at = |uuid: &str| json!([["_uuid", "==", ["uuid", uuid]]]);
+    let switch_guard = |uuid: &str| {
+        base.switches.iter().find(|s| s.uuid == uuid).map(|s| {
+            let refs = s.ports.iter().map(|p| json!(["uuid", p]));
+            json!({"op": "wait", "timeout": 0, "table": "Logical_Switch",
+                "where": at(uuid), "columns": ["name", "ports", "external_ids"], "until": "==",
+                "rows": [{"name": s.name, "ports": encode_uuid_set(refs), "external_ids": encode_map(&s.external_ids)}]})
+        })
+    };
+    for c in changes {
+        let (key, guard) = match c {
+            NbChange::UpdateSwitch { uuid, .. }
+            | NbChange::DeleteSwitch { uuid, .. }
+            | NbChange::AddPort {
+                switch_uuid: uuid, ..
+            }
+            | NbChange::DeletePort {
+                switch_uuid: uuid, ..
+            } => (format!("ls {uuid}"), switch_guard(uuid)),
+            NbChange::UpdatePort { uuid, .. } => (
+                format!("lsp {uuid}"),
+                base.ports.get(uuid).map(|p| {
+                    json!({"op": "wait", "timeout": 0, "table": "Logical_Switch_Port",
+                        "where": at(uuid), "columns": ["name", "addresses", "external_ids"], "until": "==",
+                        "rows": [{"name": p.name, "addresses": ["set", p.addresses], "external_ids": encode_map(&p.external_ids)}]})
+                }),
+            ),
+            NbChange::AddSwitch { .. } => continue,
+        };
+        if let Some(g) = guard {
+            waits.insert(key, g);
+        }
+    }
     let ids = |extra: Option<(&str, &str)>| {
         let mut m = BTreeMap::from([(OWNER_KEY.to_string(), owner.to_string())]);
         if let Some((k, v)) = extra {
@@ -341,7 +377,7 @@ pub fn transaction(changes: &[NbChange], owner: &str, comment: &str) -> Vec<Valu
         }
         encode_map(&m)
     };
-    let mut ops = Vec::new();
+    let mut ops: Vec<Value> = waits.into_values().collect();
     let mut seq = 0;
     let mut insert_port = |ops: &mut Vec<Value>, p: &LogicalPort| {
         seq += 1;
@@ -352,7 +388,6 @@ pub fn transaction(changes: &[NbChange], owner: &str, comment: &str) -> Vec<Valu
         );
         json!(["named-uuid", name])
     };
-    let at = |uuid: &str| json!([["_uuid", "==", ["uuid", uuid]]]);
     for c in changes {
         match c {
             NbChange::AddSwitch { switch } => {
@@ -500,6 +535,7 @@ mod tests {
             &[NbChange::AddSwitch {
                 switch: ls("ls0", &[("ovsb-h1", "0a:00:00:00:00:01 10.30.0.1")]),
             }],
+            &NbLive::default(),
             "c1",
             "test",
         );
@@ -516,5 +552,18 @@ mod tests {
             t[1]["row"]["external_ids"],
             json!(["map", [[OWNER_KEY, "c1"], [SUBNET_KEY, "10.30.0.0/24"]]])
         );
+        // Changes to existing rows wait for them to be as read first.
+        let l = live();
+        let changes = plan(
+            &[ls("ls0", &[("ovsb-h1", "0a:00:00:00:00:01 10.30.0.11")])],
+            &l,
+        )
+        .unwrap();
+        let t = transaction(&changes, &l, "c1", "test");
+        let waits: Vec<&Value> = t.iter().filter(|o| o["op"] == "wait").collect();
+        assert_eq!(waits.len(), 3, "{t:#?}");
+        assert!(t.iter().position(|o| o["op"] == "wait").unwrap() == 0);
+        assert!(waits.iter().any(|w| w["table"] == "Logical_Switch_Port"
+            && w["rows"][0]["addresses"] == json!(["set", ["0a:00:00:00:00:01 10.30.0.1"]])));
     }
 }

@@ -14,6 +14,8 @@ pub struct HostPlan {
     pub ovs: Vec<OvsChange>,
     /// Changes of our rows in the OVN northbound database (the central host only).
     pub nb: Vec<crate::nb::NbChange>,
+    /// The northbound rows `nb` was planned from, which its transaction's guards compare.
+    pub nb_base: crate::nb::NbLive,
     /// What changes in the owned chains, for people.
     pub firewall: Vec<String>,
     /// The chains wanted and the chains they replace, when `firewall` is not empty.
@@ -276,6 +278,11 @@ pub fn make_plan(
     };
     let mut plan = HostPlan {
         ovs: changes,
+        nb_base: if nb.is_empty() {
+            Default::default()
+        } else {
+            current.nb.clone()
+        },
         nb,
         ..HostPlan::default()
     };

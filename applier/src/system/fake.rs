@@ -460,6 +460,7 @@ impl System for FakeSystem {
     fn nb_apply(
         &mut self,
         changes: &[crate::nb::NbChange],
+        _base: &crate::nb::NbLive,
         owner: &str,
         _: &str,
     ) -> Result<(), SysError> {

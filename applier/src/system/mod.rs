@@ -82,11 +82,12 @@ pub trait System {
     /// The OVN northbound database's logical switches and ports; `present: false` where this
     /// host has none (a chassis).
     fn nb_read(&mut self) -> Result<crate::nb::NbLive, SysError>;
-    /// Makes `changes` to the northbound database in one transaction, every row written marked
-    /// as `owner`'s.
+    /// Makes `changes` (planned from `base`) to the northbound database in one transaction,
+    /// guarded by the values of `base`, every row written marked as `owner`'s.
     fn nb_apply(
         &mut self,
         changes: &[crate::nb::NbChange],
+        base: &crate::nb::NbLive,
         owner: &str,
         comment: &str,
     ) -> Result<(), SysError>;

@@ -217,10 +217,11 @@ impl System for RealSystem {
     fn nb_apply(
         &mut self,
         changes: &[crate::nb::NbChange],
+        base: &crate::nb::NbLive,
         owner: &str,
         comment: &str,
     ) -> Result<(), SysError> {
-        let ops = crate::nb::transaction(changes, owner, comment);
+        let ops = crate::nb::transaction(changes, base, owner, comment);
         self.nb_conn()?.transact_in(crate::nb::NB_DB, &ops)?;
         Ok(())
     }
