@@ -204,13 +204,22 @@ impl System for RealSystem {
     }
 
     fn nb_read(&mut self) -> Result<crate::nb::NbLive, SysError> {
-        // No socket: no northbound database on this host (a chassis), so none of our rows.
+        // No socket, or one nobody listens on (left by a server that died): no northbound
+        // database here, so none of our rows. A bundle that wants some then says so.
         if !self.ovn_nb.exists() {
             return Ok(crate::nb::NbLive::default());
         }
-        let results = self
-            .nb_conn()?
-            .transact_in(crate::nb::NB_DB, &crate::nb::NbLive::read_ops())?;
+        let conn = match self.nb_conn() {
+            Ok(c) => c,
+            Err(SysError::Ovsdb(e))
+                if matches!(&*e, crate::ovsdb::OvsdbError::Connect { source, .. }
+                    if source.kind() == std::io::ErrorKind::ConnectionRefused) =>
+            {
+                return Ok(crate::nb::NbLive::default());
+            }
+            Err(e) => return Err(e),
+        };
+        let results = conn.transact_in(crate::nb::NB_DB, &crate::nb::NbLive::read_ops())?;
         crate::nb::NbLive::from_results(&results).map_err(SysError::Ovs)
     }
 
