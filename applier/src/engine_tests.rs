@@ -58,6 +58,17 @@ impl Fixture {
 
     /// Host `host`'s bundle from a fleet: `files` (path, text) under the profiles directory.
     pub(crate) fn fleet_bundle(&self, files: &[(&str, &str)], host: &str, serial: u64) -> Vec<u8> {
+        self.fleet_bundle_with(files, host, serial, None)
+    }
+
+    /// [`Fixture::fleet_bundle`] with member `replace.0` replaced by `replace.1`, signed.
+    pub(crate) fn fleet_bundle_with(
+        &self,
+        files: &[(&str, &str)],
+        host: &str,
+        serial: u64,
+        replace: Option<(&str, &str)>,
+    ) -> Vec<u8> {
         let d = self
             .dir
             .path()
@@ -81,7 +92,16 @@ impl Fixture {
             serial,
             expires: None,
         };
-        builder::build::build_host(h, &self.key, params)
+        let mut rendered = builder::render::render_host(h);
+        // A member replaced (or added) after rendering: what the builder would never make.
+        if let Some((member, content)) = replace {
+            rendered.files.retain(|f| f.0 != member);
+            rendered
+                .files
+                .push((member.to_string(), 0o644, content.as_bytes().to_vec()));
+            rendered.files.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        builder::build::assemble(host, rendered, &self.key, params)
     }
 
     pub(crate) fn trusted(&self) -> TrustedKey {

@@ -410,3 +410,41 @@ fn a_central_bundle_without_a_northbound_database_changes_nothing() {
     );
     assert_eq!(sys.view(), before);
 }
+
+/// Signed is not trusted: an `ovn.json` with a key or value the builder never writes (here one
+/// that would make ovn-controller use another bridge, and a remote that is no address) is
+/// refused before anything changes.
+#[test]
+fn a_signed_bundle_with_ovn_values_the_builder_never_writes_is_refused() {
+    let fx = Fixture::new();
+    let (mut sys, before) = on_v1(&fx);
+    let t1 = v1();
+    let files = [
+        ("hosts/t1.toml", t1.as_str()),
+        ("hosts/c1.toml", C1),
+        ("fleet.toml", FLEET),
+    ];
+    for (bad, says) in [
+        (
+            r#"{"chassis": {"ovn-bridge": "br-ex"}}"#,
+            "chassis key \"ovn-bridge\" is not one ovs-bundle sets",
+        ),
+        (
+            r#"{"chassis": {"ovn-remote": "unix:/run/x.sock"}}"#,
+            "ovn-remote \"unix:/run/x.sock\"",
+        ),
+        (
+            r#"{"northbound": [{"name": "ls0", "subnet": "10.30.0.0/24", "ports": [{"name": "p\"; x", "address": "0a:00:00:00:00:01 10.30.0.1"}]}]}"#,
+            "logical port",
+        ),
+    ] {
+        let b = fx.fleet_bundle_with(&files, "t1", 2, Some((bundle::OVN_NAME, bad)));
+        let err = fx
+            .applier(&mut sys)
+            .apply_bundle(&b, FULL)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+        assert_eq!(sys.view(), before);
+    }
+}
