@@ -255,6 +255,21 @@ pub(super) fn expand(
                 .hint("each chassis' Geneve tunnels end at its own underlay_ip"),
             );
         }
+        // One address family: a Geneve tunnel joins two underlays of one family, and the
+        // chassis reaches the central's SB database on its own.
+        if let Some(c) = central {
+            let central_ip = hosts[c].underlay_ip;
+            if central_ip.is_ipv4() != host.underlay_ip.is_ipv4() {
+                diags.push(
+                    Diagnostic::error(at(r.host.span()), format!(
+                        "chassis {host_name} has underlay_ip {} but the OVN central {} is at {central_ip}: one address family for the whole OVN fleet",
+                        host.underlay_ip, hosts[c].name
+                    ))
+                    .hint("give every chassis and the central underlay addresses of one family"),
+                );
+                continue;
+            }
+        }
         let Some((subnet, _)) = switches.get(r.switch.get_ref()) else {
             diags.push(
                 Diagnostic::error(
