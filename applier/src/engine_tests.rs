@@ -123,6 +123,7 @@ impl Fixture {
             host: "t1".into(),
             now: 1_700_000_000,
             log: Box::new(|_| {}),
+            nb_optional: false,
         }
     }
 }

@@ -448,3 +448,42 @@ fn a_signed_bundle_with_ovn_values_the_builder_never_writes_is_refused() {
         assert_eq!(sys.view(), before);
     }
 }
+
+/// At boot the northbound database is not up yet (ovn-central starts after the network, after
+/// the applier) and keeps its rows by itself: boot restores the rest and says so; a plain apply
+/// refuses instead.
+#[test]
+fn boot_on_the_central_restores_the_rest_without_the_northbound_database() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    with_nb(&mut sys);
+    fx.applier(&mut sys)
+        .apply_bundle(&central_bundle(&fx, &["h1"], 2), FULL)
+        .unwrap();
+    let applied = sys.view();
+    // A reboot: no iptables rules, no northbound database yet.
+    sys.chains = bundle::Chains::from_save("");
+    let nb = std::mem::take(&mut sys.nb);
+    let mut log = Vec::new();
+    let code = {
+        let mut app = fx.applier(&mut sys);
+        app.log = Box::new(|m| log.push(m.to_string()));
+        crate::boot::boot(&mut app, false)
+    };
+    assert_eq!(code, bundle::Exit::Ok, "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("there is no northbound database")),
+        "{log:#?}"
+    );
+    sys.nb = nb;
+    assert_eq!(sys.view(), applied);
+    // Outside boot, a central bundle without its database is refused.
+    sys.nb = crate::nb::NbLive::default();
+    let err = fx
+        .applier(&mut sys)
+        .apply_generation(2, FULL)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("there is no northbound database"), "{err}");
+}

@@ -16,6 +16,9 @@ pub struct HostPlan {
     pub nb: Vec<crate::nb::NbChange>,
     /// The northbound rows `nb` was planned from, which its transaction's guards compare.
     pub nb_base: crate::nb::NbLive,
+    /// The bundle has northbound state but this host has no northbound database: `nb` is
+    /// empty and a warning says so. An apply refuses this, except at boot.
+    pub nb_missing: bool,
     /// What changes in the owned chains, for people.
     pub firewall: Vec<String>,
     /// The chains wanted and the chains they replace, when `firewall` is not empty.
@@ -272,7 +275,9 @@ pub fn make_plan(
         );
     }
     // The northbound rows are no tunnels either.
+    let nb_missing = scope == Scope::Full && !desired.ovn_nb.is_empty() && !current.nb.present;
     let nb = match scope {
+        Scope::Full if nb_missing => Vec::new(),
         Scope::Full => crate::nb::plan(&desired.ovn_nb, &current.nb)?,
         Scope::GreOnly => Vec::new(),
     };
@@ -284,8 +289,16 @@ pub fn make_plan(
             current.nb.clone()
         },
         nb,
+        nb_missing,
         ..HostPlan::default()
     };
+    if nb_missing {
+        plan.warnings.push(
+            "this bundle carries OVN northbound state (the fleet's OVN central), but there is no \
+             northbound database here (--ovn-nb): its logical switches are not written"
+                .to_string(),
+        );
+    }
     let now = &current.state;
     // GRE-only: of the firewall, only the IPsec guard's chains, which follow the tunnels.
     let want = match scope {

@@ -203,6 +203,7 @@ fn applier<'a>(
         host,
         now: unix_now(),
         log: Box::new(log),
+        nb_optional: false,
     }
 }
 
