@@ -258,8 +258,12 @@ pub fn plan(desired: &[LogicalSwitch], live: &NbLive) -> Result<Vec<NbChange>, V
     }
     for d in desired {
         let Some(ls) = live.switches.iter().find(|s| s.name == d.name) else {
+            // A name someone else's port holds; one of ours moves here (see `transaction`).
             for p in &d.ports {
-                if port_by_name.contains_key(p.name.as_str()) {
+                if port_by_name
+                    .get(p.name.as_str())
+                    .is_some_and(|lp| !owned(&lp.external_ids))
+                {
                     errors.push(PlanError::ForeignLogicalPort(p.name.clone()));
                 }
             }
@@ -436,7 +440,9 @@ pub fn transaction(changes: &[NbChange], base: &NbLive, owner: &str, comment: &s
             }
         }
     }
-    // A port moved between our switches: deleted from the old one above, added to the new one.
+    // A port moved between our switches is a DeletePort on the old one and an AddPort (same
+    // name) on the new one: the old row is collected before the name index is checked, at
+    // commit.
     ops.push(json!({"op": "comment", "comment": comment}));
     ops
 }
@@ -515,6 +521,28 @@ mod tests {
                 "- logical port ls0/ovsb-h2",
                 "~ logical port ls0/ovsb-h1: addresses 0a:00:00:00:00:01 10.30.0.11",
                 "+ logical port ls0/ovsb-h3 0a:00:00:00:00:03 10.30.0.3",
+            ]
+        );
+        // h2 moves to a new switch ls1: off ls0, onto ls1 (one transaction, see `transaction`).
+        let moved = [
+            ls("ls0", &[("ovsb-h1", "0a:00:00:00:00:01 10.30.0.1")]),
+            LogicalSwitch {
+                name: "ls1".into(),
+                ..ls("ls1", &[("ovsb-h2", "0a:00:00:00:00:02 10.30.0.2")])
+            },
+            ls("old", &[]),
+        ];
+        let got: Vec<String> = plan(&moved, &l)
+            .unwrap()
+            .iter()
+            .map(NbChange::describe)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "- logical port ls0/ovsb-h2",
+                "+ logical switch ls1 (10.30.0.0/24, 1 ports)",
+                "~ logical switch old: subnet 10.30.0.0/24",
             ]
         );
         let errs = plan(&[ls("theirs", &[])], &l).unwrap_err();
