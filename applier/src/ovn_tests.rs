@@ -487,3 +487,37 @@ fn boot_on_the_central_restores_the_rest_without_the_northbound_database() {
         .to_string();
     assert!(err.contains("there is no northbound database"), "{err}");
 }
+
+/// The central may be a chassis too: one apply writes its chassis keys, its br-int and the
+/// northbound rows, and one removal takes all of them away again.
+#[test]
+fn a_central_that_is_also_a_chassis_gets_both_in_one_apply() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    with_nb(&mut sys);
+    let before = sys.view();
+    let t1 = v1();
+    let fleet = FLEET.replace("central = \"c1\"", "central = \"t1\"");
+    let b2 = fx.fleet_bundle(
+        &[
+            ("hosts/t1.toml", &t1),
+            ("hosts/c1.toml", C1),
+            ("fleet.toml", &fleet),
+        ],
+        "t1",
+        2,
+    );
+    fx.applier(&mut sys).apply_bundle(&b2, FULL).unwrap();
+    let after = sys.view();
+    assert_eq!(after.root.1["ovn-remote"], "tcp:10.99.0.1:6642");
+    assert!(after.owned.bridges.iter().any(|b| b.name == "br-int"));
+    assert_eq!(after.nb[0].2[0].0, "ovsb-t1");
+    fx.applier(&mut sys)
+        .apply_bundle(&fx.bundle(&v1(), 3), FULL)
+        .unwrap();
+    let gone = sys.view();
+    assert_eq!(
+        (gone.root, gone.owned, gone.nb),
+        (before.root, before.owned, before.nb)
+    );
+}
