@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 /// What a boot run did, for the log and the exit code.
 pub fn boot(app: &mut Applier, cycle: bool) -> Exit {
+    // The OVN northbound database starts after the network (after us) and keeps its rows.
+    app.nb_optional = true;
     // An interrupted apply is undone first. If that fails (a damaged marker, or the way back
     // fails), boot goes on: restoring a generation below puts the host on a known state anyway.
     let mut stale = None;

@@ -33,6 +33,15 @@ pub struct Global {
         default_value = "unix:/var/run/openvswitch/db.sock"
     )]
     pub ovsdb: String,
+    /// The OVN northbound database's socket: written only where the bundle carries northbound
+    /// state (the fleet's OVN central); a host without the socket has none of our rows there.
+    #[arg(
+        long,
+        global = true,
+        value_name = "unix:PATH",
+        default_value = "unix:/var/run/ovn/ovnnb_db.sock"
+    )]
+    pub ovn_nb: String,
     /// Where /proc is (sysctl values are per network namespace).
     #[arg(long, global = true, value_name = "DIR", default_value = "/proc")]
     pub proc: PathBuf,

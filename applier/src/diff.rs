@@ -97,6 +97,52 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
             out.push(format!("    {l}"));
         }
     }
+    if a.ovn_chassis != b.ovn_chassis {
+        for (k, v) in &b.ovn_chassis {
+            match a.ovn_chassis.get(k) {
+                Some(old) if old == v => {}
+                Some(old) => out.push(format!("~ external_ids:{k} {old} -> {v} (OVN chassis)")),
+                None => out.push(format!("+ external_ids:{k}={v} (OVN chassis)")),
+            }
+        }
+        for k in a
+            .ovn_chassis
+            .keys()
+            .filter(|k| !b.ovn_chassis.contains_key(*k))
+        {
+            out.push(format!("- external_ids:{k} (OVN chassis)"));
+        }
+    }
+    if a.ovn_nb != b.ovn_nb {
+        let ports = |s: &[bundle::ovn::LogicalSwitch]| {
+            s.iter()
+                .flat_map(|ls| {
+                    ls.ports
+                        .iter()
+                        .map(move |p| format!("{}/{} {}", ls.name, p.name, p.address))
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let (old, new) = (ports(&a.ovn_nb), ports(&b.ovn_nb));
+        for p in old.difference(&new) {
+            out.push(format!("- OVN logical port {p}"));
+        }
+        for p in new.difference(&old) {
+            out.push(format!("+ OVN logical port {p}"));
+        }
+        let names = |s: &[bundle::ovn::LogicalSwitch]| {
+            s.iter()
+                .map(|l| format!("{} {}", l.name, l.subnet))
+                .collect::<Vec<_>>()
+        };
+        if names(&a.ovn_nb) != names(&b.ovn_nb) {
+            out.push(format!(
+                "~ OVN logical switches [{}] -> [{}]",
+                names(&a.ovn_nb).join(", "),
+                names(&b.ovn_nb).join(", ")
+            ));
+        }
+    }
     if a.ipsec_skb_mark != b.ipsec_skb_mark {
         out.push(format!(
             "~ other_config:ipsec_skb_mark {} -> {}",

@@ -72,6 +72,10 @@ pub struct Applier<'a> {
     pub now: u64,
     /// Progress messages for the log (never secrets).
     pub log: Box<dyn FnMut(&str) + 'a>,
+    /// A bundle's OVN northbound state may be skipped, with a warning, where there is no
+    /// northbound database: at boot (ovn-central starts after the network, after us, and its
+    /// database keeps the rows of the last apply by itself). Otherwise that is a refusal.
+    pub nb_optional: bool,
 }
 
 impl Applier<'_> {
@@ -463,6 +467,13 @@ impl Applier<'_> {
         let current =
             Current::read(self.sys, &self.loc, opts.scope).map_err(ApplyError::Unchanged)?;
         let mut plan = make_plan(desired, &current, opts.scope).map_err(ApplyError::Plan)?;
+        if plan.nb_missing && !self.nb_optional {
+            return Err(ApplyError::Plan(vec![crate::ovs::PlanError::NoNorthbound]));
+        }
+        if plan.nb_missing && !opts.cycle {
+            // Said below with the other warnings when cycling; boot says it here.
+            (self.log)(&format!("WARNING: {}", crate::ovs::PlanError::NoNorthbound));
+        }
         if opts.cycle {
             self.review_cycling(&mut plan, desired);
             for w in &plan.warnings {
@@ -500,6 +511,7 @@ impl Applier<'_> {
             Scope::GreOnly => HostState {
                 ovs: current.live.owned_state(),
                 ipsec_skb_mark: crate::state::owned_skb_mark(&current.live),
+                ovn_chassis: crate::state::owned_ovn_chassis(&current.live),
                 ..read_rest(self.sys, &self.loc).map_err(ApplyError::Unchanged)?
             },
             Scope::Full => current.snapshot(),
@@ -753,7 +765,11 @@ impl Applier<'_> {
             dhcp_running,
             ..HostState::default()
         };
-        (Current { live, state }, errors, ovs_read)
+        // Unreadable: as if there were no northbound database (a revert that needs one then
+        // says so instead of guessing its rows).
+        let nb = self.sys.nb_read();
+        let nb = or_before(e, "the OVN northbound database", nb, Default::default());
+        (Current { live, nb, state }, errors, ovs_read)
     }
 
     /// After boot put the host on a known generation although undoing an interrupted apply

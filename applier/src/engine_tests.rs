@@ -56,6 +56,54 @@ impl Fixture {
         builder::build::build_host(&fleet.hosts[0], &self.key, params)
     }
 
+    /// Host `host`'s bundle from a fleet: `files` (path, text) under the profiles directory.
+    pub(crate) fn fleet_bundle(&self, files: &[(&str, &str)], host: &str, serial: u64) -> Vec<u8> {
+        self.fleet_bundle_with(files, host, serial, None)
+    }
+
+    /// [`Fixture::fleet_bundle`] with member `replace.0` replaced by `replace.1`, signed.
+    pub(crate) fn fleet_bundle_with(
+        &self,
+        files: &[(&str, &str)],
+        host: &str,
+        serial: u64,
+        replace: Option<(&str, &str)>,
+    ) -> Vec<u8> {
+        let d = self
+            .dir
+            .path()
+            .join(format!("fleet{serial}-{host}-{}", files.len()));
+        for (path, text) in files {
+            let path = d.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let fleet = builder::profile::load_fleet(&d).unwrap_or_else(|e| {
+            panic!(
+                "{}",
+                e.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        let h = fleet.hosts.iter().find(|h| h.name == host).unwrap();
+        let params = builder::build::BuildParams {
+            serial,
+            expires: None,
+        };
+        let mut rendered = builder::render::render_host(h);
+        // A member replaced (or added) after rendering: what the builder would never make.
+        if let Some((member, content)) = replace {
+            rendered.files.retain(|f| f.0 != member);
+            rendered
+                .files
+                .push((member.to_string(), 0o644, content.as_bytes().to_vec()));
+            rendered.files.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        builder::build::assemble(host, rendered, &self.key, params)
+    }
+
     pub(crate) fn trusted(&self) -> TrustedKey {
         self.trusted.clone()
     }
@@ -101,6 +149,7 @@ impl Fixture {
             host: "t1".into(),
             now: 1_700_000_000,
             log: Box::new(|_| {}),
+            nb_optional: false,
         }
     }
 }

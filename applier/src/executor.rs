@@ -28,6 +28,9 @@ enum Driver {
     /// goes only after OVS removed its tunnel (and comes before OVS creates one).
     Firewall,
     Ovs,
+    /// The OVN northbound rows (the central host only): after OVS, before anything that could
+    /// fail for a reason of the host's own.
+    Nb,
     /// The guard rules of tunnels OVS has just removed.
     FirewallGuards,
     Sysctl,
@@ -37,9 +40,10 @@ enum Driver {
 }
 
 impl Driver {
-    const ORDER: [Driver; 6] = [
+    const ORDER: [Driver; 7] = [
         Driver::Firewall,
         Driver::Ovs,
+        Driver::Nb,
         Driver::FirewallGuards,
         Driver::Sysctl,
         Driver::Interfaces,
@@ -80,6 +84,7 @@ impl Applier<'_> {
                     ovs_failed = r.is_err();
                     r
                 }
+                Driver::Nb => self.nb_driver(plan, comment),
                 Driver::Firewall => self.firewall_driver(plan),
                 // A revert goes on past a failed step, but a tunnel OVS did not remove may still
                 // be there: its guard stays (a packet of it must not leave in plaintext).
@@ -107,6 +112,17 @@ impl Applier<'_> {
         } else {
             Err(errors)
         }
+    }
+
+    fn nb_driver(&mut self, plan: &HostPlan, comment: &str) -> Result<(), StepError> {
+        if plan.nb.is_empty() {
+            return Ok(());
+        }
+        kill_point("nb-transact");
+        let owner = self.host.clone();
+        self.sys
+            .nb_apply(&plan.nb, &plan.nb_base, &owner, comment)
+            .map_err(|e| ("the OVN northbound transaction".to_string(), e))
     }
 
     fn ovs_driver(

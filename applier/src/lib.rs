@@ -20,6 +20,9 @@ pub mod install;
 mod ipv6_tests;
 pub mod journal;
 pub mod lock;
+pub mod nb;
+#[cfg(test)]
+mod ovn_tests;
 pub mod ovs;
 pub mod ovsdb;
 pub mod paths;

@@ -12,6 +12,13 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, Default)]
 pub struct HostPlan {
     pub ovs: Vec<OvsChange>,
+    /// Changes of our rows in the OVN northbound database (the central host only).
+    pub nb: Vec<crate::nb::NbChange>,
+    /// The northbound rows `nb` was planned from, which its transaction's guards compare.
+    pub nb_base: crate::nb::NbLive,
+    /// The bundle has northbound state but this host has no northbound database: `nb` is
+    /// empty and a warning says so. An apply refuses this, except at boot.
+    pub nb_missing: bool,
     /// What changes in the owned chains, for people.
     pub firewall: Vec<String>,
     /// The chains wanted and the chains they replace, when `firewall` is not empty.
@@ -130,6 +137,7 @@ impl HostPlan {
 
     pub fn is_empty(&self) -> bool {
         self.ovs.is_empty()
+            && self.nb.is_empty()
             && self.firewall.is_empty()
             && self.firewall6.is_empty()
             && self.interfaces.is_none()
@@ -141,6 +149,7 @@ impl HostPlan {
 
     pub fn change_count(&self) -> usize {
         self.ovs.len()
+            + self.nb.len()
             + self.firewall.len()
             + self.firewall6.len()
             + usize::from(self.interfaces.is_some())
@@ -167,6 +176,12 @@ impl HostPlan {
         if !self.ovs.is_empty() {
             out.push_str("ovs:\n");
             for c in &self.ovs {
+                out.push_str(&format!("  {}\n", c.describe()));
+            }
+        }
+        if !self.nb.is_empty() {
+            out.push_str("ovn northbound:\n");
+            for c in &self.nb {
                 out.push_str(&format!("  {}\n", c.describe()));
             }
         }
@@ -222,6 +237,7 @@ impl HostPlan {
             "changes": self.change_count(),
             "ovs": self.ovs.iter().map(OvsChange::describe).collect::<Vec<_>>(),
             "ovs_write_ops": self.ovs_write_ops(),
+            "ovn_nb": self.nb.iter().map(crate::nb::NbChange::describe).collect::<Vec<_>>(),
             "iptables": self.firewall,
             "ip6tables": self.firewall6,
             "interfaces_diff": self.interfaces.as_ref().map(|i| &i.diff),
@@ -251,10 +267,38 @@ pub fn make_plan(
         ovs::planner::skb_mark_change(desired.ipsec_skb_mark.as_deref(), &current.live)
             .map_err(|e| vec![e])?,
     );
+    // The chassis keys are no tunnels: a --gre-only apply leaves them as they are.
+    if scope == Scope::Full {
+        changes.extend(
+            ovs::planner::ovn_chassis_change(&desired.ovn_chassis, &current.live)
+                .map_err(|e| vec![e])?,
+        );
+    }
+    // The northbound rows are no tunnels either.
+    let nb_missing = scope == Scope::Full && !desired.ovn_nb.is_empty() && !current.nb.present;
+    let nb = match scope {
+        Scope::Full if nb_missing => Vec::new(),
+        Scope::Full => crate::nb::plan(&desired.ovn_nb, &current.nb)?,
+        Scope::GreOnly => Vec::new(),
+    };
     let mut plan = HostPlan {
         ovs: changes,
+        nb_base: if nb.is_empty() {
+            Default::default()
+        } else {
+            current.nb.clone()
+        },
+        nb,
+        nb_missing,
         ..HostPlan::default()
     };
+    if nb_missing {
+        plan.warnings.push(
+            "this bundle carries OVN northbound state (the fleet's OVN central), but there is no \
+             northbound database here (--ovn-nb): its logical switches are not written"
+                .to_string(),
+        );
+    }
     let now = &current.state;
     // GRE-only: of the firewall, only the IPsec guard's chains, which follow the tunnels.
     let want = match scope {

@@ -10,6 +10,7 @@ use bundle::state::PSK_OPTION;
 use bundle::tunnel::TunnelKind;
 use bundle::{sysctl, Chains, OvsState, PortRole, VerifiedBundle};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The parts of a host a bundle describes.
@@ -40,6 +41,13 @@ pub struct HostState {
     /// Whether its dnsmasq instance runs (wanted: whenever there is a configuration).
     #[serde(default)]
     pub dhcp_running: bool,
+    /// The OVN chassis keys of `Open_vSwitch` `external_ids` that ovs-bundle sets (as read: the
+    /// keys its mark lists; empty: none), see `bundle::ovn`.
+    #[serde(default)]
+    pub ovn_chassis: BTreeMap<String, String>,
+    /// Our rows of the OVN northbound database: the central's logical switches and ports.
+    #[serde(default)]
+    pub ovn_nb: Vec<bundle::ovn::LogicalSwitch>,
 }
 
 // By hand, not derived: the IPv6 chains are of their own family, every owned chain listed.
@@ -56,6 +64,8 @@ impl Default for HostState {
             ipsec_skb_mark: None,
             dhcp: None,
             dhcp_running: false,
+            ovn_chassis: BTreeMap::new(),
+            ovn_nb: Vec::new(),
         }
     }
 }
@@ -103,7 +113,13 @@ impl HostState {
         if let Some(d) = &dhcp {
             bundle::dhcp::parse(d).map_err(|e| e.to_string())?;
         }
+        let ovn = match b.file(bundle::OVN_NAME) {
+            Some(o) => bundle::ovn::OvnState::from_bytes(o).map_err(|e| e.to_string())?,
+            None => Default::default(),
+        };
         Ok(HostState {
+            ovn_chassis: ovn.chassis,
+            ovn_nb: ovn.northbound,
             ovs,
             chains,
             chains6,
@@ -277,6 +293,8 @@ impl Locations {
 #[derive(Debug, Clone)]
 pub struct Current {
     pub live: Live,
+    /// The OVN northbound rows (none read for `--gre-only`, or where there is no database).
+    pub nb: crate::nb::NbLive,
     pub state: HostState,
 }
 
@@ -286,6 +304,10 @@ impl Current {
         // OVSDB and iptables-save work at the same time (both scopes read the chains).
         sys.read_begin();
         let live = sys.ovs_read().inspect_err(|_| sys.read_cancel())?;
+        let nb = match scope {
+            Scope::Full => sys.nb_read()?,
+            Scope::GreOnly => crate::nb::NbLive::default(),
+        };
         let state = match scope {
             // The tunnels, and the IPsec guard chain that follows them.
             Scope::GreOnly => HostState {
@@ -295,7 +317,7 @@ impl Current {
             },
             Scope::Full => read_rest(sys, loc)?,
         };
-        Ok(Current { live, state })
+        Ok(Current { live, nb, state })
     }
 
     /// The whole state, OVS rows included: what a rollback returns to.
@@ -303,6 +325,8 @@ impl Current {
         HostState {
             ovs: self.live.owned_state(),
             ipsec_skb_mark: owned_skb_mark(&self.live),
+            ovn_chassis: owned_ovn_chassis(&self.live),
+            ovn_nb: self.nb.owned_state(),
             ..self.state.clone()
         }
     }
@@ -315,6 +339,14 @@ pub fn owned_skb_mark(live: &Live) -> Option<String> {
         .contains_key(SKB_MARK_OWNER)
         .then(|| live.root_other_config.get(SKB_MARK).cloned())
         .flatten()
+}
+
+/// The OVN chassis keys ovs-bundle set: those its mark lists, with their values now.
+pub fn owned_ovn_chassis(live: &Live) -> BTreeMap<String, String> {
+    crate::ovs::planner::ovn_owned_keys(live)
+        .into_iter()
+        .filter_map(|k| Some((k.clone(), live.root_external_ids.get(&k)?.clone())))
+        .collect()
 }
 
 /// Everything but OVS: the chains, the interfaces file, the sysctl drop-in and value.
@@ -332,6 +364,8 @@ pub fn read_rest(sys: &mut dyn System, loc: &Locations) -> Result<HostState, Sys
             .read_file(&loc.ip6_forward())?
             .map(|v| String::from_utf8_lossy(&v).trim().to_string()),
         ipsec_skb_mark: None,
+        ovn_chassis: BTreeMap::new(),
+        ovn_nb: Vec::new(),
         dhcp: sys.read_file(&loc.paths.dhcp_conf())?,
         dhcp_running: sys.dhcp_running(&loc.paths.dhcp_instance())?,
     })

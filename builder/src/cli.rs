@@ -60,6 +60,12 @@ pub enum Cmd {
     ///                        [[bridges.gre]], for every tunnel of the mesh)
     ///   [[dhcp_leases]]      bridge; mac; ip; name (optional): a static lease for the host
     ///                        whose bridge of that name serves DHCP on the lease's subnet
+    ///   [ovn]                central (the host running the NB/SB databases and ovn-northd);
+    ///                        datapath of br-int ("system", the default, or "netdev")
+    ///   [[ovn.switches]]     name; subnet ("10.30.0.0/24"): a logical switch
+    ///   [[ovn.chassis]]      host; switch; address ("10.30.0.11/24", in the switch's subnet);
+    ///                        interface (on br-int, default "ovn0"); system_id (default the
+    ///                        host name)
     ///
     /// The original tool's keys are named differently: :interfaces-file is interfaces_file,
     /// :host-interfaces-to-connect is host_interfaces, :gre-connections is [[bridges.gre]],

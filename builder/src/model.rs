@@ -26,6 +26,9 @@ pub struct Host {
     pub loc: Loc,
     pub interfaces_file: Option<VerbatimFile>,
     pub bridges: Vec<Bridge>,
+    /// What `fleet.toml`'s `[ovn]` gives this host: its chassis settings (`Open_vSwitch`
+    /// `external_ids`) and, on the central, the northbound state. Empty: not in OVN.
+    pub ovn: bundle::ovn::OvnState,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +64,9 @@ pub struct Bridge {
     pub forwarder: Option<Forwarder>,
     /// `[bridges.dhcp]`: dnsmasq on one of the bridge's host interfaces.
     pub dhcp: Option<Dhcp>,
+    /// The OVN logical switch this bridge (`br-int`, made from `fleet.toml`'s `[ovn]`) attaches
+    /// to: bridges on one logical switch are one L2 network for the address checks.
+    pub ovn_switch: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +76,15 @@ pub struct HostInterface {
     /// `address6`: an IPv6 address beside (or instead of) the IPv4 one.
     pub address6: Option<Ipv6Cidr>,
     pub loc: Loc,
+    /// OVN attachment: the logical switch port this interface is (`external_ids:iface-id`) and
+    /// the MAC its logical port lists, set on the device by its interfaces stanza.
+    pub ovn: Option<OvnAttachment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OvnAttachment {
+    pub iface_id: String,
+    pub mac: bundle::dhcp::Mac,
 }
 
 #[derive(Debug, Clone)]

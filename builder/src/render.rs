@@ -48,6 +48,9 @@ pub fn render_host(host: &Host) -> Rendered {
     if let Some(dhcp) = dnsmasq(host) {
         files.push((bundle::DHCP_NAME.to_string(), 0o644, dhcp.into_bytes()));
     }
+    if !host.ovn.is_empty() {
+        files.push((bundle::OVN_NAME.to_string(), 0o644, host.ovn.to_bytes()));
+    }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Rendered { files }
 }
@@ -97,6 +100,11 @@ pub fn interfaces(host: &Host) -> String {
         let _ = write!(out, "\nauto {name}\n");
         if let Some(addr) = h.address {
             let _ = write!(out, "iface {name} inet static\n    address {addr}\n");
+            // An OVN attachment's MAC is the one its logical port lists: OVN delivers only
+            // frames for the addresses it knows.
+            if let Some(ovn) = &h.ovn {
+                let _ = writeln!(out, "    hwaddress ether {}", ovn.mac);
+            }
         }
         if let Some(addr) = h.address6 {
             // dad-attempts 0: the address is usable at once (ifup would otherwise wait for
@@ -134,12 +142,14 @@ pub fn ovs_state(host: &Host) -> OvsState {
         .map(|b| {
             let mut ports = Vec::new();
             for h in &b.host_interfaces {
-                ports.push(port(
-                    &h.name,
-                    PortRole::Internal,
-                    "internal",
-                    BTreeMap::new(),
-                ));
+                let mut p = port(&h.name, PortRole::Internal, "internal", BTreeMap::new());
+                // ovn-controller binds the interface to its logical switch port by this key
+                // (the port's external_ids are also the interface's).
+                if let Some(ovn) = &h.ovn {
+                    p.external_ids
+                        .insert("iface-id".to_string(), ovn.iface_id.clone());
+                }
+                ports.push(p);
             }
             for p in &b.physical_interfaces {
                 ports.push(port(p, PortRole::Physical, "", BTreeMap::new()));

@@ -80,13 +80,16 @@ cases! {
     ipv6_mesh => "ipv6-mesh",
     mesh_types_keys => "mesh-types-keys",
     ipv6_ranges => "ipv6-ranges",
+    ovn_values => "ovn-values",
+    ovn_fleet => "ovn-fleet",
+    ovn_unknown_key => "ovn-unknown-key",
 }
 
 #[test]
 fn every_error_case_has_a_test() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 46, "add the new case to the cases! list above");
+    assert_eq!(count, 49, "add the new case to the cases! list above");
 }
 
 /// A forwarder may NAT out of another bridge's own interface: on a userspace-datapath host the

@@ -16,6 +16,7 @@ pub mod interfaces;
 pub mod keys;
 pub mod manifest;
 pub mod names;
+pub mod ovn;
 pub mod psk;
 pub mod state;
 pub mod sysctl;
@@ -48,6 +49,10 @@ pub const IP6TABLES_NAME: &str = "ip6tables.rules";
 pub const SYSCTL_NAME: &str = "sysctl.conf";
 /// The DHCP server's configuration (present only when a bridge serves DHCP; see [`dhcp`]).
 pub const DHCP_NAME: &str = "dnsmasq.conf";
+
+/// OVN: the chassis' `Open_vSwitch` `external_ids` and, on the central, the northbound state
+/// (present only when the host is in the fleet's `[ovn]`; see [`ovn`]).
+pub const OVN_NAME: &str = "ovn.json";
 
 /// Hex-encoded SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {

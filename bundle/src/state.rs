@@ -8,6 +8,39 @@ use std::collections::BTreeMap;
 
 /// `external_ids` key marking a row as owned by ovs-bundle; its value is the host name.
 pub const OWNER_KEY: &str = "ovs-bundle-owner";
+/// The `external_ids` key by which ovn-controller binds an interface to its logical port.
+pub const IFACE_ID_KEY: &str = "iface-id";
+
+/// Whether an `external_ids` key of a bridge, port or interface row is one ovs-bundle writes:
+/// its own (`ovs-bundle-*`) and `iface-id`. Others' keys on our rows (ovn-controller's
+/// `ct-zone-*` on `br-int`, `ovn-installed` on a bound interface) are left as they are.
+pub fn is_our_key(key: &str) -> bool {
+    key.starts_with("ovs-bundle") || key == IFACE_ID_KEY
+}
+
+/// The keys of `ids` that ovs-bundle writes ([`is_our_key`]).
+pub fn our_keys(ids: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    ids.iter()
+        .filter(|(k, _)| is_our_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `ours` with every key of `live` that is not ovs-bundle's: what a row's `external_ids` become
+/// when ovs-bundle writes `ours` to it.
+pub fn merged_ids(
+    ours: &BTreeMap<String, String>,
+    live: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = live
+        .iter()
+        .filter(|(k, _)| !is_our_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.extend(ours.clone());
+    out
+}
+
 /// The OVS interface option that carries an IPsec pre-shared key.
 pub const PSK_OPTION: &str = "psk";
 

@@ -171,6 +171,12 @@ fn real_system(g: &Global, paths: &Paths) -> Result<RealSystem> {
         Duration::from_secs(g.ovs_timeout),
         paths.host("/run/network"),
     );
+    sys.ovn_nb = PathBuf::from(g.ovn_nb.strip_prefix("unix:").with_context(|| {
+        format!(
+            "--ovn-nb {}: only unix:PATH sockets are supported",
+            g.ovn_nb
+        )
+    })?);
     // dnsmasq in a unit of its own, as the try watcher: a daemon started from a service (the
     // incoming unit, the try watcher) would otherwise die with that service's cgroup.
     sys.dhcp_systemd =
@@ -197,6 +203,7 @@ fn applier<'a>(
         host,
         now: unix_now(),
         log: Box::new(log),
+        nb_optional: false,
     }
 }
 

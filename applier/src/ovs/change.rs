@@ -60,6 +60,13 @@ pub enum OvsChange {
         name: String,
         uuid: String,
     },
+    /// The OVN chassis keys of `Open_vSwitch` `external_ids` (`bundle::ovn::CHASSIS_KEYS`):
+    /// `from` those ovs-bundle set (with their values now), `to` those it sets; the mark
+    /// `bundle::ovn::CHASSIS_OWNER` follows `to`'s keys.
+    OvnChassis {
+        from: BTreeMap<String, String>,
+        to: BTreeMap<String, String>,
+    },
 }
 
 impl OvsChange {
@@ -106,6 +113,26 @@ impl OvsChange {
                     .join(", ")
             ),
             OvsChange::DeletePort { bridge, name, .. } => format!("- port {bridge}/{name}"),
+            OvsChange::OvnChassis { from, to } => {
+                let mut parts = Vec::new();
+                for (k, v) in to {
+                    match from.get(k) {
+                        Some(old) if old == v => {}
+                        Some(old) => parts.push(format!("{k} {old} -> {v}")),
+                        None => parts.push(format!("+{k}={v}")),
+                    }
+                }
+                for k in from.keys().filter(|k| !to.contains_key(*k)) {
+                    parts.push(format!("-{k}"));
+                }
+                if parts.is_empty() {
+                    parts.push("mark as ovs-bundle's".into());
+                }
+                format!(
+                    "~ Open_vSwitch external_ids (OVN chassis): {}",
+                    parts.join(", ")
+                )
+            }
             OvsChange::SkbMark { from, to } => format!(
                 "~ Open_vSwitch other_config:ipsec_skb_mark {} -> {}",
                 from.as_deref().unwrap_or("(none)"),
@@ -146,6 +173,14 @@ pub enum PlanError {
     ForeignPort(String),
     #[error("other_config:ipsec_skb_mark is {0:?}, set by someone else; ovs-bundle would set it to {1:?} for its IPsec tunnels: remove it (ovs-vsctl remove Open_vSwitch . other_config ipsec_skb_mark) or set it to that value")]
     ForeignSkbMark(String, String),
+    #[error("Open_vSwitch external_ids:{0} is {1:?}, set by someone else; this host's bundle sets it to {2:?} for OVN: remove it (ovs-vsctl remove Open_vSwitch . external_ids {0}) or, for system-id, set system_id in fleet.toml's [[ovn.chassis]] to that value")]
+    ForeignOvnKey(String, String, String),
+    #[error("logical switch {0} exists in the OVN northbound database but is not managed by ovs-bundle (no external_ids:{OWNER_KEY}); remove it (ovn-nbctl ls-del {0}) or rename the switch in fleet.toml")]
+    ForeignLogicalSwitch(String),
+    #[error("logical switch port {0} exists in the OVN northbound database but is not managed by ovs-bundle (no external_ids:{OWNER_KEY}); remove it (ovn-nbctl lsp-del {0})")]
+    ForeignLogicalPort(String),
+    #[error("this host's bundle carries OVN northbound state (it is the fleet's OVN central) but there is no northbound database: start ovn-central (ovsdb-server with OVN_Northbound), or pass its socket with --ovn-nb unix:PATH")]
+    NoNorthbound,
     #[error("--gre-only: bridge {0} is not on this host yet; run a full apply first")]
     MissingBridge(String),
 }

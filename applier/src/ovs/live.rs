@@ -313,7 +313,7 @@ impl Live {
                 name: b.name.clone(),
                 datapath_type: b.datapath_type.clone(),
                 rstp: b.rstp,
-                external_ids: b.external_ids.clone(),
+                external_ids: bundle::state::our_keys(&b.external_ids),
                 ports: b
                     .ports
                     .iter()
@@ -331,7 +331,7 @@ impl Live {
                                 _ => PortRole::Physical,
                             },
                             protected: p.protected,
-                            external_ids: p.external_ids.clone(),
+                            external_ids: bundle::state::our_keys(&p.external_ids),
                             interface: Interface {
                                 kind: i.kind.clone(),
                                 options: i.options.clone(),

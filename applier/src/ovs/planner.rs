@@ -79,7 +79,9 @@ pub fn plan(
                     && !(lb.datapath_type.is_empty() && b.datapath_type == "system"))
                     .then(|| (lb.datapath_type.clone(), b.datapath_type.clone()));
                 let rstp = (lb.rstp != b.rstp).then_some((lb.rstp, b.rstp));
-                let ids = (lb.external_ids != b.external_ids).then(|| b.external_ids.clone());
+                // Only our keys are compared and written: others' on our bridge stay.
+                let ids = (bundle::state::our_keys(&lb.external_ids) != b.external_ids)
+                    .then(|| bundle::state::merged_ids(&b.external_ids, &lb.external_ids));
                 if dp.is_some() || rstp.is_some() || ids.is_some() {
                     changes.push(OvsChange::UpdateBridge {
                         name: b.name.clone(),
@@ -182,7 +184,10 @@ pub fn plan(
                         p.protected.to_string(),
                     ));
                 }
-                if lp.external_ids != p.external_ids || li.external_ids != p.external_ids {
+                let ours = bundle::state::our_keys;
+                if ours(&lp.external_ids) != p.external_ids
+                    || ours(&li.external_ids) != p.external_ids
+                {
                     what.push(("external_ids".into(), "…".into(), "…".into()));
                 }
                 if !what.is_empty() {
@@ -243,4 +248,61 @@ pub fn skb_mark_change(desired: Option<&str>, live: &Live) -> Result<Option<OvsC
         })),
         (None, _) => Ok(None),
     }
+}
+
+/// The OVN chassis keys ovs-bundle set on this host: those its mark lists (only known keys: a
+/// mark edited by hand cannot make the applier delete anything else).
+pub fn ovn_owned_keys(live: &Live) -> Vec<String> {
+    use bundle::ovn::{CHASSIS_KEYS, CHASSIS_OWNER};
+    live.root_external_ids
+        .get(CHASSIS_OWNER)
+        .map(|m| {
+            m.split(',')
+                .filter(|k| CHASSIS_KEYS.contains(k))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The change of the OVN chassis keys that `desired` asks for: keys set (and marked ours), keys
+/// ours but no longer wanted removed, keys of others left alone. A key someone else set to
+/// another value is not taken over; one already holding the wanted value is adopted.
+pub fn ovn_chassis_change(
+    desired: &BTreeMap<String, String>,
+    live: &Live,
+) -> Result<Option<OvsChange>, PlanError> {
+    let owned = ovn_owned_keys(live);
+    for (k, want) in desired {
+        if let Some(have) = live.root_external_ids.get(k) {
+            if have != want && !owned.contains(k) {
+                return Err(PlanError::ForeignOvnKey(
+                    k.clone(),
+                    have.clone(),
+                    want.clone(),
+                ));
+            }
+        }
+    }
+    let from: BTreeMap<String, String> = owned
+        .iter()
+        .filter_map(|k| Some((k.clone(), live.root_external_ids.get(k)?.clone())))
+        .collect();
+    let marked: BTreeSet<&str> = owned.iter().map(String::as_str).collect();
+    let wanted: BTreeSet<&str> = desired.keys().map(String::as_str).collect();
+    let values_ok = desired
+        .iter()
+        .all(|(k, v)| live.root_external_ids.get(k) == Some(v));
+    if values_ok && marked == wanted && from.len() == owned.len() {
+        return Ok(None);
+    }
+    Ok(Some(OvsChange::OvnChassis {
+        from,
+        to: desired.clone(),
+    }))
+}
+
+/// The value of the OVN chassis mark for these keys: sorted, comma-separated.
+pub fn ovn_mark(keys: &BTreeMap<String, String>) -> String {
+    keys.keys().cloned().collect::<Vec<_>>().join(",")
 }

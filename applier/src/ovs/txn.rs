@@ -114,10 +114,15 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                 let li = &live.ifaces[iface_uuid];
                 wait("Port", port_uuid, &lp.guard_row(), &PORT_COLS);
                 wait("Interface", iface_uuid, &li.guard_row(), &IFACE_COLS);
+                // Others' keys on our rows (ovn-controller's `ovn-installed`) are kept.
+                let (iface_ids, port_ids) = (
+                    bundle::state::merged_ids(&port.external_ids, &li.external_ids),
+                    bundle::state::merged_ids(&port.external_ids, &lp.external_ids),
+                );
                 ops.push(json!({"op": "update", "table": "Interface", "where": [["_uuid", "==", ["uuid", iface_uuid]]],
-                    "row": {"options": encode_map(&port.interface.options), "external_ids": encode_map(&port.external_ids)}}));
+                    "row": {"options": encode_map(&port.interface.options), "external_ids": encode_map(&iface_ids)}}));
                 ops.push(json!({"op": "update", "table": "Port", "where": [["_uuid", "==", ["uuid", port_uuid]]],
-                    "row": {"protected": port.protected, "external_ids": encode_map(&port.external_ids)}}));
+                    "row": {"protected": port.protected, "external_ids": encode_map(&port_ids)}}));
             }
             OvsChange::DeletePort {
                 bridge_uuid, uuid, ..
@@ -129,7 +134,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                     "mutations": [["ports", "delete", encode_uuid_set([json!(["uuid", uuid])])]]}));
             }
             // On the root row, below.
-            OvsChange::SkbMark { .. } => {}
+            OvsChange::SkbMark { .. } | OvsChange::OvnChassis { .. } => {}
         }
     }
     for c in changes {
@@ -174,6 +179,28 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                     "insert",
                     ["map", [[SKB_MARK_OWNER, "owned"]]]
                 ]));
+            }
+            ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where, "mutations": mutations}));
+        }
+        if let OvsChange::OvnChassis { from, to } = c {
+            use bundle::ovn::CHASSIS_OWNER;
+            wait(
+                "Open_vSwitch",
+                &live.root,
+                &live.root_guard_row(),
+                &["other_config", "external_ids"],
+            );
+            // Delete every key ours before and after (and the mark), then insert the wanted
+            // ones: OVSDB's map insert never overwrites a key.
+            let mut gone: Vec<&str> = from.keys().chain(to.keys()).map(String::as_str).collect();
+            gone.push(CHASSIS_OWNER);
+            gone.sort_unstable();
+            gone.dedup();
+            let mut mutations = vec![json!(["external_ids", "delete", ["set", gone]])];
+            if !to.is_empty() {
+                let mut pairs: Vec<Value> = to.iter().map(|(k, v)| json!([k, v])).collect();
+                pairs.push(json!([CHASSIS_OWNER, super::planner::ovn_mark(to)]));
+                mutations.push(json!(["external_ids", "insert", ["map", pairs]]));
             }
             ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where, "mutations": mutations}));
         }
@@ -295,7 +322,7 @@ pub fn write_count(changes: &[OvsChange]) -> usize {
                 2
             }
             OvsChange::UpdateBridge { .. } | OvsChange::DeletePort { .. } => 1,
-            OvsChange::SkbMark { .. } => 1,
+            OvsChange::SkbMark { .. } | OvsChange::OvnChassis { .. } => 1,
             OvsChange::UpdatePort { .. } => 2,
         };
     }

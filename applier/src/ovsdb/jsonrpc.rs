@@ -281,7 +281,14 @@ impl Connection {
     /// Runs `ops` as one transaction on `Open_vSwitch` and returns each operation's result;
     /// any failed operation fails the whole call, naming the operation.
     pub fn transact(&mut self, ops: &[Value]) -> Result<Vec<Value>, OvsdbError> {
-        let id = self.transact_request(ops)?;
+        self.transact_in("Open_vSwitch", ops)
+    }
+
+    /// [`Connection::transact`] on database `db` (e.g. `OVN_Northbound`).
+    pub fn transact_in(&mut self, db: &str, ops: &[Value]) -> Result<Vec<Value>, OvsdbError> {
+        let mut params = vec![json!(db)];
+        params.extend_from_slice(ops);
+        let id = self.request("transact", Value::Array(params))?;
         let raw = self.reply(id, "transact")?;
         let results: Vec<Value> = serde_json::from_str(raw.get())
             .map_err(|e| OvsdbError::Protocol(format!("transact result is not an array: {e}")))?;

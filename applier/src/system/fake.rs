@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct FakeSystem {
     pub ovs: Live,
+    /// The OVN northbound database (`present: false`: none, as on a chassis).
+    pub nb: crate::nb::NbLive,
     pub chains: Chains,
     /// The owned ip6tables chains.
     pub chains6: Chains,
@@ -46,10 +48,15 @@ pub struct FakeSystem {
     firewall_pending: Option<Chains>,
 }
 
+/// A northbound port as seen: (name, addresses, ours).
+pub type NbPortView = (String, Vec<String>, bool);
+
 /// What a person could observe on the host (row UUIDs aside): what tests compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
     pub owned: OvsState,
+    /// Every northbound switch: (name, ours, its ports), sorted.
+    pub nb: Vec<(String, bool, Vec<NbPortView>)>,
     /// `Open_vSwitch` `other_config` and `external_ids`.
     pub root: (BTreeMap<String, String>, BTreeMap<String, String>),
     pub foreign: Vec<String>,
@@ -70,6 +77,7 @@ impl Default for FakeSystem {
                 root: "root".into(),
                 ..Live::default()
             },
+            nb: crate::nb::NbLive::default(),
             chains: Chains::from_save(""),
             chains6: Chains::from_save_in(Family::V6, ""),
             files: BTreeMap::new(),
@@ -170,7 +178,25 @@ impl FakeSystem {
                 (p.clone(), shown)
             })
             .collect();
+        let ours = |ids: &BTreeMap<String, String>| ids.contains_key(bundle::state::OWNER_KEY);
+        let mut nb: Vec<_> = self
+            .nb
+            .switches
+            .iter()
+            .map(|s| {
+                let mut ports: Vec<_> = s
+                    .ports
+                    .iter()
+                    .filter_map(|u| self.nb.ports.get(u))
+                    .map(|p| (p.name.clone(), p.addresses.clone(), ours(&p.external_ids)))
+                    .collect();
+                ports.sort();
+                (s.name.clone(), ours(&s.external_ids), ports)
+            })
+            .collect();
+        nb.sort();
         View {
+            nb,
             root: (
                 self.ovs.root_other_config.clone(),
                 self.ovs.root_external_ids.clone(),
@@ -377,10 +403,24 @@ impl System for FakeSystem {
                 } => {
                     let i = self.ovs.ifaces.get_mut(iface_uuid).expect("guarded");
                     i.options = port.interface.options.clone();
-                    i.external_ids = port.external_ids.clone();
+                    i.external_ids = bundle::state::merged_ids(&port.external_ids, &i.external_ids);
                     let p = self.ovs.ports.get_mut(port_uuid).expect("guarded");
                     p.protected = port.protected;
-                    p.external_ids = port.external_ids.clone();
+                    p.external_ids = bundle::state::merged_ids(&port.external_ids, &p.external_ids);
+                }
+                OvsChange::OvnChassis { from, to } => {
+                    let ids = &mut self.ovs.root_external_ids;
+                    for k in from.keys().chain(to.keys()) {
+                        ids.remove(k);
+                    }
+                    ids.remove(bundle::ovn::CHASSIS_OWNER);
+                    if !to.is_empty() {
+                        ids.extend(to.clone());
+                        ids.insert(
+                            bundle::ovn::CHASSIS_OWNER.into(),
+                            crate::ovs::planner::ovn_mark(to),
+                        );
+                    }
                 }
                 OvsChange::SkbMark { to, .. } => {
                     use crate::ovs::change::{SKB_MARK, SKB_MARK_OWNER};
@@ -414,6 +454,103 @@ impl System for FakeSystem {
             self.ovs.cur_cfg = self.ovs.next_cfg;
         }
         Ok(self.ovs.next_cfg)
+    }
+
+    fn nb_read(&mut self) -> Result<crate::nb::NbLive, SysError> {
+        self.tick("nb_read".into())?;
+        Ok(self.nb.clone())
+    }
+
+    fn nb_apply(
+        &mut self,
+        changes: &[crate::nb::NbChange],
+        _base: &crate::nb::NbLive,
+        owner: &str,
+        _: &str,
+    ) -> Result<(), SysError> {
+        use crate::nb::{NbChange, NbPort, NbSwitch, SUBNET_KEY};
+        self.tick(format!("nb_apply {} change(s)", changes.len()))?;
+        if !self.nb.present {
+            return Err(SysError::Ovs("no northbound database".into()));
+        }
+        let ours = BTreeMap::from([(bundle::state::OWNER_KEY.to_string(), owner.to_string())]);
+        let add_port = |nb: &mut crate::nb::NbLive, seq: &mut u64, p: &bundle::ovn::LogicalPort| {
+            *seq += 1;
+            let uuid = format!("nb{seq}");
+            nb.ports.insert(
+                uuid.clone(),
+                NbPort {
+                    uuid: uuid.clone(),
+                    name: p.name.clone(),
+                    addresses: vec![p.address.clone()],
+                    external_ids: ours.clone(),
+                },
+            );
+            uuid
+        };
+        for c in changes {
+            let nb = &mut self.nb;
+            match c {
+                NbChange::AddSwitch { switch } => {
+                    let ports = switch
+                        .ports
+                        .iter()
+                        .map(|p| add_port(nb, &mut self.seq, p))
+                        .collect();
+                    let mut ids = ours.clone();
+                    ids.insert(SUBNET_KEY.into(), switch.subnet.clone());
+                    self.seq += 1;
+                    let uuid = format!("nbs{}", self.seq);
+                    nb.switches.push(NbSwitch {
+                        uuid,
+                        name: switch.name.clone(),
+                        ports,
+                        external_ids: ids,
+                    });
+                }
+                NbChange::UpdateSwitch { uuid, subnet, .. } => {
+                    let s = nb
+                        .switches
+                        .iter_mut()
+                        .find(|s| &s.uuid == uuid)
+                        .expect("read");
+                    s.external_ids.insert(SUBNET_KEY.into(), subnet.clone());
+                }
+                NbChange::DeleteSwitch { uuid, .. } => {
+                    if let Some(i) = nb.switches.iter().position(|s| &s.uuid == uuid) {
+                        for p in nb.switches.remove(i).ports {
+                            nb.ports.remove(&p);
+                        }
+                    }
+                }
+                NbChange::AddPort {
+                    switch_uuid, port, ..
+                } => {
+                    let u = add_port(nb, &mut self.seq, port);
+                    let s = nb
+                        .switches
+                        .iter_mut()
+                        .find(|s| &s.uuid == switch_uuid)
+                        .expect("read");
+                    s.ports.push(u);
+                }
+                NbChange::UpdatePort { uuid, port, .. } => {
+                    nb.ports.get_mut(uuid).expect("read").addresses = vec![port.address.clone()];
+                }
+                NbChange::DeletePort {
+                    switch_uuid, uuid, ..
+                } => {
+                    let s = nb
+                        .switches
+                        .iter_mut()
+                        .find(|s| &s.uuid == switch_uuid)
+                        .expect("read");
+                    s.ports.retain(|p| p != uuid);
+                    nb.ports.remove(uuid);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn ovs_wait_applied(&mut self, cfg: i64) -> Result<(), SysError> {

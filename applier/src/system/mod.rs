@@ -79,6 +79,18 @@ pub trait System {
         base: &Live,
         comment: &str,
     ) -> Result<i64, SysError>;
+    /// The OVN northbound database's logical switches and ports; `present: false` where this
+    /// host has none (a chassis).
+    fn nb_read(&mut self) -> Result<crate::nb::NbLive, SysError>;
+    /// Makes `changes` (planned from `base`) to the northbound database in one transaction,
+    /// guarded by the values of `base`, every row written marked as `owner`'s.
+    fn nb_apply(
+        &mut self,
+        changes: &[crate::nb::NbChange],
+        base: &crate::nb::NbLive,
+        owner: &str,
+        comment: &str,
+    ) -> Result<(), SysError>;
     /// Waits until ovs-vswitchd reports having applied configuration `cfg`.
     fn ovs_wait_applied(&mut self, cfg: i64) -> Result<(), SysError>;
     /// `interface NAME: ERROR` for each named interface ovs-vswitchd reports an error on.

@@ -25,6 +25,10 @@ pub struct RealSystem {
     /// Start dnsmasq as a transient systemd unit (on systemd hosts with root `/`), not as a
     /// daemon of this process's cgroup.
     pub dhcp_systemd: bool,
+    /// The OVN northbound database's socket (`--ovn-nb`): read where it exists, written only
+    /// when the bundle carries northbound state (the central host).
+    pub ovn_nb: PathBuf,
+    nb_conn: Option<Connection>,
     /// Its size when the last OVS change was sent: what it says after that is about our change.
     log_mark: Option<u64>,
     conn: Option<Connection>,
@@ -46,6 +50,8 @@ impl RealSystem {
             ifstate_dir,
             vswitchd_log: log_dir.join("ovs-vswitchd.log"),
             dhcp_systemd: false,
+            ovn_nb: PathBuf::from("/var/run/ovn/ovnnb_db.sock"),
+            nb_conn: None,
             log_mark: None,
             conn: None,
             ovs_pending: None,
@@ -93,6 +99,13 @@ impl RealSystem {
             );
         }
         Some(s)
+    }
+
+    fn nb_conn(&mut self) -> Result<&mut Connection, SysError> {
+        if self.nb_conn.is_none() {
+            self.nb_conn = Some(Connection::connect(&self.ovn_nb, self.timeout)?);
+        }
+        Ok(self.nb_conn.as_mut().expect("just connected"))
     }
 
     fn conn(&mut self) -> Result<&mut Connection, SysError> {
@@ -188,6 +201,38 @@ impl System for RealSystem {
             errors.extend(self.vswitchd_complaint());
         }
         Ok(errors)
+    }
+
+    fn nb_read(&mut self) -> Result<crate::nb::NbLive, SysError> {
+        // No socket, or one nobody listens on (left by a server that died): no northbound
+        // database here, so none of our rows. A bundle that wants some then says so.
+        if !self.ovn_nb.exists() {
+            return Ok(crate::nb::NbLive::default());
+        }
+        let conn = match self.nb_conn() {
+            Ok(c) => c,
+            Err(SysError::Ovsdb(e))
+                if matches!(&*e, crate::ovsdb::OvsdbError::Connect { source, .. }
+                    if source.kind() == std::io::ErrorKind::ConnectionRefused) =>
+            {
+                return Ok(crate::nb::NbLive::default());
+            }
+            Err(e) => return Err(e),
+        };
+        let results = conn.transact_in(crate::nb::NB_DB, &crate::nb::NbLive::read_ops())?;
+        crate::nb::NbLive::from_results(&results).map_err(SysError::Ovs)
+    }
+
+    fn nb_apply(
+        &mut self,
+        changes: &[crate::nb::NbChange],
+        base: &crate::nb::NbLive,
+        owner: &str,
+        comment: &str,
+    ) -> Result<(), SysError> {
+        let ops = crate::nb::transaction(changes, base, owner, comment);
+        self.nb_conn()?.transact_in(crate::nb::NB_DB, &ops)?;
+        Ok(())
     }
 
     fn ovs_wait_applied(&mut self, cfg: i64) -> Result<(), SysError> {

@@ -20,6 +20,7 @@ use toml::Spanned;
 const FLEET: &[Field] = &[
     Field::opt("mesh", Kind::Tables(MESH)),
     Field::opt("dhcp_leases", Kind::Tables(super::dhcp::FLEET_LEASE)),
+    Field::opt("ovn", Kind::Table(super::ovn::OVN)),
 ];
 const MESH: &[Field] = &[
     Field::req("bridge", Kind::Str),
@@ -40,6 +41,7 @@ struct RawFleet {
     mesh: Vec<Spanned<RawMesh>>,
     #[serde(default)]
     dhcp_leases: Vec<Spanned<super::dhcp::RawFleetLease>>,
+    ovn: Option<Spanned<super::ovn::RawOvn>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +331,9 @@ pub fn expand_meshes(
         }
     }
     super::dhcp::add_fleet_leases(&raw.dhcp_leases, hosts, &map, diags);
+    if let Some(ovn) = &raw.ovn {
+        super::ovn::expand(ovn, hosts, &map, diags);
+    }
 }
 
 #[cfg(test)]
@@ -341,7 +346,11 @@ mod tests {
         let text = "[[mesh]]\nbridge = \"br0\"\nmembers = [\"a\", \"b\"]\npsk_file = \"f\"\n\
                     psk_secret_file = \"g\"\ntype = \"vxlan\"\nkey = 7\n\
                     [[dhcp_leases]]\nbridge = \"br0\"\nmac = \"52:54:00:00:00:01\"\n\
-                    ip = \"10.0.0.5\"\nname = \"n1\"\n";
+                    ip = \"10.0.0.5\"\nname = \"n1\"\n\
+                    [ovn]\ncentral = \"c\"\ndatapath = \"netdev\"\n\
+                    [[ovn.switches]]\nname = \"ls0\"\nsubnet = \"10.30.0.0/24\"\n\
+                    [[ovn.chassis]]\nhost = \"a\"\nsystem_id = \"a\"\nswitch = \"ls0\"\n\
+                    interface = \"ovn0\"\naddress = \"10.30.0.1/24\"\n";
         let doc = toml_edit::ImDocument::parse(text).unwrap();
         let checked = crate::shape::check(doc.as_table(), FLEET, &SourceMap::new("f", text), "");
         assert!(checked.diags.is_empty(), "{:#?}", checked.diags);

@@ -7,6 +7,7 @@
 pub(crate) mod dhcp;
 mod loops;
 mod mesh;
+pub mod ovn;
 
 pub use mesh::{derive_psk, expand_meshes};
 
@@ -144,6 +145,27 @@ pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
                         protected: back.protected,
                     },
                 ));
+            }
+        }
+    }
+    // Bridges attached to one OVN logical switch are one L2 network: joined here as a star of
+    // protected ends (no crossing, so no loop), for the address and DHCP checks.
+    let mut first_on_switch: HashMap<&str, End> = HashMap::new();
+    for (h, host) in hosts.iter().enumerate() {
+        for (b, bridge) in host.bridges.iter().enumerate() {
+            let Some(ls) = &bridge.ovn_switch else {
+                continue;
+            };
+            let end = End {
+                host: h,
+                bridge: b,
+                protected: true,
+            };
+            match first_on_switch.get(ls.as_str()) {
+                Some(first) => links.push((*first, end)),
+                None => {
+                    first_on_switch.insert(ls, end);
+                }
             }
         }
     }

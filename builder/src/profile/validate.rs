@@ -115,6 +115,7 @@ impl Validator<'_> {
             loc: name_loc.unwrap_or_else(|| self.map.line(1)),
             interfaces_file,
             bridges,
+            ovn: Default::default(),
         })
     }
 
@@ -184,6 +185,7 @@ impl Validator<'_> {
                 address,
                 address6,
                 loc: loc.unwrap_or_else(|| self.map.line(1)),
+                ovn: None,
             });
         }
         let mut physical_interfaces = Vec::new();
@@ -290,6 +292,7 @@ impl Validator<'_> {
             gre,
             forwarder,
             dhcp,
+            ovn_switch: None,
         }
     }
 

@@ -1,0 +1,434 @@
+//! `fleet.toml`'s `[ovn]`: the central host, the logical switches, and which host attaches to
+//! which switch. Each chassis gets its `Open_vSwitch` `external_ids` (system-id, ovn-remote,
+//! ovn-encap-type, ovn-encap-ip, hostname), a `br-int` with one internal port bound to its
+//! logical switch port (`external_ids:iface-id`) and an address stanza; the central gets the
+//! northbound state. A host's chassis settings depend only on itself and the central, so adding
+//! a host changes no other chassis' bundle (only the central's, by one logical port).
+
+use crate::diag::{Diagnostic, Loc, SourceMap};
+use crate::model::{Bridge, Datapath, Host, HostInterface, OvnAttachment};
+use crate::net::Ipv4Cidr;
+use crate::shape::{Field, Kind};
+use bundle::ovn::{name_problem, remote, LogicalPort, LogicalSwitch, SB_PORT};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use toml::Spanned;
+
+/// The integration bridge ovn-controller uses (its default `ovn-bridge`).
+pub const BR_INT: &str = "br-int";
+/// The host interface's name on `br-int` when `interface` is not given.
+const DEFAULT_IFACE: &str = "ovn0";
+
+pub(super) const OVN: &[Field] = &[
+    Field::req("central", Kind::Str),
+    Field::opt("datapath", Kind::Str),
+    Field::opt("switches", Kind::Tables(SWITCH)),
+    Field::opt("chassis", Kind::Tables(CHASSIS)),
+];
+const SWITCH: &[Field] = &[
+    Field::req("name", Kind::Str),
+    Field::req("subnet", Kind::Str),
+];
+const CHASSIS: &[Field] = &[
+    Field::req("host", Kind::Str),
+    Field::opt("system_id", Kind::Str),
+    Field::req("switch", Kind::Str),
+    Field::opt("interface", Kind::Str),
+    Field::req("address", Kind::Str),
+];
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+pub(super) struct RawOvn {
+    central: Spanned<String>,
+    datapath: Option<Spanned<String>>,
+    #[serde(default)]
+    switches: Vec<Spanned<RawSwitch>>,
+    #[serde(default)]
+    chassis: Vec<Spanned<RawChassis>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+struct RawSwitch {
+    name: Spanned<String>,
+    subnet: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+struct RawChassis {
+    host: Spanned<String>,
+    system_id: Option<Spanned<String>>,
+    switch: Spanned<String>,
+    interface: Option<Spanned<String>>,
+    address: Spanned<String>,
+}
+
+/// The logical switch port of `host`: also the `iface-id` of its interface.
+pub fn port_name(host: &str) -> String {
+    format!("ovsb-{host}")
+}
+
+/// The MAC of a logical port: locally administered, unicast, from a digest of the port's name,
+/// so it never changes and needs no state.
+pub fn port_mac(port: &str) -> bundle::dhcp::Mac {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("ovs-bundle ovn mac v1\0{port}").as_bytes());
+    bundle::dhcp::Mac([0x0a, d[0], d[1], d[2], d[3], d[4]])
+}
+
+/// Checks `[ovn]` against the hosts and gives each host its part. Errors go to `diags`; on any
+/// error no host is changed.
+pub(super) fn expand(
+    raw: &Spanned<RawOvn>,
+    hosts: &mut [Host],
+    map: &SourceMap,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let before = diags.len();
+    let at = |span: std::ops::Range<usize>| Some(map.span_loc(&span));
+    let o = raw.get_ref();
+    let index: HashMap<&str, usize> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.name.as_str(), i))
+        .collect();
+    let central = match index.get(o.central.get_ref().as_str()) {
+        Some(&c) => Some(c),
+        None => {
+            let names: Vec<&str> = index.keys().copied().collect();
+            diags.push(
+                Diagnostic::error(
+                    at(o.central.span()),
+                    format!("OVN central {:?} has no profile", o.central.get_ref()),
+                )
+                .hint(did_you_mean(
+                    o.central.get_ref(),
+                    &names,
+                    "create hosts/<central>.toml",
+                )),
+            );
+            None
+        }
+    };
+    let datapath = match o.datapath.as_ref().map(|d| (d.get_ref().as_str(), d)) {
+        None | Some(("system", _)) => Datapath::System,
+        Some(("netdev", _)) => Datapath::Netdev,
+        Some((other, d)) => {
+            diags.push(
+                Diagnostic::error(
+                    at(d.span()),
+                    format!("unknown datapath {other:?} for br-int"),
+                )
+                .hint("datapath is \"system\" (the kernel's) or \"netdev\" (userspace)"),
+            );
+            Datapath::System
+        }
+    };
+    // Switches: name -> (subnet, where).
+    let mut switches: BTreeMap<String, (Ipv4Cidr, Loc)> = BTreeMap::new();
+    for s in &o.switches {
+        let (name, loc) = (s.get_ref().name.get_ref(), map.loc(s.span().start));
+        if let Some(why) = name_problem(name) {
+            diags.push(
+                Diagnostic::error(
+                    at(s.get_ref().name.span()),
+                    format!("logical switch name {name:?} {why}"),
+                )
+                .hint("name it like ls0 or tenant-a"),
+            );
+            continue;
+        }
+        let subnet = match Ipv4Cidr::parse(s.get_ref().subnet.get_ref()) {
+            Ok(c) if c.is_network() => c,
+            Ok(c) => {
+                diags.push(
+                    Diagnostic::error(
+                        at(s.get_ref().subnet.span()),
+                        format!("subnet {c} of logical switch {name} has host bits set"),
+                    )
+                    .hint(format!("did you mean {}?", c.network())),
+                );
+                continue;
+            }
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        at(s.get_ref().subnet.span()),
+                        format!("subnet of logical switch {name}: {e}"),
+                    )
+                    .hint("write it as a.b.c.d/len, e.g. 10.30.0.0/24"),
+                );
+                continue;
+            }
+        };
+        if let Some((_, first)) = switches.get(name) {
+            diags.push(
+                Diagnostic::error(
+                    Some(loc),
+                    format!("logical switch {name} is declared twice (first at {first})"),
+                )
+                .hint("declare each [[ovn.switches]] once"),
+            );
+            continue;
+        }
+        switches.insert(name.clone(), (subnet, loc));
+    }
+    let switch_names: Vec<&str> = switches.keys().map(String::as_str).collect();
+    // What each chassis entry gives, checked; applied to the hosts only when all is well.
+    struct Planned {
+        host: usize,
+        system_id: String,
+        switch: String,
+        iface: String,
+        address: Ipv4Cidr,
+        loc: Loc,
+    }
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut by_host: HashMap<usize, Loc> = HashMap::new();
+    let mut by_system_id: HashMap<String, (String, Loc)> = HashMap::new();
+    let mut by_encap: HashMap<IpAddr, (String, Loc)> = HashMap::new();
+    let mut by_address: HashMap<Ipv4Addr, (String, Loc)> = HashMap::new();
+    for c in &o.chassis {
+        let r = c.get_ref();
+        let loc = map.loc(c.span().start);
+        let host_name = r.host.get_ref();
+        let Some(&h) = index.get(host_name.as_str()) else {
+            let names: Vec<&str> = index.keys().copied().collect();
+            diags.push(
+                Diagnostic::error(
+                    at(r.host.span()),
+                    format!("OVN chassis {host_name:?} has no profile"),
+                )
+                .hint(did_you_mean(
+                    host_name,
+                    &names,
+                    "create hosts/<host>.toml or remove the entry",
+                )),
+            );
+            continue;
+        };
+        if let Some(first) = by_host.insert(h, loc.clone()) {
+            diags.push(
+                Diagnostic::error(
+                    at(r.host.span()),
+                    format!("host {host_name} is an OVN chassis twice (first at {first})"),
+                )
+                .hint("one [[ovn.chassis]] per host: it has one attachment"),
+            );
+            continue;
+        }
+        let host = &hosts[h];
+        let system_id = r
+            .system_id
+            .as_ref()
+            .map_or(host_name.clone(), |s| s.get_ref().clone());
+        if let Some(why) = name_problem(&system_id) {
+            let span = r.system_id.as_ref().map_or(r.host.span(), |s| s.span());
+            diags.push(
+                Diagnostic::error(at(span), format!("system_id {system_id:?} {why}"))
+                    .hint("a chassis name: letters, digits, '-', '_', '.'"),
+            );
+            continue;
+        }
+        if let Some((other, first)) =
+            by_system_id.insert(system_id.clone(), (host_name.clone(), loc.clone()))
+        {
+            diags.push(
+                Diagnostic::error(Some(loc.clone()), format!("system-id {system_id:?} of chassis {host_name} is also chassis {other}'s ({first})"))
+                    .hint("every chassis needs its own system-id: ovn-controller registers one Chassis row per system-id"),
+            );
+        }
+        if let Some((other, first)) =
+            by_encap.insert(host.underlay_ip, (host_name.clone(), loc.clone()))
+        {
+            diags.push(
+                Diagnostic::error(
+                    Some(loc.clone()),
+                    format!(
+                        "encap IP {} of chassis {host_name} is also chassis {other}'s ({first})",
+                        host.underlay_ip
+                    ),
+                )
+                .hint("each chassis' Geneve tunnels end at its own underlay_ip"),
+            );
+        }
+        // One address family: a Geneve tunnel joins two underlays of one family, and the
+        // chassis reaches the central's SB database on its own.
+        if let Some(c) = central {
+            let central_ip = hosts[c].underlay_ip;
+            if central_ip.is_ipv4() != host.underlay_ip.is_ipv4() {
+                diags.push(
+                    Diagnostic::error(at(r.host.span()), format!(
+                        "chassis {host_name} has underlay_ip {} but the OVN central {} is at {central_ip}: one address family for the whole OVN fleet",
+                        host.underlay_ip, hosts[c].name
+                    ))
+                    .hint("give every chassis and the central underlay addresses of one family"),
+                );
+                continue;
+            }
+        }
+        let Some((subnet, _)) = switches.get(r.switch.get_ref()) else {
+            diags.push(
+                Diagnostic::error(
+                    at(r.switch.span()),
+                    format!("logical switch {:?} is not declared", r.switch.get_ref()),
+                )
+                .hint(did_you_mean(
+                    r.switch.get_ref(),
+                    &switch_names,
+                    "add an [[ovn.switches]] with this name",
+                )),
+            );
+            continue;
+        };
+        let iface = r
+            .interface
+            .as_ref()
+            .map_or(DEFAULT_IFACE.to_string(), |i| i.get_ref().clone());
+        let iface_span = r.interface.as_ref().map_or(c.span(), |i| i.span());
+        if let Some(why) = crate::net::ifname_problem(&iface) {
+            diags.push(
+                Diagnostic::error(at(iface_span), format!("interface name {iface:?} {why}"))
+                    .hint("a Linux device name of at most 15 bytes, e.g. ovn0"),
+            );
+            continue;
+        }
+        // br-int is OVN's: a host that declares it (a mesh or hand tunnels on it) would have two
+        // owners for one bridge.
+        if let Some(b) = host.bridges.iter().find(|b| b.name == BR_INT) {
+            diags.push(
+                Diagnostic::error(at(r.host.span()), format!("host {host_name} is an OVN chassis but its profile declares bridge {BR_INT} ({})", b.loc))
+                    .hint(format!("{BR_INT} is OVN's integration bridge: rename the profile's bridge (a hand mesh and OVN run side by side on different bridges)")),
+            );
+            continue;
+        }
+        let taken = host.bridges.iter().any(|b| {
+            b.name == iface
+                || b.host_interfaces.iter().any(|i| i.name == iface)
+                || b.physical_interfaces.contains(&iface)
+                || b.gre.iter().any(|g| g.port == iface)
+        });
+        if taken || iface == BR_INT {
+            diags.push(
+                Diagnostic::error(at(iface_span), format!("interface {iface} of chassis {host_name} is already a name on that host ({})", host.loc.file))
+                    .hint("give the OVN attachment its own name with interface = \"…\""),
+            );
+            continue;
+        }
+        let address = match Ipv4Cidr::parse(r.address.get_ref()) {
+            Ok(a) if a.network() == *subnet && a.is_host_address() => a,
+            Ok(a) => {
+                diags.push(
+                    Diagnostic::error(at(r.address.span()), format!("address {a} of chassis {host_name} is not a host address of subnet {subnet} of logical switch {}", r.switch.get_ref()))
+                        .hint(format!("pick an address inside {subnet} with prefix length /{}, not its network or broadcast address", subnet.prefix)),
+                );
+                continue;
+            }
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        at(r.address.span()),
+                        format!("address of chassis {host_name}: {e}"),
+                    )
+                    .hint("write it as a.b.c.d/len, e.g. 10.30.0.11/24"),
+                );
+                continue;
+            }
+        };
+        if let Some((other, first)) =
+            by_address.insert(address.addr, (host_name.clone(), loc.clone()))
+        {
+            diags.push(
+                Diagnostic::error(
+                    at(r.address.span()),
+                    format!(
+                        "address {} of chassis {host_name} is also chassis {other}'s ({first})",
+                        address.addr
+                    ),
+                )
+                .hint("every attachment on a logical switch needs its own address"),
+            );
+            continue;
+        }
+        planned.push(Planned {
+            host: h,
+            system_id,
+            switch: r.switch.get_ref().clone(),
+            iface,
+            address,
+            loc,
+        });
+    }
+    if diags.len() > before {
+        return;
+    }
+    let Some(central) = central else { return };
+    let remote = remote("tcp", hosts[central].underlay_ip, SB_PORT);
+    let mut northbound: Vec<LogicalSwitch> = switches
+        .iter()
+        .map(|(name, (subnet, _))| LogicalSwitch {
+            name: name.clone(),
+            subnet: subnet.to_string(),
+            ports: Vec::new(),
+        })
+        .collect();
+    for p in planned {
+        let host = &mut hosts[p.host];
+        let port = port_name(&host.name);
+        let mac = port_mac(&port);
+        let ls = northbound
+            .iter_mut()
+            .find(|s| s.name == p.switch)
+            .expect("checked above");
+        ls.ports.push(LogicalPort {
+            name: port.clone(),
+            address: format!("{mac} {}", p.address.addr),
+        });
+        host.ovn.chassis = BTreeMap::from([
+            ("hostname".into(), host.name.clone()),
+            ("ovn-encap-ip".into(), host.underlay_ip.to_string()),
+            ("ovn-encap-type".into(), "geneve".into()),
+            ("ovn-remote".into(), remote.clone()),
+            ("system-id".into(), p.system_id),
+        ]);
+        host.bridges.push(Bridge {
+            name: BR_INT.into(),
+            loc: p.loc.clone(),
+            datapath,
+            rstp: false,
+            host_interfaces: vec![HostInterface {
+                name: p.iface,
+                address: Some(p.address),
+                address6: None,
+                loc: p.loc,
+                ovn: Some(OvnAttachment {
+                    iface_id: port,
+                    mac,
+                }),
+            }],
+            physical_interfaces: Vec::new(),
+            gre: Vec::new(),
+            forwarder: None,
+            dhcp: None,
+            ovn_switch: Some(p.switch),
+        });
+    }
+    for ls in &mut northbound {
+        ls.ports.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    hosts[central].ovn.northbound = northbound;
+}
+
+fn did_you_mean(name: &str, known: &[&str], otherwise: &str) -> String {
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(name, k), *k))
+        .filter(|(s, _)| *s >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or(otherwise.to_string(), |(_, k)| {
+            format!("did you mean {k:?}?")
+        })
+}
