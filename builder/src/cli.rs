@@ -2,7 +2,7 @@
 //! applier's) so the man pages and shell completions are generated from the same definitions
 //! (`packaging/docgen`).
 
-use crate::cmd::{build, check, cloud_init, import, inspect, keygen};
+use crate::cmd::{build, check, cloud_init, image, import, inspect, keygen};
 use clap::{Parser, Subcommand};
 
 /// Compiles per-host TOML profiles into signed, reproducible ovs-bundle bundles.
@@ -79,4 +79,11 @@ pub enum Cmd {
     CloudInit(cloud_init::CloudInitArgs),
     /// Write a profiles directory from another tool's configuration (ovs-crate's EDN map).
     Import(import::ImportArgs),
+    /// Build bootable disk images: a base per fleet release, then one image per host.
+    ///
+    /// `image base` makes Debian 12 with Open vSwitch, strongSwan, iptables, ifupdown, the
+    /// applier package and GRUB (BIOS); `image host` installs a host's verified bundle into a
+    /// copy of it as its current generation, which the boot unit restores at first boot.
+    /// Host images hold PSKs: written 0600. See docs/image.md.
+    Image(image::ImageArgs),
 }
