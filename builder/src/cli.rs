@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 /// Compiles per-host TOML profiles into signed, reproducible ovs-bundle bundles.
 ///
 /// Exit codes: 0 success; 1 invalid profiles (for import: an invalid map, files that would be
-/// overwritten, or imported profiles that need edits) or any other failure; 64 bad usage
+/// overwritten, or imported profiles that need edits) or any other failure; for `image host`,
+/// a refused bundle (nothing written): 10 not signed by --key, 11 malformed, 12 another host's,
+/// 13 expired; 64 bad usage
 /// (including an --expires-in of zero or past the largest Unix time, and a --serial more than 10
 /// years ahead without --allow-far-serial).
 #[derive(Parser)]
