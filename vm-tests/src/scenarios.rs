@@ -1045,8 +1045,16 @@ fn per_host_images(ctx: &mut Ctx) -> Result<()> {
             "{name}'s image has mode {mode:o}, not 0600"
         );
     }
-    if std::env::var_os("OVSB_VM_TRACE").is_some() {
-        eprintln!("  three host images in {all_secs:.1} s");
+    let trace = std::env::var_os("OVSB_VM_TRACE").is_some();
+    let mut lap = Instant::now();
+    let mut phase = |what: &str| {
+        if trace {
+            eprintln!("  {what}: {:.0} s", lap.elapsed().as_secs_f64());
+        }
+        lap = Instant::now();
+    };
+    if trace {
+        eprintln!("  three host images (qcow2, with the agent) in {all_secs:.1} s");
     }
     // Boot them: the firmware, GRUB and systemd; nothing else.
     for (i, name) in IMAGE_HOSTS.iter().enumerate() {
@@ -1066,8 +1074,10 @@ fn per_host_images(ctx: &mut Ctx) -> Result<()> {
     for name in IMAGE_HOSTS {
         ctx.g(name)?.wait_ready(IMAGE_BOOT_TIMEOUT)?;
     }
+    phase("booted to the agent");
     image_hosts_configured(ctx)?;
     let esp = image_underlay_esp_only(ctx, 10)?;
+    phase("configured, checked");
     // A reboot of every host: the boot unit restores the same generation.
     let mut ids = Vec::new();
     for name in IMAGE_HOSTS {
@@ -1097,8 +1107,10 @@ fn per_host_images(ctx: &mut Ctx) -> Result<()> {
             }
         }
     }
+    phase("rebooted to the agent");
     image_hosts_configured(ctx)?;
     image_underlay_esp_only(ctx, esp + 10)?;
+    phase("configured, checked");
     ctx.shutdown();
     Ok(())
 }
