@@ -461,7 +461,9 @@ fn configure_tree(tree: &Path, info: &BaseInfo, ssh: bool) -> Result<()> {
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d)?;
         }
-        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting the mode of {}", p.display()))
     };
     w(
         "etc/fstab",
@@ -487,6 +489,9 @@ fn configure_tree(tree: &Path, info: &BaseInfo, ssh: bool) -> Result<()> {
         ),
     )?;
     w("etc/hostname", "localhost\n")?;
+    // Not the build machine's name servers: DHCP (or resolvconf with the interfaces file's
+    // dns-* options) writes the host's own.
+    w("etc/resolv.conf", "")?;
     w(
         "etc/hosts",
         "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
@@ -854,13 +859,19 @@ pub fn host_image(
             .arg(&tree),
         "copying the base tree (needs root to keep owners)",
     )?;
-    std::fs::write(tree.join("etc/hostname"), format!("{host}\n"))?;
-    std::fs::write(
-        tree.join("etc/hosts"),
-        format!(
-            "127.0.0.1 localhost\n127.0.1.1 {host}\n::1 localhost ip6-localhost ip6-loopback\n"
+    for (rel, text) in [
+        ("etc/hostname", format!("{host}\n")),
+        (
+            "etc/hosts",
+            format!(
+                "127.0.0.1 localhost\n127.0.1.1 {host}\n::1 localhost ip6-localhost ip6-loopback\n"
+            ),
         ),
-    )?;
+    ] {
+        let p = tree.join(rel);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
+    }
     let trusted = tree.join("etc/ovs-bundle/trusted.d");
     std::fs::create_dir_all(&trusted)?;
     std::fs::copy(key, trusted.join("fleet.pub"))
