@@ -114,3 +114,44 @@ pub fn underlay_counts(pcap: &Path) -> Result<(usize, usize, usize)> {
     }
     Ok((esp, gre, vxlan))
 }
+
+#[cfg(test)]
+mod tests {
+    /// A little-endian pcap file of Ethernet frames carrying IPv4 packets of these protocols
+    /// (17: UDP to `port`).
+    fn pcap(packets: &[(u8, u16)]) -> Vec<u8> {
+        let mut out = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&65535u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        for &(proto, port) in packets {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, proto, 0, 0];
+            ip.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 2]);
+            ip.extend_from_slice(&[0x30, 0x39]);
+            ip.extend_from_slice(&port.to_be_bytes());
+            ip.extend_from_slice(&[0, 8, 0, 0]);
+            f.extend_from_slice(&ip);
+            out.extend_from_slice(&[0; 8]);
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(&f);
+        }
+        out
+    }
+
+    #[test]
+    fn counts_esp_plain_gre_and_plain_vxlan() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.pcap");
+        std::fs::write(
+            &p,
+            pcap(&[(50, 0), (50, 0), (47, 0), (17, 4789), (17, 53), (1, 0)]),
+        )
+        .unwrap();
+        assert_eq!(super::underlay_counts(&p).unwrap(), (2, 1, 1));
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(super::underlay_counts(&p).unwrap(), (0, 0, 0));
+    }
+}

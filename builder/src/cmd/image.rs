@@ -895,7 +895,7 @@ pub fn host_image(
     }
     // The base's own applier installs the bundle: the code and version the host runs.
     let applier = tree.join("usr/sbin/applier");
-    let out_text = run_cmd(
+    run_cmd(
         Command::new(&applier)
             .arg("--root")
             .arg(&tree)
@@ -907,9 +907,7 @@ pub fn host_image(
             bundle.display()
         ),
     )?;
-    let _ = out_text;
-    // dpkg's backups of its database hold nothing the host needs and differ in no way that
-    // matters, but their times would: they are made afresh.
+    // What this step wrote has the time of now: the epoch, like the rest of the tree.
     clamp_mtimes(&tree, info.source_date_epoch)?;
     let head = work.path().join("head.img");
     {
