@@ -851,14 +851,48 @@ pub fn host_image(
         .tempdir_in(&parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o700))?;
+    // The host's tree: an overlay on the base tree (only what this step changes is written), or,
+    // where overlayfs cannot be mounted, a copy of it. Either gives the same image bytes.
     let tree = work.path().join("root");
-    run_cmd(
-        Command::new("cp")
-            .args(["-a", "--reflink=auto"])
-            .arg(base.join("root"))
-            .arg(&tree),
-        "copying the base tree (needs root to keep owners)",
-    )?;
+    std::fs::create_dir_all(&tree)?;
+    let (upper, scratch) = (work.path().join("upper"), work.path().join("overlay-work"));
+    std::fs::create_dir_all(&upper)?;
+    std::fs::create_dir_all(&scratch)?;
+    let lower = base
+        .join("root")
+        .canonicalize()
+        .with_context(|| format!("{}: no base tree", base.join("root").display()))?;
+    let overlay = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            scratch.display()
+        ))
+        .arg(&tree)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    /// Unmounts the overlay when the step ends, however it ends (before the work directory goes).
+    struct Unmount(Option<PathBuf>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if let Some(p) = &self.0 {
+                let _ = Command::new("umount").arg(p).status();
+            }
+        }
+    }
+    let _unmount = Unmount(overlay.then(|| tree.clone()));
+    if !overlay {
+        std::fs::remove_dir(&tree)?;
+        run_cmd(
+            Command::new("cp")
+                .args(["-a", "--reflink=auto"])
+                .arg(&lower)
+                .arg(&tree),
+            "copying the base tree (needs root to keep owners)",
+        )?;
+    }
     for (rel, text) in [
         ("etc/hostname", format!("{host}\n")),
         (
