@@ -1,11 +1,12 @@
 //! `builder image`: bootable disk images. `image base` builds a fleet release's base (Debian 12
-//! by mmdebstrap, GRUB for BIOS by grub-mkimage and grub-bios-setup, one ext4 root made by `mke2fs -d`, an MBR
-//! partition table by sfdisk) and keeps its root tree beside the disk; `image host` makes one
-//! host's image from it: the host's verified bundle installed offline by the base's own applier
-//! (`applier --root TREE install`), the host name and the fleet key, the root filesystem made
-//! again with the same UUID and spliced into a copy of the base disk's first MiB (partition
-//! table and GRUB), written 0600 because it holds the host's PSKs. No partition table,
-//! filesystem or boot loader code of our own: these are the Debian tools' (docs/image.md).
+//! by mmdebstrap, GRUB for BIOS by grub-mkimage and grub-bios-setup, one ext4 root made by
+//! `mke2fs -d`, an MBR partition table by sfdisk) and keeps its root tree beside the disk;
+//! `image host` makes one host's image from it: on an overlay of the base tree, the host's
+//! verified bundle installed offline by the base's own applier (`applier --root TREE install`),
+//! the host name and the fleet key; the root file system made again with the same UUID and put
+//! behind a copy of the base disk's first MiB (partition table and GRUB); written 0600 because
+//! it holds the host's PSKs. No partition table, file system or boot loader code of our own:
+//! these are the Debian tools' (docs/image.md).
 //!
 //! Reproducible: every time in the root filesystem is SOURCE_DATE_EPOCH or older (mtimes are
 //! clamped in the tree, atimes and ctimes set by debugfs, since `mke2fs -d` copies them from the
