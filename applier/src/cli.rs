@@ -166,6 +166,9 @@ pub enum Cmd {
     },
     /// Install a bundle into an offline root (a disk image being built, with --root) as its
     /// current generation: the files an apply leaves, nothing live. Boot applies the rest.
+    ///
+    /// The generation is recorded as applied at SOURCE_DATE_EPOCH when that is set (as
+    /// `builder image host` sets it: the same inputs give the same image), otherwise now.
     Install {
         /// The bundle (BUNDLE.tgz from `builder build`).
         #[arg(value_name = "BUNDLE")]

@@ -10,9 +10,11 @@ use crate::store::GenMeta;
 use bundle::sha256_hex;
 
 impl Applier<'_> {
-    /// Verifies `bytes` (trust, host, expiry, serial) and makes it the current generation of the
-    /// root this applier's paths point into. Returns the generation number.
-    pub fn install_offline(&mut self, bytes: &[u8]) -> Result<u64, ApplyError> {
+    /// Verifies `bytes` (trust, host, expiry against the real time, serial) and makes it the
+    /// current generation of the root this applier's paths point into, recorded as applied at
+    /// `applied_at` (an image build passes its SOURCE_DATE_EPOCH, so that the same inputs give the
+    /// same image bytes). Returns the generation number.
+    pub fn install_offline(&mut self, bytes: &[u8], applied_at: u64) -> Result<u64, ApplyError> {
         let verified = self.verify(bytes, true).map_err(ApplyError::Verify)?;
         let serial = verified.manifest.serial;
         let sha = sha256_hex(bytes);
@@ -27,7 +29,7 @@ impl Applier<'_> {
             host: verified.manifest.host.clone(),
             serial,
             sha256: sha,
-            applied_at: self.now,
+            applied_at,
             gre_only_base: None,
             // A freshly installed Debian forwards nothing: what leaving a forwarder puts back.
             ip_forward_before: desired.ip_forward.as_ref().map(|_| "0".to_string()),
@@ -80,7 +82,7 @@ mod tests {
             sys.view()
         };
         let mut sys = FakeSystem::new();
-        assert_eq!(fx.applier(&mut sys).install_offline(&b).unwrap(), 1);
+        assert_eq!(fx.applier(&mut sys).install_offline(&b, 7).unwrap(), 1);
         // Nothing live: no OVS row, no rule, no sysctl value.
         let installed = sys.view();
         assert!(installed.owned.bridges.is_empty());
@@ -114,7 +116,7 @@ mod tests {
         // The same bundle again is no new generation; an older serial is refused.
         let e = fx
             .applier(&mut sys)
-            .install_offline(&fx.bundle(&v1(), 0))
+            .install_offline(&fx.bundle(&v1(), 0), 7)
             .unwrap_err();
         assert_eq!(e.exit(), bundle::Exit::Refused);
     }

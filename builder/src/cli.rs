@@ -2,13 +2,15 @@
 //! applier's) so the man pages and shell completions are generated from the same definitions
 //! (`packaging/docgen`).
 
-use crate::cmd::{build, check, cloud_init, import, inspect, keygen};
+use crate::cmd::{build, check, cloud_init, image, import, inspect, keygen};
 use clap::{Parser, Subcommand};
 
 /// Compiles per-host TOML profiles into signed, reproducible ovs-bundle bundles.
 ///
 /// Exit codes: 0 success; 1 invalid profiles (for import: an invalid map, files that would be
-/// overwritten, or imported profiles that need edits) or any other failure; 64 bad usage
+/// overwritten, or imported profiles that need edits) or any other failure; for `image host`,
+/// a refused bundle (nothing written): 10 not signed by --key, 11 malformed, 12 another host's,
+/// 13 expired; 64 bad usage
 /// (including an --expires-in of zero or past the largest Unix time, and a --serial more than 10
 /// years ahead without --allow-far-serial).
 #[derive(Parser)]
@@ -91,4 +93,11 @@ pub enum Cmd {
     CloudInit(cloud_init::CloudInitArgs),
     /// Write a profiles directory from another tool's configuration (ovs-crate's EDN map).
     Import(import::ImportArgs),
+    /// Build bootable disk images: a base per fleet release, then one image per host.
+    ///
+    /// `image base` makes Debian 12 with Open vSwitch, strongSwan, iptables, ifupdown, the
+    /// applier package and GRUB (BIOS); `image host` installs a host's verified bundle into a
+    /// copy of it as its current generation, which the boot unit restores at first boot.
+    /// Host images hold PSKs: written 0600. See docs/image.md.
+    Image(image::ImageArgs),
 }

@@ -14,6 +14,12 @@ pub struct Fleet {
     pub repo: PathBuf,
     /// `builder cloud-init` output for the cloud-init scenario.
     pub ci_user_data: PathBuf,
+    /// The shipped example's bundles, each profile with an interfaces file that gives its
+    /// underlay address (scenario 11's hosts boot from their images with nothing else).
+    pub img_bundles: PathBuf,
+    /// The fleet's public key, and the builder.
+    pub fleet_pub: PathBuf,
+    pub builder: PathBuf,
 }
 
 /// How the cloud-init guest sees the test repository (QEMU's guestfwd address, see guest.rs).
@@ -264,6 +270,46 @@ impl Fleet {
             )?;
         }
         build(&v6, "v6", 6, None)?;
+        // img: the shipped example as it is, each host's underlay address in its interfaces file
+        // (a per-host image has no other source for it: no kernel command line, no DHCP here).
+        let img = work.join("profiles-img");
+        let _ = std::fs::remove_dir_all(&img);
+        copy_dir(shipped, &img)?;
+        std::fs::create_dir_all(img.join("files"))?;
+        for (h, ip) in [
+            ("gw1", "192.0.2.1"),
+            ("node1", "192.0.2.2"),
+            ("node2", "192.0.2.3"),
+        ] {
+            std::fs::write(
+                img.join(format!("files/{h}.interfaces")),
+                format!("auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n    address {ip}/24\n"),
+            )?;
+            let path = img.join(format!("hosts/{h}.toml"));
+            let text = std::fs::read_to_string(&path)?;
+            let marker = format!("underlay_ip = \"{ip}\"\n");
+            anyhow::ensure!(
+                text.contains(&marker),
+                "{h}'s profile changed: update vm-tests/src/fleet.rs"
+            );
+            std::fs::write(
+                &path,
+                text.replace(
+                    &marker,
+                    &format!("{marker}interfaces_file = \"../files/{h}.interfaces\"\n"),
+                ),
+            )?;
+        }
+        let img_bundles = work.join("img-bundles");
+        let _ = std::fs::remove_dir_all(&img_bundles);
+        run(Command::new(&builder)
+            .arg("build")
+            .arg(&img)
+            .arg("--out")
+            .arg(&img_bundles)
+            .arg("--key")
+            .arg(&sk)
+            .args(["--serial", "1"]))?;
         // ci1's user data, from `builder cloud-init`: its image has no applier; cloud-init adds
         // the test repository and installs the package from it.
         let repo = apt_repository(work, &deb)?;
@@ -305,6 +351,9 @@ impl Fleet {
             payload: img,
             repo,
             ci_user_data: work.join("ci1-user-data"),
+            img_bundles,
+            fleet_pub: pk,
+            builder,
         })
     }
 }

@@ -23,6 +23,12 @@ pub struct Spec {
     /// beyond) but for one `guestfwd` rule: TCP to 10.0.2.100:80 runs this command per
     /// connection, on the connection's stdin/stdout.
     pub http_cmd: Option<String>,
+    /// Boot this disk image (raw or qcow2, from `builder image host`) with the firmware
+    /// (SeaBIOS, QEMU's default) instead of the test kernel, initramfs and root: no `-kernel`,
+    /// no payload disk. The guest's addresses come from the image.
+    pub disk: Option<PathBuf>,
+    /// Record every frame of the first NIC (QEMU's filter-dump) in `dir/nic0.pcap`.
+    pub dump_nic0: bool,
 }
 
 pub struct Guest {
@@ -49,9 +55,20 @@ impl Guest {
     ) -> Result<Guest> {
         std::fs::create_dir_all(dir)?;
         let overlay = dir.join("root.qcow2");
+        let (backing, backing_fmt) = match &spec.disk {
+            Some(d) => (
+                d.clone(),
+                if d.extension().is_some_and(|x| x == "qcow2") {
+                    "qcow2"
+                } else {
+                    "raw"
+                },
+            ),
+            None => (images.root.clone(), "raw"),
+        };
         let out = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(&images.root)
+            .args(["create", "-q", "-f", "qcow2", "-F", backing_fmt, "-b"])
+            .arg(&backing)
             .arg(&overlay)
             .output()
             .context("qemu-img (install qemu-utils)")?;
@@ -67,18 +84,21 @@ impl Guest {
         let mut cmd = Command::new("qemu-system-x86_64");
         let accel = std::env::var("OVSB_VM_ACCEL").unwrap_or_else(|_| "tcg".into());
         cmd.args(["-accel", &accel, "-cpu", "qemu64", "-smp", "1", "-m", "512"])
-            .args(["-nographic", "-monitor", "none", "-display", "none"])
-            .arg("-kernel")
-            .arg(&images.kernel)
-            .arg("-initrd")
-            .arg(&images.initrd)
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
-            .arg("-drive")
-            .arg(format!(
+            .args(["-nographic", "-monitor", "none", "-display", "none"]);
+        if spec.disk.is_none() {
+            cmd.arg("-kernel")
+                .arg(&images.kernel)
+                .arg("-initrd")
+                .arg(&images.initrd);
+        }
+        cmd.arg("-drive")
+            .arg(format!("file={},if=virtio,format=qcow2", overlay.display()));
+        if spec.disk.is_none() {
+            cmd.arg("-drive").arg(format!(
                 "file={},if=virtio,format=raw,readonly=on",
                 payload.display()
             ));
+        }
         for d in &spec.extra_disks {
             cmd.arg("-drive").arg(format!(
                 "file={},if=virtio,format=raw,readonly=on",
@@ -94,6 +114,12 @@ impl Guest {
                 .arg(format!(
                     "virtio-net-pci,netdev=n{i},mac=52:54:00:{mac_seed:02x}:00:{i:02x}"
                 ));
+            if i == 0 && spec.dump_nic0 {
+                cmd.arg("-object").arg(format!(
+                    "filter-dump,id=dump{i},netdev=n{i},file={}",
+                    dir.join("nic0.pcap").display()
+                ));
+            }
             if let Some(a) = addr {
                 append.push_str(&format!(" ovsb.addr=eth{i}/{a}"));
             }
@@ -109,9 +135,10 @@ impl Guest {
                     "virtio-net-pci,netdev=n{i},mac=52:54:00:{mac_seed:02x}:00:{i:02x}"
                 ));
         }
-        cmd.arg("-append")
-            .arg(&append)
-            .arg("-chardev")
+        if spec.disk.is_none() {
+            cmd.arg("-append").arg(&append);
+        }
+        cmd.arg("-chardev")
             .arg(format!(
                 "socket,id=agent,path={},server=on,wait=off",
                 sock.display()

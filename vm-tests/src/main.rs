@@ -10,6 +10,7 @@
 mod fleet;
 mod guest;
 mod http;
+mod image;
 mod scenarios;
 
 use anyhow::{Context, Result};

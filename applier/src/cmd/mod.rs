@@ -323,22 +323,24 @@ fn on_host(app: &mut Applier, cmd: Cmd, g: &Global, paths: &Paths) -> Result<Exi
             trial::try_bundle(app, args, g, paths)?
         }
         Cmd::Confirm => trial::confirm(app),
-        Cmd::Install { bundle } => match app.install_offline(&read_bundle(&bundle)?) {
-            Ok(n) => {
-                if json() {
-                    emit(
-                        serde_json::json!({"result": "installed", "generation": n, "root": g.root}),
-                    );
-                } else {
-                    outln!(
-                        "installed: generation {n} is current in {}; its first boot applies it",
-                        g.root.display()
-                    );
+        Cmd::Install { bundle } => {
+            match app.install_offline(&read_bundle(&bundle)?, install_time()?) {
+                Ok(n) => {
+                    if json() {
+                        emit(
+                            serde_json::json!({"result": "installed", "generation": n, "root": g.root}),
+                        );
+                    } else {
+                        outln!(
+                            "installed: generation {n} is current in {}; its first boot applies it",
+                            g.root.display()
+                        );
+                    }
+                    Exit::Ok
                 }
-                Exit::Ok
+                Err(e) => report(&e),
             }
-            Err(e) => report(&e),
-        },
+        }
         Cmd::Status => {
             let pending = app.pending_try().ok().flatten();
             match app.status() {
@@ -706,6 +708,19 @@ fn this_host() -> Result<String> {
     let name = nix::unistd::gethostname().context("reading this host's name")?;
     let name = name.to_string_lossy();
     Ok(name.split('.').next().unwrap_or_default().to_string())
+}
+
+/// When `install` records its generation as applied: SOURCE_DATE_EPOCH when set (an image build,
+/// reproducible), otherwise now.
+fn install_time() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse().with_context(|| {
+            format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a Unix time in seconds: set it to one, or unset it"
+            )
+        }),
+        Err(_) => Ok(unix_now()),
+    }
 }
 
 fn unix_now() -> u64 {

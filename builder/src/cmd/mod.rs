@@ -11,6 +11,7 @@
 pub mod build;
 pub mod check;
 pub mod cloud_init;
+pub mod image;
 pub mod import;
 pub mod inspect;
 mod key;
