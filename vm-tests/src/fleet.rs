@@ -270,8 +270,9 @@ impl Fleet {
             )?;
         }
         build(&v6, "v6", 6, None)?;
-        // img: the shipped example as it is, each host's underlay address in its interfaces file
-        // (a per-host image has no other source for it: no kernel command line, no DHCP here).
+        // img: the shipped example over VXLAN (as v6: scenario 11 also proves the example over
+        // VXLAN with IPsec, on the product image), each host's underlay address in its interfaces
+        // file (a per-host image has no other source for it: no kernel command line, no DHCP).
         let img = work.join("profiles-img");
         let _ = std::fs::remove_dir_all(&img);
         copy_dir(shipped, &img)?;
@@ -297,7 +298,8 @@ impl Fleet {
                 text.replace(
                     &marker,
                     &format!("{marker}interfaces_file = \"../files/{h}.interfaces\"\n"),
-                ),
+                )
+                .replace("[[bridges.gre]]\n", "[[bridges.gre]]\ntype = \"vxlan\"\n"),
             )?;
         }
         let img_bundles = work.join("img-bundles");
