@@ -23,7 +23,7 @@ echo "test.sh: Debian packages (two builds of HEAD, lintian, systemd-analyze)"
 packaging/test
 
 echo "test.sh: fuzzing each target briefly"
-fuzz/run 20
+fuzz/run 10
 
 if [[ -x vm-tests/run ]]; then
   echo "test.sh: VM tests"
