@@ -6,7 +6,7 @@
 
 mod common;
 use common::{check, host, text, TestHost};
-use std::process::Command;
+use nshost::veth_pair;
 
 fn underlay(h: &TestHost, veth: &str, ip: &str) {
     h.vsctl_ok(&[
@@ -41,41 +41,10 @@ fn profile(name: &str, me: &str, peer: &str, addr: &str) -> String {
 fn two_hosts() -> (TestHost, TestHost) {
     let a = host("a");
     let b = host("b");
-    let (va, vb) = (
-        format!("va{}", std::process::id() % 100000),
-        format!("vb{}", std::process::id() % 100000),
-    );
-    check(
-        Command::new("ip")
-            .args([
-                "link", "add", &va, "netns", &a.ns, "type", "veth", "peer", "name", &vb, "netns",
-                &b.ns,
-            ])
-            .output()
-            .unwrap(),
-        "veth",
-    );
+    let (va, vb) = veth_pair(&a, &b, "v");
     underlay(&a, &va, "10.98.0.1/24");
     underlay(&b, &vb, "10.98.0.2/24");
     (a, b)
-}
-
-/// Pings `addr` from `h` until it answers (the first packets wait for OVS's tunnel neighbour
-/// resolution), or fails with vswitchd's log.
-fn ping(h: &TestHost, addr: &str) {
-    let mut last = String::new();
-    for _ in 0..10 {
-        let out = h.exec("ping", &["-c", "1", "-W", "1", addr]);
-        if out.status.success() {
-            return;
-        }
-        last = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    }
-    let log = std::fs::read_to_string(h.ovs.join("ovs-vswitchd.log")).unwrap_or_default();
-    panic!(
-        "no reply from {addr}:\n{last}\nvswitchd log tail:\n{}",
-        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
-    );
 }
 
 #[test]
@@ -93,7 +62,7 @@ fn two_hosts_pass_traffic_over_gre_after_apply() {
     );
     check(a.applier(&["apply", ba.to_str().unwrap()]), "apply a");
     check(b.applier(&["apply", bb.to_str().unwrap()]), "apply b");
-    ping(&a, "10.21.0.2");
+    a.ping_until_answered("10.21.0.2", 10);
 }
 
 /// Four bridges per host to the same peer: GRE with key 1, GRE with key 2, VXLAN, Geneve. Each
@@ -143,7 +112,7 @@ fn keyed_and_vxlan_tunnels_to_one_peer_keep_their_bridges_apart() {
     assert_eq!(a.iface("g0a620002k2", "options:key"), "\"2\"");
     assert_eq!(a.iface("vxl-0a620002", "type"), "vxlan");
     for addr in ["10.31.0.2", "10.32.0.2", "10.33.0.2", "10.34.0.2"] {
-        ping(&a, addr);
+        a.ping_until_answered(addr, 10);
     }
     // A's p31 is known to b's br-k1 only: its frames (ARP broadcasts included) never left
     // their key.

@@ -8,7 +8,7 @@
 
 mod common;
 use common::{check, host, text, TestHost};
-use std::process::Command;
+use nshost::veth_pair;
 
 fn underlay6(h: &TestHost, veth: &str, ip: &str) {
     h.vsctl_ok(&[
@@ -38,41 +38,10 @@ fn underlay6(h: &TestHost, veth: &str, ip: &str) {
 fn two_hosts6() -> (TestHost, TestHost) {
     let a = host("a");
     let b = host("b");
-    let (va, vb) = (
-        format!("v6a{}", std::process::id() % 100000),
-        format!("v6b{}", std::process::id() % 100000),
-    );
-    check(
-        Command::new("ip")
-            .args([
-                "link", "add", &va, "netns", &a.ns, "type", "veth", "peer", "name", &vb, "netns",
-                &b.ns,
-            ])
-            .output()
-            .unwrap(),
-        "veth",
-    );
+    let (va, vb) = veth_pair(&a, &b, "v6");
     underlay6(&a, &va, "fd98::1/64");
     underlay6(&b, &vb, "fd98::2/64");
     (a, b)
-}
-
-/// Pings `addr` (with `ping`, IPv4 or IPv6 by its form) from `h` until it answers (the first
-/// packets wait for OVS's tunnel neighbour resolution), or fails with vswitchd's log.
-fn ping(h: &TestHost, addr: &str) {
-    let mut last = String::new();
-    for _ in 0..15 {
-        let out = h.exec("ping", &["-c", "1", "-W", "1", addr]);
-        if out.status.success() {
-            return;
-        }
-        last = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    }
-    let log = std::fs::read_to_string(h.ovs.join("ovs-vswitchd.log")).unwrap_or_default();
-    panic!(
-        "no reply from {addr}:\n{last}\nvswitchd log tail:\n{}",
-        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
-    );
 }
 
 /// Host `name` at `me`, with a keyed GRE (ip6gre) bridge and a VXLAN bridge to `peer`; host
@@ -111,10 +80,10 @@ fn two_hosts_on_an_ipv6_underlay_pass_traffic_over_ip6gre_and_vxlan() {
         .filter(|p| p != "p42")
         .collect();
     assert_eq!(a.iface(&vx[0], "type"), "vxlan");
-    ping(&a, "10.41.0.2");
-    ping(&a, "10.42.0.2");
+    a.ping_until_answered("10.41.0.2", 15);
+    a.ping_until_answered("10.42.0.2", 15);
     // The generated inet6 stanza put the overlay's IPv6 address up too.
-    ping(&a, "fd41::2");
+    a.ping_until_answered("fd41::2", 15);
     // Nothing drifted: what the applier reads back is what it applied.
     let status = a.applier(&["status"]);
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));

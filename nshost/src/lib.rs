@@ -299,6 +299,45 @@ impl Drop for TestHost {
     }
 }
 
+/// A veth pair between the namespaces of `a` and `b`, its ends named `<prefix>a<pid>` and
+/// `<prefix>b<pid>` (unique per test process): the two names.
+pub fn veth_pair(a: &TestHost, b: &TestHost, prefix: &str) -> (String, String) {
+    let id = std::process::id() % 100000;
+    let (va, vb) = (format!("{prefix}a{id}"), format!("{prefix}b{id}"));
+    check(
+        Command::new("ip")
+            .args([
+                "link", "add", &va, "netns", &a.ns, "type", "veth", "peer", "name", &vb, "netns",
+                &b.ns,
+            ])
+            .output()
+            .unwrap(),
+        "veth",
+    );
+    (va, vb)
+}
+
+impl TestHost {
+    /// Pings `addr` (IPv4 or IPv6, by its form) until it answers, at most `tries` one-second
+    /// tries (the first packets wait for OVS's tunnel neighbour resolution); panics with the
+    /// last answer and the tail of ovs-vswitchd's log otherwise.
+    pub fn ping_until_answered(&self, addr: &str, tries: u32) {
+        let mut last = String::new();
+        for _ in 0..tries {
+            let out = self.exec("ping", &["-c", "1", "-W", "1", addr]);
+            if out.status.success() {
+                return;
+            }
+            last = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        }
+        let log = std::fs::read_to_string(self.ovs.join("ovs-vswitchd.log")).unwrap_or_default();
+        panic!(
+            "no reply from {addr}:\n{last}\nvswitchd log tail:\n{}",
+            log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        );
+    }
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
