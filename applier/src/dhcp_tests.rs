@@ -2,7 +2,7 @@
 //! the rest of an apply, are put back by a failure or crash at any step, are restarted only
 //! when the configuration changed, and are started again when a reboot left the file alone.
 
-use crate::engine::tests::{on_v1, profile, v1, Fixture, FULL};
+use crate::engine::tests::{assert_atomic_at_every_step, on_v1, profile, v1, Fixture, FULL};
 use crate::engine::Outcome;
 use crate::system::fake::FakeSystem;
 use std::path::PathBuf;
@@ -35,33 +35,7 @@ fn removing_dhcp_stops_dnsmasq_and_every_failure_or_crash_puts_it_back() {
     };
     assert_eq!(after.dnsmasq, None);
     assert!(!after.files.contains_key(&PathBuf::from(CONF)));
-    let mut dhcp_steps = 0;
-    for n in 0.. {
-        let mut sys = base.clone();
-        sys.fail_at = Some(n);
-        let result = fx.applier(&mut sys).apply_bundle(&b2, FULL);
-        if n >= sys.calls.len() {
-            break;
-        }
-        if result.is_ok() {
-            continue;
-        }
-        dhcp_steps += usize::from(sys.calls[n].starts_with("dhcp_restart"));
-        assert_eq!(sys.view(), before, "failure at {n} ({})", sys.calls[n]);
-    }
-    assert!(dhcp_steps >= 1, "no failure at the DHCP step");
-    for n in 0.. {
-        let mut sys = base.clone();
-        sys.crash_at = Some(n);
-        if fx.applier(&mut sys).apply_bundle(&b2, FULL).is_ok() && !sys.crashed() {
-            break;
-        }
-        let step = sys.calls[n].clone();
-        sys.restart();
-        fx.applier(&mut sys).recover().unwrap();
-        let view = sys.view();
-        assert!(view == before || view == after, "crash at {n} ({step})");
-    }
+    assert_atomic_at_every_step(&fx, &base, &b2, (&before, &after), "dhcp_restart");
 }
 
 #[test]

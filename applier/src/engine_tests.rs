@@ -207,6 +207,46 @@ fn apply(app: &mut Applier, bytes: &[u8]) -> Result<Outcome, ApplyError> {
     app.apply_bundle(bytes, FULL)
 }
 
+/// Applies `bundle` on a copy of `base` once per step, failing that step, then once per step
+/// crashing at it and recovering: a failure leaves the host as `before`, a crash as `before` or
+/// `after`; and a failure at some step starting with `step` (the subsystem under test) is among
+/// them.
+pub(crate) fn assert_atomic_at_every_step(
+    fx: &Fixture,
+    base: &FakeSystem,
+    bundle: &[u8],
+    (before, after): (&View, &View),
+    step: &str,
+) {
+    let mut failed_there = 0;
+    for n in 0.. {
+        let mut sys = base.clone();
+        sys.fail_at = Some(n);
+        let result = fx.applier(&mut sys).apply_bundle(bundle, FULL);
+        if n >= sys.calls.len() {
+            break;
+        }
+        if result.is_ok() {
+            continue;
+        }
+        failed_there += usize::from(sys.calls[n].starts_with(step));
+        assert_eq!(&sys.view(), before, "failure at {n} ({})", sys.calls[n]);
+    }
+    assert!(failed_there >= 1, "no failure at a {step} step");
+    for n in 0.. {
+        let mut sys = base.clone();
+        sys.crash_at = Some(n);
+        if fx.applier(&mut sys).apply_bundle(bundle, FULL).is_ok() && !sys.crashed() {
+            break;
+        }
+        let step = sys.calls[n].clone();
+        sys.restart();
+        fx.applier(&mut sys).recover().unwrap();
+        let view = sys.view();
+        assert!(&view == before || &view == after, "crash at {n} ({step})");
+    }
+}
+
 /// A fake host on generation 1 (v1), and its view.
 pub(crate) fn on_v1(fx: &Fixture) -> (FakeSystem, View) {
     let mut sys = FakeSystem::new();

@@ -3,7 +3,7 @@
 //! any step puts the host back, removing OVN from the bundle removes exactly those keys (and
 //! `br-int`), and keys of others are neither overwritten nor removed.
 
-use crate::engine::tests::{on_v1, v1, Fixture, FULL};
+use crate::engine::tests::{assert_atomic_at_every_step, on_v1, v1, Fixture, FULL};
 use crate::system::fake::FakeSystem;
 use bundle::ovn::CHASSIS_OWNER;
 use std::collections::BTreeMap;
@@ -81,33 +81,7 @@ fn joining_ovn_sets_the_chassis_keys_and_every_failure_or_crash_puts_the_host_ba
     );
     assert!(after.up.contains("ovn0"), "{:?}", after.up);
 
-    let mut ovs_steps = 0;
-    for n in 0.. {
-        let mut sys = base.clone();
-        sys.fail_at = Some(n);
-        let result = fx.applier(&mut sys).apply_bundle(&b2, FULL);
-        if n >= sys.calls.len() {
-            break;
-        }
-        if result.is_ok() {
-            continue;
-        }
-        ovs_steps += usize::from(sys.calls[n].starts_with("ovs_apply"));
-        assert_eq!(sys.view(), before, "failure at {n} ({})", sys.calls[n]);
-    }
-    assert!(ovs_steps >= 1, "no failure at the OVS step");
-    for n in 0.. {
-        let mut sys = base.clone();
-        sys.crash_at = Some(n);
-        if fx.applier(&mut sys).apply_bundle(&b2, FULL).is_ok() && !sys.crashed() {
-            break;
-        }
-        let step = sys.calls[n].clone();
-        sys.restart();
-        fx.applier(&mut sys).recover().unwrap();
-        let view = sys.view();
-        assert!(view == before || view == after, "crash at {n} ({step})");
-    }
+    assert_atomic_at_every_step(&fx, &base, &b2, (&before, &after), "ovs_apply");
 }
 
 #[test]
@@ -314,33 +288,7 @@ fn the_central_writes_its_logical_switches_and_every_failure_or_crash_puts_them_
     );
     // The central is no chassis here: no chassis keys, no br-int.
     assert!(!after.root.1.contains_key(CHASSIS_OWNER));
-    let mut nb_steps = 0;
-    for n in 0.. {
-        let mut sys = base.clone();
-        sys.fail_at = Some(n);
-        let result = fx.applier(&mut sys).apply_bundle(&b2, FULL);
-        if n >= sys.calls.len() {
-            break;
-        }
-        if result.is_ok() {
-            continue;
-        }
-        nb_steps += usize::from(sys.calls[n].starts_with("nb_apply"));
-        assert_eq!(sys.view(), before, "failure at {n} ({})", sys.calls[n]);
-    }
-    assert!(nb_steps >= 1, "no failure at the NB step");
-    for n in 0.. {
-        let mut sys = base.clone();
-        sys.crash_at = Some(n);
-        if fx.applier(&mut sys).apply_bundle(&b2, FULL).is_ok() && !sys.crashed() {
-            break;
-        }
-        let step = sys.calls[n].clone();
-        sys.restart();
-        fx.applier(&mut sys).recover().unwrap();
-        let view = sys.view();
-        assert!(view == before || view == after, "crash at {n} ({step})");
-    }
+    assert_atomic_at_every_step(&fx, &base, &b2, (&before, &after), "nb_apply");
 }
 
 #[test]
