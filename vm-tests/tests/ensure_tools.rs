@@ -125,6 +125,27 @@ fn nothing_missing_calls_no_apt() {
 }
 
 #[test]
+fn an_absolute_path_need_only_exist() {
+    // Firmware and boot loader files (OVMF's code, GRUB's EFI kernel) are not commands: present
+    // but not executable is present; absent is missing.
+    let f = Fake::new();
+    let firmware = f.path("OVMF_CODE_4M.fd");
+    fs::write(&firmware, "").unwrap();
+    let spec = format!("{}:ovmf", firmware.display());
+    let out = f.ensure(&[&spec]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(f.log(), "", "apt was called for a file that is there");
+    fs::remove_file(&firmware).unwrap();
+    let out = f.ensure(&[&spec]);
+    assert!(!out.status.success());
+    assert!(
+        f.log().contains("install") && f.log().contains("ovmf"),
+        "a missing file's package was not installed:\n{}",
+        f.log()
+    );
+}
+
+#[test]
 fn missing_tools_are_installed_in_one_transaction() {
     let f = Fake::new();
     f.package("mmdebstrap", &["mmdebstrap"]);
