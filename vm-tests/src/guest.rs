@@ -29,7 +29,14 @@ pub struct Spec {
     pub disk: Option<PathBuf>,
     /// Record every frame of the first NIC (QEMU's filter-dump) in `dir/nic0.pcap`.
     pub dump_nic0: bool,
+    /// Boot `disk` with UEFI firmware (OVMF, Debian's `ovmf`), with a fresh variable store: no
+    /// boot entry, so the firmware takes the disk's fallback path \EFI\BOOT\BOOTX64.EFI.
+    pub uefi: bool,
 }
+
+/// OVMF from Debian's `ovmf` package: the firmware's code (read only) and its empty variables.
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 pub struct Guest {
     pub name: String,
@@ -85,6 +92,20 @@ impl Guest {
         let accel = std::env::var("OVSB_VM_ACCEL").unwrap_or_else(|_| "tcg".into());
         cmd.args(["-accel", &accel, "-cpu", "qemu64", "-smp", "1", "-m", "512"])
             .args(["-nographic", "-monitor", "none", "-display", "none"]);
+        if spec.uefi {
+            let vars = dir.join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars)
+                .with_context(|| format!("copying {OVMF_VARS} (install ovmf)"))?;
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+        }
         if spec.disk.is_none() {
             cmd.arg("-kernel")
                 .arg(&images.kernel)

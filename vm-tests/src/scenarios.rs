@@ -1,5 +1,5 @@
-//! The scenarios, run in order on one fleet of guests (gateway, three nodes, an uplink host),
-//! then the cloud-init boot on a systemd guest of its own.
+//! The scenarios, run in order on one fleet of tiny guests (gateway, three nodes, an uplink
+//! host), then on systemd guests of their own (the per-host images, the cloud-init boot).
 //!
 //! Over 500 lines on purpose: one scenario per function, each a story of its own; splitting
 //! them by size would only separate steps that belong together.
@@ -79,6 +79,7 @@ impl Ctx {
             http_cmd: None,
             disk: None,
             dump_nic0: false,
+            uefi: false,
         };
         let specs = vec![
             Spec {
@@ -92,6 +93,7 @@ impl Ctx {
                 http_cmd: None,
                 disk: None,
                 dump_nic0: false,
+                uefi: false,
             },
             node("node1", "192.0.2.2"),
             node("node2", "192.0.2.3"),
@@ -104,6 +106,7 @@ impl Ctx {
                 http_cmd: None,
                 disk: None,
                 dump_nic0: false,
+                uefi: false,
             },
         ];
         self.boot_all(specs)?;
@@ -127,7 +130,7 @@ impl Ctx {
                 g.dir.join("console.log"),
                 dir.join(format!("{name}-console.log")),
             );
-            let cmd = "for f in /var/log/charon.log /var/log/applier-boot.log /var/log/ovs-ctl.log /var/log/openvswitch/ovs-vswitchd.log /var/log/openvswitch/ovs-monitor-ipsec.log; do echo \"== $f\"; tail -n 200 $f 2>/dev/null; done; echo '== state'; ovs-vsctl show; ipsec statusall; ip xfrm policy; ip xfrm state; iptables-save; ip addr; ip route; applier generations; echo '== processes'; ps -eo pid,lstart,args | grep -E 'charon|starter|ovs|ipsec' | grep -v grep; echo '== ifup'; cat /var/log/ifup.log; echo '== dmesg'; dmesg | tail -n 30; echo '== cloud-init'; grep -B3 -A14 Traceback /var/log/cloud-init.log 2>/dev/null | tail -n 80; tail -n 40 /var/log/cloud-init-output.log 2>/dev/null; echo '== dpkg'; cat /var/log/dpkg-applier.log 2>/dev/null";
+            let cmd = "for f in /var/log/charon.log /var/log/applier-boot.log /var/log/ovs-ctl.log /var/log/openvswitch/ovs-vswitchd.log /var/log/openvswitch/ovs-monitor-ipsec.log; do echo \"== $f\"; tail -n 200 $f 2>/dev/null; done; echo '== state'; ovs-vsctl show; ipsec statusall; ip xfrm policy; ip xfrm state; iptables-save; ip addr; ip route; applier generations; echo '== processes'; ps -eo pid,lstart,args | grep -E 'charon|starter|ovs|ipsec' | grep -v grep; echo '== ifup'; cat /var/log/ifup.log; echo '== dmesg'; dmesg | tail -n 30; echo '== cloud-init'; grep -B3 -A14 Traceback /var/log/cloud-init.log 2>/dev/null | tail -n 80; tail -n 40 /var/log/cloud-init-output.log 2>/dev/null; echo '== dpkg'; cat /var/log/dpkg-applier.log 2>/dev/null; if [ -d /run/systemd/system ]; then echo '== failed units'; systemctl --failed --no-pager; echo '== IPsec units'; journalctl -b --no-pager -u openvswitch-ipsec -u strongswan-starter | tail -n 60; fi";
             if let Ok((_, out)) = g.run_timeout(cmd, Duration::from_secs(20)) {
                 let _ = std::fs::write(dir.join(format!("{name}-logs.txt")), out);
             }
@@ -186,36 +189,47 @@ fn apply(g: &mut Guest, args: &str) -> Result<String> {
 
 type Scenario = fn(&mut Ctx) -> Result<()>;
 
+const SCENARIOS: [(u32, &str, Scenario); 11] = [
+    (
+        1,
+        "original example: gateway + two nodes, GRE over IPsec",
+        original_example,
+    ),
+    (2, "NAT forwarder", nat_forwarder),
+    (3, "GRE-only update while traffic flows", gre_only_update),
+    (5, "refusals on a live host", refusals),
+    (6, "crash mid-apply, then reboot", crash_and_reboot),
+    (7, "three-host full mesh from fleet.toml", full_mesh),
+    (8, "applier try: revert, confirm, power loss", try_scenarios),
+    (
+        11,
+        "per-host images (the example over VXLAN with IPsec): built, refused, reproducible, booted by BIOS and UEFI firmware, rebooted",
+        per_host_images,
+    ),
+    (
+        12,
+        "the base image built twice: the same bytes",
+        base_built_twice,
+    ),
+    (4, "boot via cloud-init from a stock image", cloud_init_boot),
+    (10, "package removed, then purged", remove_and_purge),
+];
+
+/// Runs the selected scenarios (all when `only` is empty) in order, one at a time: the guests
+/// are emulated (TCG) and a run is bound by the CPUs; two scenarios at once took longer than one
+/// after the other. Returns one result per scenario run.
 pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
-    let list: [(u32, &str, Scenario); 10] = [
-        (
-            1,
-            "original example: gateway + two nodes, GRE over IPsec",
-            original_example,
-        ),
-        (2, "NAT forwarder", nat_forwarder),
-        (3, "GRE-only update while traffic flows", gre_only_update),
-        (5, "refusals on a live host", refusals),
-        (6, "crash mid-apply, then reboot", crash_and_reboot),
-        (7, "three-host full mesh from fleet.toml", full_mesh),
-        (8, "applier try: revert, confirm, power loss", try_scenarios),
-        (
-            11,
-            "per-host images (the example over VXLAN with IPsec): built, refused, reproducible, booted by firmware, rebooted",
-            per_host_images,
-        ),
-        (
-            4,
-            "boot via cloud-init from a stock image, then reboot",
-            cloud_init_boot,
-        ),
-        (10, "package removed, then purged", remove_and_purge),
-    ];
+    let list: Vec<_> = SCENARIOS
+        .iter()
+        .filter(|(n, _, _)| only.is_empty() || only.contains(n))
+        .copied()
+        .collect();
+    Ok(run_each(ctx, &list))
+}
+
+fn run_each(ctx: &mut Ctx, list: &[(u32, &'static str, Scenario)]) -> Vec<bool> {
     let mut results = Vec::new();
     for (n, name, f) in list {
-        if !only.is_empty() && !only.contains(&n) {
-            continue;
-        }
         let start = Instant::now();
         let r = f(ctx);
         let secs = start.elapsed().as_secs_f64();
@@ -232,7 +246,7 @@ pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
         }
         results.push(r.is_ok());
     }
-    Ok(results)
+    results
 }
 
 fn wait_for_sas(ctx: &mut Ctx, name: &str, want: usize) -> Result<()> {
@@ -534,7 +548,7 @@ const CI1_NETWORK: &str = "ip -4 addr show priv0 | grep -q 10.30.30.1/24 && \
     iptables -t nat -S OVSB-POSTROUTING | grep -q MASQUERADE && ovs-vsctl list-ports private-br0 | grep -q gre-c0000233";
 
 fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
-    // The fleet is done: free the CPUs for a systemd boot.
+    // The other guests are done: free the CPUs for a systemd boot.
     ctx.shutdown();
     let seed = crate_seed(ctx)?;
     // The guest reaches the test apt repository through QEMU, which runs this program per
@@ -552,6 +566,7 @@ fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
         )),
         disk: None,
         dump_nic0: false,
+        uefi: false,
     };
     ctx.boot_all(vec![spec])?;
     let g = ctx.g("ci1")?;
@@ -571,35 +586,13 @@ fn cloud_init_boot(ctx: &mut Ctx) -> Result<()> {
     }
     until_ok(g, &ci1_configured(), 180)
         .context("ci1 not configured by its cloud-init user data")?;
-    // cloud-init may still be in the package's postinst (starting the path unit): a reboot now
-    // would cut it short. (`status --wait` exits 1 here: the test image lacks what some modules
-    // want, resize2fs and ssh-keygen among them.)
+    // cloud-init may still be in the package's postinst (starting the path unit): wait for it
+    // to finish before the try and scenario 10's apt runs. (`status --wait` exits 1 here: the
+    // test image lacks what some modules want, resize2fs and ssh-keygen among them.) A reboot of
+    // a host with the package is scenario 11's (its images have the package installed).
     until_ok(g, "cloud-init status --wait >/dev/null 2>&1; test -f /var/lib/cloud/instance/boot-finished && \
                  dpkg-query -W -f='${Status}' ovs-bundle-applier | grep -q 'install ok installed'", 300)
         .context("cloud-init did not finish on ci1")?;
-    g.reboot("systemctl reboot", BOOT_TIMEOUT)?;
-    until_ok(g, &ci1_configured(), 120)
-        .context("ci1's network did not come back after a reboot")?;
-    vswitchd_forwards(g)?;
-    // The shipped drop-in is what holds vswitchd back on a fast boot: systemd must have used it.
-    let (rc, out) = g.run(
-        "show=$(systemctl show -p DropInPaths -p ExecStartPre ovs-vswitchd.service); echo \"$show\"; \
-         echo \"$show\" | grep -q '^DropInPaths=.*ovs-vswitchd.service.d/ovs-bundle.conf' && \
-         echo \"$show\" | grep -q '^ExecStartPre=.*awk.* status=0 ' && \
-         systemctl is-active ovs-vswitchd.service",
-    )?;
-    if rc != 0 {
-        bail!("ci1: the ovs-vswitchd drop-in was not loaded, or its wait failed:\n{out}");
-    }
-    let (rc, out) = g.run("systemctl is-active ovs-bundle.service; applier status")?;
-    if rc != 0 {
-        bail!("after reboot:\n{out}");
-    }
-    // systemd breaks ordering cycles by dropping jobs: the shipped units must cause none.
-    let (_, cycles) = g.run("journalctl -b --no-pager | grep -i 'ordering cycle'")?;
-    if !cycles.trim().is_empty() {
-        bail!("the units cause an ordering cycle:\n{cycles}");
-    }
     // `applier try` on a systemd host: the watcher is a transient unit (outside any login
     // session's scope), logging to the journal, and reverts when nobody confirms.
     let out = g.ok(
@@ -844,6 +837,29 @@ fn image_hosts_configured(ctx: &mut Ctx) -> Result<()> {
         if !out.starts_with(&format!("{name}\n")) || !out.contains("* ") {
             bail!("{name}: not its own host, or no current generation:\n{out}");
         }
+        // The firmware it booted from: node2 UEFI, the others BIOS (the kernel shows EFI
+        // runtime services only when UEFI started it).
+        let efi = g.run("test -d /sys/firmware/efi")?.0 == 0;
+        if efi != (name == "node2") {
+            bail!(
+                "{name}: booted by {} firmware, expected {}",
+                if efi { "UEFI" } else { "BIOS" },
+                if name == "node2" {
+                    "UEFI (OVMF)"
+                } else {
+                    "BIOS (SeaBIOS)"
+                }
+            );
+        }
+        // strongSwan's starter has one owner, ovs-monitor-ipsec: the package's drop-in kept
+        // strongswan-starter.service from racing it (a race that left hosts without SAs).
+        let (rc, out) = g.run(
+            "systemctl show -p ConditionResult -p DropInPaths strongswan-starter.service; \
+             systemctl show -p ConditionResult --value strongswan-starter.service | grep -qx no",
+        )?;
+        if rc != 0 {
+            bail!("{name}: strongswan-starter.service was not kept off:\n{out}");
+        }
     }
     // Traffic first: after gw1 restarts, its peers still hold SAs from before, and only a packet
     // gw1 sends starts the IKE exchange that replaces them (auto=route).
@@ -854,6 +870,25 @@ fn image_hosts_configured(ctx: &mut Ctx) -> Result<()> {
     for name in IMAGE_HOSTS {
         let g = ctx.g(name)?;
         vswitchd_forwards(g)?;
+        // The starter ovs-monitor-ipsec runs is the one its pid file names: `ipsec update`
+        // (what ovs-monitor-ipsec runs at every tunnel change) reaches it.
+        let (rc, out) =
+            g.run("pid=$(cat /var/run/starter.charon.pid) && ps -o args= -p \"$pid\"")?;
+        if rc != 0 || !out.contains("starter") {
+            bail!("{name}: the IPsec starter's pid file names no running starter:\n{out}");
+        }
+        // The shipped drop-in is what holds vswitchd back on a fast boot: systemd must have
+        // used it. And systemd breaks ordering cycles by dropping jobs: the shipped units must
+        // cause none.
+        let (rc, out) = g.run(
+            "show=$(systemctl show -p DropInPaths -p ExecStartPre ovs-vswitchd.service); echo \"$show\"; \
+             echo \"$show\" | grep -q '^DropInPaths=.*ovs-vswitchd.service.d/ovs-bundle.conf' && \
+             echo \"$show\" | grep -q '^ExecStartPre=.*awk.* status=0 ' && \
+             ! journalctl -b --no-pager | grep -i 'ordering cycle'",
+        )?;
+        if rc != 0 {
+            bail!("{name}: the ovs-vswitchd drop-in was not loaded or its wait failed, or the units cause an ordering cycle:\n{out}");
+        }
         let (rc, out) = g.run("applier status")?;
         if rc != 0 {
             bail!("{name}: applier status reports drift:\n{out}");
@@ -1024,6 +1059,8 @@ fn per_host_images(ctx: &mut Ctx) -> Result<()> {
             http_cmd: None,
             disk: Some(dir.join(format!("{name}.qcow2"))),
             dump_nic0: *name == "gw1",
+            // One image, both firmwares: node2 boots it under UEFI (OVMF), the others SeaBIOS.
+            uefi: *name == "node2",
         };
         let gdir = ctx.work.join("guests").join(format!("img-{name}"));
         let g = Guest::boot(&spec, &ctx.images, &ctx.fleet.payload, &gdir, 40 + i as u8)?;
@@ -1046,5 +1083,66 @@ fn per_host_images(ctx: &mut Ctx) -> Result<()> {
     image_underlay_esp_only(ctx, esp + 10)?;
     phase("configured, checked");
     ctx.shutdown();
+    Ok(())
+}
+
+/// The base built twice from the same inputs (the applier package, SOURCE_DATE_EPOCH, the apt
+/// cache) gives the same disk, byte for byte; `vm-tests/run` makes the second build in the
+/// background while the first scenarios run. On a difference, `scripts/image-base-diff` says
+/// where (metadata, contents, package versions).
+fn base_built_twice(_ctx: &mut Ctx) -> Result<()> {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let base = std::env::var_os("OVSB_IMAGE_BASE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| here.join(".cache/image-base"));
+    let again = std::env::var_os("OVSB_IMAGE_BASE_AGAIN")
+        .map(PathBuf::from)
+        .context("no second base build: run this scenario through vm-tests/run, which starts it")?;
+    let status = again.with_extension("status");
+    let log = again.with_extension("log");
+    let start = Instant::now();
+    while !status.exists() {
+        if start.elapsed() > Duration::from_secs(900) {
+            bail!(
+                "the second base build did not finish within 15 minutes; see {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let rc = std::fs::read_to_string(&status)?;
+    if rc.trim() != "0" {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        bail!(
+            "the second `builder image base` failed (exit {}):\n{}",
+            rc.trim(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let versions = |d: &PathBuf| std::fs::read_to_string(d.join("packages.txt"));
+    if versions(&base)? != versions(&again)? {
+        bail!(
+            "the cached base {} was built from other package versions than the mirror serves now: \
+             remove it and run again (vm-tests/run builds both from the same apt cache)",
+            base.display()
+        );
+    }
+    let out = std::process::Command::new(here.join("../scripts/image-base-diff"))
+        .arg(&base)
+        .arg(&again)
+        .output()
+        .context("running scripts/image-base-diff")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "the base differs when built again from the same inputs:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if std::env::var_os("OVSB_VM_TRACE").is_some() {
+        eprint!("  {text}");
+    }
+    let _ = std::fs::remove_dir_all(&again);
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! `builder image`: bootable disk images. `image base` builds a fleet release's base (Debian 12
-//! by mmdebstrap, GRUB for BIOS by grub-mkimage and grub-bios-setup, one ext4 root made by
-//! `mke2fs -d`, an MBR partition table by sfdisk) and keeps its root tree beside the disk;
+//! by mmdebstrap; GRUB for BIOS by grub-mkimage and grub-bios-setup, and for UEFI by grub-mkimage
+//! on an EFI system partition made by mkfs.fat and mtools; one ext4 root made by `mke2fs -d`; an
+//! MBR partition table by sfdisk) and keeps its root tree beside the disk;
 //! `image host` makes one host's image from it: on an overlay of the base tree, the host's
 //! verified bundle installed offline by the base's own applier (`applier --root TREE install`),
 //! the host name and the fleet key; the root file system made again with the same UUID and put
-//! behind a copy of the base disk's first MiB (partition table and GRUB); written 0600 because
+//! behind a copy of what precedes it on the base disk (partition table, GRUB's BIOS core and the
+//! EFI system partition); written 0600 because
 //! it holds the host's PSKs. No partition table, file system or boot loader code of our own:
 //! these are the Debian tools' (docs/image.md).
 //!
@@ -31,12 +33,14 @@ pub struct ImageArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
     /// Build a base image (a fleet release): Debian 12, Open vSwitch with IPsec, strongSwan,
-    /// iptables, ifupdown, the ovs-bundle-applier package (give it with --deb), GRUB for BIOS.
+    /// iptables, ifupdown, the ovs-bundle-applier package (give it with --deb), GRUB for BIOS
+    /// and for UEFI (one disk boots under both).
     ///
     /// Writes OUT/disk.raw (the bootable base disk), OUT/root/ (its root tree, which
     /// `builder image host` starts from), OUT/base.json and OUT/packages.txt (what is in it).
-    /// Needs root (mmdebstrap, a loop device for GRUB's setup), mmdebstrap, e2fsprogs, fdisk and
-    /// grub-pc-bin. The same packages and SOURCE_DATE_EPOCH give the same bytes.
+    /// Needs root (mmdebstrap, a loop device for GRUB's setup), mmdebstrap, e2fsprogs, fdisk,
+    /// grub-pc-bin, grub-efi-amd64-bin, dosfstools and mtools. The same packages and
+    /// SOURCE_DATE_EPOCH give the same bytes.
     Base(BaseArgs),
     /// Build one host's disk image (or every host's, --all) from a base image.
     ///
@@ -66,7 +70,8 @@ pub struct BaseArgs {
     /// Keep downloaded packages in DIR and reuse them in later builds.
     #[arg(long, value_name = "DIR")]
     pub apt_cache: Option<PathBuf>,
-    /// Disk size in MiB (the root filesystem fills all but the first MiB).
+    /// Disk size in MiB (the root filesystem fills all but the first 32 MiB: the partition
+    /// table, GRUB's BIOS core and the EFI system partition).
     #[arg(long, value_name = "MIB", default_value_t = 2048)]
     pub size_mib: u64,
 }
@@ -140,7 +145,11 @@ pub struct Refused {
     pub exit: Exit,
 }
 
-const ROOT_OFFSET: u64 = 1 << 20;
+/// The EFI system partition: from 1 MiB (GRUB's BIOS core sits before it, after the MBR) to the
+/// root partition. 31 MiB: GRUB's EFI image is a few hundred KiB, and some firmware refuses a
+/// smaller FAT volume.
+const ESP_OFFSET: u64 = 1 << 20;
+const ROOT_OFFSET: u64 = 32 << 20;
 const SUITE: &str = "bookworm";
 /// What every base has, besides the --deb packages.
 const PACKAGES: &[&str] = &[
@@ -269,6 +278,10 @@ pub fn base(a: &BaseArgs) -> Result<BaseInfo> {
         ("losetup", "mount"),
         ("grub-mkimage", "grub-common"),
         ("/usr/lib/grub/i386-pc/grub-bios-setup", "grub-pc-bin"),
+        ("/usr/lib/grub/x86_64-efi/kernel.img", "grub-efi-amd64-bin"),
+        ("mkfs.fat", "dosfstools"),
+        ("mmd", "mtools"),
+        ("mcopy", "mtools"),
         ("dpkg-deb", "dpkg"),
     ])?;
     let mut names = Vec::new();
@@ -404,16 +417,22 @@ pub fn base(a: &BaseArgs) -> Result<BaseInfo> {
     // 2. What makes it boot: fstab, GRUB's configuration, host keys made at first boot.
     configure_tree(&tree, &info, a.with_ssh)?;
 
-    // 3. The disk: partition table, file system, then GRUB on a loop device of it.
+    // 3. The disk: partition table (the EFI system partition first, then the root), GRUB for
+    //    BIOS, GRUB for UEFI on the ESP; the root file system comes last (assemble).
     let disk = work.path().join("disk.raw");
     let head = work.path().join("head.img");
     {
         let f = std::fs::File::create(&disk)?;
         f.set_len(info.disk_bytes)?;
     }
+    // An MBR, not GPT: UEFI firmware boots from an MBR partition of type 0xef as well, and
+    // GRUB's BIOS core keeps its usual place in the gap after the MBR.
     let table = format!(
-        "label: dos\nlabel-id: 0x{}\nunit: sectors\n\nstart={}, type=83, bootable\n",
+        "label: dos\nlabel-id: 0x{}\nunit: sectors\n\n\
+         start={}, size={}, type=ef\nstart={}, type=83, bootable\n",
         &info.root_uuid[..8],
+        ESP_OFFSET / 512,
+        (info.root_offset - ESP_OFFSET) / 512,
         info.root_offset / 512
     );
     let mut sf = Command::new("sfdisk")
@@ -432,8 +451,9 @@ pub fn base(a: &BaseArgs) -> Result<BaseInfo> {
     if !o.status.success() {
         bail!("sfdisk: {}", String::from_utf8_lossy(&o.stderr));
     }
-    eprintln!("builder: image base: GRUB (BIOS)");
+    eprintln!("builder: image base: GRUB (BIOS and UEFI)");
     grub_setup(&disk, &tree, &info, work.path())?;
+    efi_setup(&disk, &tree, &info, work.path())?;
     clamp_mtimes(&tree, info.source_date_epoch)?;
     {
         let mut bytes = vec![0u8; info.root_offset as usize];
@@ -618,6 +638,81 @@ fn grub_setup(disk: &Path, tree: &Path, info: &BaseInfo, work: &Path) -> Result<
     )?;
     drop(m);
     drop(lo);
+    Ok(())
+}
+
+/// GRUB for UEFI: its modules go into the tree's /boot/grub/x86_64-efi, and an EFI image of it
+/// (grub-mkimage, the same early configuration as the BIOS core: find the root by UUID, then
+/// read /boot/grub/grub.cfg there) becomes the firmware's fallback boot file,
+/// \EFI\BOOT\BOOTX64.EFI, on a FAT file system (mkfs.fat, mtools: no mount) written into the
+/// EFI system partition. The fallback path needs no boot entry in the firmware's NVRAM, so the
+/// image boots on a machine that has never seen it. Not signed: Secure Boot must be off
+/// (docs/image.md). Reproducible: mkfs.fat's --invariant, a volume ID derived from the root UUID,
+/// and mtools' times from SOURCE_DATE_EPOCH.
+fn efi_setup(disk: &Path, tree: &Path, info: &BaseInfo, work: &Path) -> Result<()> {
+    let lib = Path::new("/usr/lib/grub/x86_64-efi");
+    let dir = tree.join("boot/grub/x86_64-efi");
+    std::fs::create_dir_all(&dir)?;
+    for e in std::fs::read_dir(lib).with_context(|| format!("reading {}", lib.display()))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "mod" || x == "lst") {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap_or_default()))?;
+        }
+    }
+    let early = work.join("grub-early.cfg");
+    std::fs::write(
+        &early,
+        format!(
+            "search.fs_uuid {} root\nset prefix=($root)/boot/grub\n",
+            info.root_uuid
+        ),
+    )?;
+    let efi = work.join("BOOTX64.EFI");
+    run_cmd(
+        Command::new("grub-mkimage")
+            .args(["-O", "x86_64-efi", "-p", "/boot/grub", "-d"])
+            .arg(lib)
+            .arg("-c")
+            .arg(&early)
+            .arg("-o")
+            .arg(&efi)
+            .args(["part_msdos", "ext2", "search_fs_uuid"]),
+        "making GRUB's EFI image (grub-mkimage)",
+    )?;
+    let epoch = info.source_date_epoch;
+    clamp_mtimes(&efi, epoch)?;
+    let esp = work.join("esp.img");
+    std::fs::File::create(&esp)?.set_len(info.root_offset - ESP_OFFSET)?;
+    let env = [("SOURCE_DATE_EPOCH", epoch.to_string())];
+    run_cmd(
+        Command::new("mkfs.fat")
+            .args(["--invariant", "-n", "EFI", "-i", &info.root_uuid[..8]])
+            .arg(&esp)
+            .envs(env.clone()),
+        "making the EFI system partition's file system (mkfs.fat)",
+    )?;
+    let img = esp.display().to_string();
+    run_cmd(
+        Command::new("mmd")
+            .args(["-i", &img, "::/EFI", "::/EFI/BOOT"])
+            .envs(env.clone()),
+        "making \\EFI\\BOOT on the EFI system partition (mmd)",
+    )?;
+    run_cmd(
+        Command::new("mcopy")
+            .args(["-m", "-i", &img])
+            .arg(&efi)
+            .arg("::/EFI/BOOT/BOOTX64.EFI")
+            .envs(env),
+        "copying GRUB's EFI image to the EFI system partition (mcopy)",
+    )?;
+    let bytes = std::fs::read(&esp)?;
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(disk)?
+        .write_all_at(&bytes, ESP_OFFSET)
+        .with_context(|| format!("writing the EFI system partition into {}", disk.display()))?;
     Ok(())
 }
 
