@@ -291,7 +291,10 @@ fn ping_all(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
 }
 
 /// Starts, on each of `hosts`, a capture of plain GRE (IP protocol 47) on the underlay and a
-/// loop offering overlay traffic to the next host, both running until [`no_plain_gre`].
+/// ping offering overlay traffic to the next host five times a second, both running until
+/// [`no_plain_gre`]. One ping process, restarted only while it cannot start (no overlay
+/// address before the first apply): a new process per packet cost each guest most of its
+/// emulated CPU.
 fn watch_for_plain_gre(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
     for (i, name) in hosts.iter().enumerate() {
         let next = hosts[(i + 1) % hosts.len()];
@@ -302,7 +305,7 @@ fn watch_for_plain_gre(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
             .unwrap_or("10.20.20.1");
         ctx.g(name)?.ok(&format!(
             "(tcpdump -lni eth0 -Q out 'ip proto 47' >/tmp/plain-gre.cap 2>/tmp/plain-gre.err &); \
-             (while :; do ping -c 1 -W 1 {addr} >/dev/null 2>&1; sleep 0.1; done >/dev/null 2>&1 &); sleep 2"
+             (while :; do ping -q -i 0.2 {addr} >/dev/null 2>&1; sleep 0.5; done >/dev/null 2>&1 &); sleep 2"
         ))?;
     }
     Ok(())
@@ -313,11 +316,11 @@ fn watch_for_plain_gre(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
 fn no_plain_gre(ctx: &mut Ctx, hosts: &[&str], during: &str) -> Result<()> {
     let mut seen = Vec::new();
     for name in hosts {
-        let out = ctx
-            .g(name)?
-            .ok("pkill -f 'while :; do ping' ; pkill -x tcpdump; sleep 1; \
+        let out = ctx.g(name)?.ok(
+            "pkill -f 'while :; do ping' ; pkill -f 'ping -q -i 0.2'; pkill -x tcpdump; sleep 1; \
              echo plain=$(grep -c ' > ' /tmp/plain-gre.cap); head -n 5 /tmp/plain-gre.cap; \
-             echo == tcpdump; cat /tmp/plain-gre.err")?;
+             echo == tcpdump; cat /tmp/plain-gre.err",
+        )?;
         let n: usize = out
             .split_whitespace()
             .find_map(|w| w.strip_prefix("plain="))
@@ -389,7 +392,7 @@ fn original_example(ctx: &mut Ctx) -> Result<()> {
         .ok("ping -c 5 -i 0.3 10.20.20.2 >/dev/null")?;
     let out = ctx
         .g("gw1")?
-        .ok("sleep 9; echo esp=$(grep -c ESP /tmp/cap) gre=$(grep -c GRE /tmp/cap)")?;
+        .ok("while pgrep -f 'timeout 10 tcpdump' >/dev/null; do sleep 0.5; done; echo esp=$(grep -c ESP /tmp/cap) gre=$(grep -c GRE /tmp/cap)")?;
     let count = |k: &str| -> usize {
         out.split_whitespace()
             .find_map(|w| w.strip_prefix(k))
