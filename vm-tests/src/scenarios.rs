@@ -294,7 +294,9 @@ fn ping_all(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
 /// ping offering overlay traffic to the next host five times a second, both running until
 /// [`no_plain_gre`]. One ping process, restarted only while it cannot start (no overlay
 /// address before the first apply): a new process per packet cost each guest most of its
-/// emulated CPU.
+/// emulated CPU. The loop's shell is stopped by its pid: the agent runs scripts from standard
+/// input, so no command line holds the loop's text for `pkill -f` to find (the loop this
+/// replaces was never stopped, and pinged on through every later scenario).
 fn watch_for_plain_gre(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
     for (i, name) in hosts.iter().enumerate() {
         let next = hosts[(i + 1) % hosts.len()];
@@ -305,7 +307,7 @@ fn watch_for_plain_gre(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
             .unwrap_or("10.20.20.1");
         ctx.g(name)?.ok(&format!(
             "(tcpdump -lni eth0 -Q out 'ip proto 47' >/tmp/plain-gre.cap 2>/tmp/plain-gre.err &); \
-             (while :; do ping -q -i 0.2 {addr} >/dev/null 2>&1; sleep 0.5; done >/dev/null 2>&1 &); sleep 2"
+             ( (echo $BASHPID >/tmp/offer.pid; while :; do ping -q -i 0.2 {addr}; sleep 0.5; done) >/dev/null 2>&1 & ); sleep 2"
         ))?;
     }
     Ok(())
@@ -317,7 +319,7 @@ fn no_plain_gre(ctx: &mut Ctx, hosts: &[&str], during: &str) -> Result<()> {
     let mut seen = Vec::new();
     for name in hosts {
         let out = ctx.g(name)?.ok(
-            "pkill -f 'while :; do ping' ; pkill -f 'ping -q -i 0.2'; pkill -x tcpdump; sleep 1; \
+            "kill $(cat /tmp/offer.pid) && pkill -f 'ping -q -i 0.2'; pkill -x tcpdump; sleep 1; \
              echo plain=$(grep -c ' > ' /tmp/plain-gre.cap); head -n 5 /tmp/plain-gre.cap; \
              echo == tcpdump; cat /tmp/plain-gre.err",
         )?;
