@@ -27,7 +27,7 @@ fuzz_log=$(mktemp)
 # cargo and the fuzzers as well. Not setsid: a new session is a new scheduling autogroup, in
 # which nice counts for nothing against the tests (measured: the fuzz build took half the CPUs).
 set -m
-FUZZ_RUNS=100000 nice -n 19 fuzz/run 300 >"$fuzz_log" 2>&1 &
+FUZZ_RUNS=100000 nice -n 19 fuzz/run 300 </dev/null >"$fuzz_log" 2>&1 &
 fuzz_pid=$!
 set +m
 trap 'kill -- "-$fuzz_pid" 2>/dev/null || true; rm -f "$fuzz_log"' EXIT

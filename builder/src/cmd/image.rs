@@ -133,7 +133,8 @@ pub struct BaseInfo {
     pub root_uuid: String,
     pub hash_seed: String,
     pub disk_bytes: u64,
-    /// Where the root partition starts: everything before it (MBR, GRUB's core) is copied as is.
+    /// Where the root partition starts: everything before it (MBR, GRUB's BIOS core, the EFI
+    /// system partition) is copied as is.
     pub root_offset: u64,
 }
 
@@ -146,8 +147,9 @@ pub struct Refused {
 }
 
 /// The EFI system partition: from 1 MiB (GRUB's BIOS core sits before it, after the MBR) to the
-/// root partition. 31 MiB: GRUB's EFI image is a few hundred KiB, and some firmware refuses a
-/// smaller FAT volume.
+/// root partition. 31 MiB, which mkfs.fat makes FAT16: GRUB's EFI image is a few hundred KiB.
+/// UEFI firmware reads FAT12, FAT16 and FAT32 (the specification prefers FAT32 on fixed disks;
+/// OVMF boots this one in the VM tests).
 const ESP_OFFSET: u64 = 1 << 20;
 const ROOT_OFFSET: u64 = 32 << 20;
 const SUITE: &str = "bookworm";
@@ -386,6 +388,10 @@ pub fn base(a: &BaseArgs) -> Result<BaseInfo> {
         ))
         .arg("--customize-hook=chroot \"$1\" sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /tmp/ovsb-debs/*.deb'")
         .arg("--customize-hook=rm -rf \"$1\"/tmp/ovsb-debs")
+        // apt took usrmerge for init-system-helpers' "usrmerge | usr-is-merged" in the first
+        // (essential) stage, before usr-is-merged was asked for: with usr-is-merged there now,
+        // usrmerge and what only it needed (perl and its modules) go again.
+        .arg("--customize-hook=chroot \"$1\" sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q usrmerge && DEBIAN_FRONTEND=noninteractive apt-get autoremove -y -q --purge'")
         .arg(format!(
             "--customize-hook=chroot \"$1\" dpkg-query -W -f '${{Package}} ${{Version}}\\n' > {}",
             out.join("packages.txt").display()
@@ -501,6 +507,8 @@ fn configure_tree(tree: &Path, info: &BaseInfo, ssh: bool) -> Result<()> {
         &format!(
             "# Written by builder image base: the root file system has this UUID in every image\n\
              # made from this base. /vmlinuz and /initrd.img follow kernel upgrades.\n\
+             # Under UEFI the kernel's console on tty0 needs the firmware's framebuffer set up.\n\
+             if [ \"$grub_platform\" = efi ]; then insmod all_video; fi\n\
              serial --unit=0 --speed=115200\n\
              terminal_input console serial\n\
              terminal_output console serial\n\
@@ -687,10 +695,18 @@ fn efi_setup(disk: &Path, tree: &Path, info: &BaseInfo, work: &Path) -> Result<(
     clamp_mtimes(&efi, epoch)?;
     let esp = work.join("esp.img");
     std::fs::File::create(&esp)?.set_len(info.root_offset - ESP_OFFSET)?;
-    let env = [("SOURCE_DATE_EPOCH", epoch.to_string())];
+    // mtools turns the epoch into FAT dates in local time: UTC, or the bytes would depend on
+    // the build machine's time zone.
+    let env = [
+        ("SOURCE_DATE_EPOCH", epoch.to_string()),
+        ("TZ", "UTC".to_string()),
+    ];
     run_cmd(
         Command::new("mkfs.fat")
             .args(["--invariant", "-n", "EFI", "-i", &info.root_uuid[..8]])
+            // The sectors before the partition, as its boot sector should say (mkfs.fat on a
+            // file cannot know them).
+            .args(["-h", &(ESP_OFFSET / 512).to_string()])
             .arg(&esp)
             .envs(env.clone()),
         "making the EFI system partition's file system (mkfs.fat)",
