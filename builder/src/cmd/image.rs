@@ -177,6 +177,16 @@ const PACKAGES: &[&str] = &[
     // and its modules (about 30 MB the image does not need; the qcow2 budget is 400 MB).
     "usr-is-merged",
 ];
+/// What Debian 12's usrmerge pulls in and nothing in the base needs otherwise (perl-base, which
+/// is essential, stays).
+const USRMERGE_ONLY: &[&str] = &[
+    "perl",
+    "perl-modules-5.36",
+    "libperl5.36",
+    "libfile-find-rule-perl",
+    "libnumber-compare-perl",
+    "libtext-glob-perl",
+];
 
 pub fn run(args: ImageArgs) -> Result<Exit> {
     match args.cmd {
@@ -390,8 +400,15 @@ pub fn base(a: &BaseArgs) -> Result<BaseInfo> {
         .arg("--customize-hook=rm -rf \"$1\"/tmp/ovsb-debs")
         // apt took usrmerge for init-system-helpers' "usrmerge | usr-is-merged" in the first
         // (essential) stage, before usr-is-merged was asked for: with usr-is-merged there now,
-        // usrmerge and what only it needed (perl and its modules) go again.
-        .arg("--customize-hook=chroot \"$1\" sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q usrmerge && DEBIAN_FRONTEND=noninteractive apt-get autoremove -y -q --purge'")
+        // usrmerge goes again, and so does what only it needed, perl and its modules. That
+        // stage installs everything as if asked for by name, so they are marked automatic
+        // first; autoremove keeps any of them that something else still depends on.
+        .arg(format!(
+            "--customize-hook=chroot \"$1\" sh -c 'export DEBIAN_FRONTEND=noninteractive; \
+             apt-get purge -y -q usrmerge && apt-mark auto {} >/dev/null && \
+             apt-get autoremove -y -q --purge'",
+            USRMERGE_ONLY.join(" ")
+        ))
         .arg(format!(
             "--customize-hook=chroot \"$1\" dpkg-query -W -f '${{Package}} ${{Version}}\\n' > {}",
             out.join("packages.txt").display()
