@@ -402,11 +402,12 @@ pub fn base(a: &BaseArgs) -> Result<BaseInfo> {
         // (essential) stage, before usr-is-merged was asked for: with usr-is-merged there now,
         // usrmerge goes again, and so does what only it needed, perl and its modules. That
         // stage installs everything as if asked for by name, so they are marked automatic
-        // first; autoremove keeps any of them that something else still depends on.
+        // first; autoremove keeps any of them that something else depends on or recommends
+        // (not merely suggests: apt keeps those by default, and something suggests perl).
         .arg(format!(
             "--customize-hook=chroot \"$1\" sh -c 'export DEBIAN_FRONTEND=noninteractive; \
              apt-get purge -y -q usrmerge && apt-mark auto {} >/dev/null && \
-             apt-get autoremove -y -q --purge'",
+             apt-get autoremove -y -q --purge -o APT::AutoRemove::SuggestsImportant=false'",
             USRMERGE_ONLY.join(" ")
         ))
         .arg(format!(
