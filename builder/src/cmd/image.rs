@@ -578,18 +578,18 @@ fn configure_tree(tree: &Path, info: &BaseInfo, ssh: bool) -> Result<()> {
     Ok(())
 }
 
-/// GRUB for BIOS, by GRUB's own tools: its modules and a core image (grub-mkimage) that finds
-/// the root file system by UUID go into the tree's /boot/grub; grub-bios-setup writes the boot
-/// sector and embeds the core image after it, in the disk's first MiB (before the partition).
-///
-/// grub-install is not used: it needs the partition as a block device of its own (a loop
-/// device's partitions), which containers do not always get. grub-bios-setup, which grub-install
-/// runs for this step, takes the disk file and the directory it reads the images from; it wants
-/// that directory on a disk it can name, so the images are read from a small scratch file system
-/// on a loop device.
-fn grub_setup(disk: &Path, tree: &Path, info: &BaseInfo, work: &Path) -> Result<()> {
-    let lib = Path::new("/usr/lib/grub/i386-pc");
-    let dir = tree.join("boot/grub/i386-pc");
+/// What both GRUB platforms need: the platform's modules (and, for BIOS, its boot sector
+/// image) copied from GRUB's `lib` directory into the tree's /boot/grub/PLATFORM, where GRUB
+/// loads them from at boot; and the early configuration built into its image: find the root file
+/// system by UUID, then read /boot/grub there. Returns the module directory and that file.
+fn grub_platform_files(
+    lib: &Path,
+    platform: &str,
+    tree: &Path,
+    info: &BaseInfo,
+    work: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let dir = tree.join("boot/grub").join(platform);
     std::fs::create_dir_all(&dir)?;
     for e in std::fs::read_dir(lib).with_context(|| format!("reading {}", lib.display()))? {
         let p = e?.path();
@@ -607,6 +607,21 @@ fn grub_setup(disk: &Path, tree: &Path, info: &BaseInfo, work: &Path) -> Result<
             info.root_uuid
         ),
     )?;
+    Ok((dir, early))
+}
+
+/// GRUB for BIOS, by GRUB's own tools: its modules and a core image (grub-mkimage) that finds
+/// the root file system by UUID go into the tree's /boot/grub; grub-bios-setup writes the boot
+/// sector and embeds the core image after it, in the disk's first MiB (before the partition).
+///
+/// grub-install is not used: it needs the partition as a block device of its own (a loop
+/// device's partitions), which containers do not always get. grub-bios-setup, which grub-install
+/// runs for this step, takes the disk file and the directory it reads the images from; it wants
+/// that directory on a disk it can name, so the images are read from a small scratch file system
+/// on a loop device.
+fn grub_setup(disk: &Path, tree: &Path, info: &BaseInfo, work: &Path) -> Result<()> {
+    let lib = Path::new("/usr/lib/grub/i386-pc");
+    let (dir, early) = grub_platform_files(lib, "i386-pc", tree, info, work)?;
     run_cmd(
         Command::new("grub-mkimage")
             .args(["-O", "i386-pc", "-p", "/boot/grub", "-d"])
@@ -681,22 +696,7 @@ fn grub_setup(disk: &Path, tree: &Path, info: &BaseInfo, work: &Path) -> Result<
 /// and mtools' times from SOURCE_DATE_EPOCH.
 fn efi_setup(disk: &Path, tree: &Path, info: &BaseInfo, work: &Path) -> Result<()> {
     let lib = Path::new("/usr/lib/grub/x86_64-efi");
-    let dir = tree.join("boot/grub/x86_64-efi");
-    std::fs::create_dir_all(&dir)?;
-    for e in std::fs::read_dir(lib).with_context(|| format!("reading {}", lib.display()))? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "mod" || x == "lst") {
-            std::fs::copy(&p, dir.join(p.file_name().unwrap_or_default()))?;
-        }
-    }
-    let early = work.join("grub-early.cfg");
-    std::fs::write(
-        &early,
-        format!(
-            "search.fs_uuid {} root\nset prefix=($root)/boot/grub\n",
-            info.root_uuid
-        ),
-    )?;
+    let (_, early) = grub_platform_files(lib, "x86_64-efi", tree, info, work)?;
     let efi = work.join("BOOTX64.EFI");
     run_cmd(
         Command::new("grub-mkimage")
