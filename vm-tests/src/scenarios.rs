@@ -219,17 +219,11 @@ const SCENARIOS: [(u32, &str, Scenario); 11] = [
 /// are emulated (TCG) and a run is bound by the CPUs; two scenarios at once took longer than one
 /// after the other. Returns one result per scenario run.
 pub fn run_all(ctx: &mut Ctx, only: &[u32]) -> Result<Vec<bool>> {
-    let list: Vec<_> = SCENARIOS
-        .iter()
-        .filter(|(n, _, _)| only.is_empty() || only.contains(n))
-        .copied()
-        .collect();
-    Ok(run_each(ctx, &list))
-}
-
-fn run_each(ctx: &mut Ctx, list: &[(u32, &'static str, Scenario)]) -> Vec<bool> {
     let mut results = Vec::new();
-    for (n, name, f) in list {
+    for (n, name, f) in SCENARIOS {
+        if !only.is_empty() && !only.contains(&n) {
+            continue;
+        }
         let start = Instant::now();
         let r = f(ctx);
         let secs = start.elapsed().as_secs_f64();
@@ -246,7 +240,7 @@ fn run_each(ctx: &mut Ctx, list: &[(u32, &'static str, Scenario)]) -> Vec<bool> 
         }
         results.push(r.is_ok());
     }
-    results
+    Ok(results)
 }
 
 fn wait_for_sas(ctx: &mut Ctx, name: &str, want: usize) -> Result<()> {
@@ -920,6 +914,13 @@ fn image_underlay_esp_only(ctx: &mut Ctx, at_least: usize) -> Result<usize> {
     Ok(esp)
 }
 
+/// The base `vm-tests/run` built (`builder image base`): OVSB_IMAGE_BASE, or its cache.
+fn image_base(here: &std::path::Path) -> PathBuf {
+    std::env::var_os("OVSB_IMAGE_BASE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| here.join(".cache/image-base"))
+}
+
 /// Per-host images (`builder image host`) from the base `vm-tests/run` built (`builder image
 /// base`): refused for another host's bundle and for an untrusted key before anything is
 /// written; byte-for-byte the same when built again; the three example hosts boot from them
@@ -929,9 +930,7 @@ fn image_underlay_esp_only(ctx: &mut Ctx, at_least: usize) -> Result<usize> {
 fn per_host_images(ctx: &mut Ctx) -> Result<()> {
     ctx.shutdown();
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let base = std::env::var_os("OVSB_IMAGE_BASE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| here.join(".cache/image-base"));
+    let base = image_base(&here);
     anyhow::ensure!(
         base.join("base.json").exists(),
         "no base image in {}: vm-tests/run builds it",
@@ -1097,9 +1096,7 @@ fn per_host_images(ctx: &mut Ctx) -> Result<()> {
 /// where (metadata, contents, package versions).
 fn base_built_twice(_ctx: &mut Ctx) -> Result<()> {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let base = std::env::var_os("OVSB_IMAGE_BASE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| here.join(".cache/image-base"));
+    let base = image_base(&here);
     let again = std::env::var_os("OVSB_IMAGE_BASE_AGAIN")
         .map(PathBuf::from)
         .context("no second base build: run this scenario through vm-tests/run, which starts it")?;
