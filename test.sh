@@ -32,8 +32,8 @@ fuzz_pid=$!
 set +m
 trap 'kill -- "-$fuzz_pid" 2>/dev/null || true; rm -f "$fuzz_log"' EXIT
 
-echo "test.sh: unit, golden, CLI and namespace tests"
-cargo test --workspace "${features[@]}"
+echo "test.sh: unit, golden, CLI and namespace tests (every test binary at once)"
+scripts/run-tests "${features[@]}"
 
 echo "test.sh: Debian packages (two builds of HEAD, lintian, systemd-analyze)"
 packaging/test
