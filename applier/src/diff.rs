@@ -113,6 +113,20 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
             out.push(format!("- external_ids:{k} (OVN chassis)"));
         }
     }
+    for (k, v) in &b.ovn_ipsec_keys {
+        if a.ovn_ipsec_keys.get(k) != Some(v) {
+            out.push(format!("~ other_config:{k} -> {v} (OVN IPsec)"));
+        }
+    }
+    for k in a.ovn_ipsec_keys.keys() {
+        if !b.ovn_ipsec_keys.contains_key(k) {
+            out.push(format!("- other_config:{k} (OVN IPsec)"));
+        }
+    }
+    // Names only: one of them is a private key.
+    for l in crate::plan::ovn_ipsec_lines(a.ovn_ipsec_files.as_ref(), b.ovn_ipsec_files.as_ref()) {
+        out.push(format!("{l} (OVN IPsec, /{})", bundle::ovn::IPSEC_DIR));
+    }
     if a.ovn_nb != b.ovn_nb {
         let ports = |s: &[bundle::ovn::LogicalSwitch]| {
             s.iter()
@@ -142,6 +156,12 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
                 names(&b.ovn_nb).join(", ")
             ));
         }
+    }
+    if a.ovn_nb_ipsec != b.ovn_nb_ipsec {
+        out.push(format!(
+            "~ NB_Global ipsec={} -> {} (OVN IPsec)",
+            a.ovn_nb_ipsec, b.ovn_nb_ipsec
+        ));
     }
     if a.ipsec_skb_mark != b.ipsec_skb_mark {
         out.push(format!(

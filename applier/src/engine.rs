@@ -512,6 +512,10 @@ impl Applier<'_> {
                 ovs: current.live.owned_state(),
                 ipsec_skb_mark: crate::state::owned_skb_mark(&current.live),
                 ovn_chassis: crate::state::owned_ovn_chassis(&current.live),
+                ovn_ipsec_keys: crate::state::owned_ovn_keys(
+                    crate::ovs::OvnKeys::Ipsec,
+                    &current.live,
+                ),
                 ..read_rest(self.sys, &self.loc).map_err(ApplyError::Unchanged)?
             },
             Scope::Full => current.snapshot(),
@@ -754,7 +758,15 @@ impl Applier<'_> {
         let dhcp = or_before(e, "the dnsmasq configuration", dhcp, before.dhcp.clone());
         let running = self.sys.dhcp_running(&paths.dhcp_instance());
         let dhcp_running = or_before(e, "whether dnsmasq runs", running, before.dhcp_running);
+        let files = crate::state::read_ovn_ipsec_files(self.sys, &paths);
+        let ovn_ipsec_files = or_before(
+            e,
+            "the OVN IPsec files",
+            files,
+            before.ovn_ipsec_files.clone(),
+        );
         let state = HostState {
+            ovn_ipsec_files,
             chains,
             chains6,
             interfaces,

@@ -19,7 +19,7 @@ pub(crate) const FULL: ApplyOpts = ApplyOpts {
 };
 
 pub(crate) struct Fixture {
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     key: SecretKey,
     trusted: TrustedKey,
 }
@@ -88,6 +88,9 @@ impl Fixture {
             )
         });
         let h = fleet.hosts.iter().find(|h| h.name == host).unwrap();
+        // OVN IPsec credentials, as `builder build` fills them in.
+        let (mut hosts, _) = builder::fleet::ovn::with_credentials(&[h]).unwrap();
+        let h = &hosts.remove(0);
         let params = builder::build::BuildParams {
             serial,
             expires: None,

@@ -33,6 +33,10 @@ enum Driver {
     Nb,
     /// The guard rules of tunnels OVS has just removed.
     FirewallGuards,
+    /// A chassis' OVN IPsec files: written before OVS points `other_config` at them.
+    OvnIpsecFiles,
+    /// The OVN IPsec files no longer wanted: removed after OVS stopped naming them.
+    OvnIpsecCleanup,
     Sysctl,
     Interfaces,
     /// Last: dnsmasq binds to an interface the interfaces file brings up (and addresses).
@@ -40,11 +44,13 @@ enum Driver {
 }
 
 impl Driver {
-    const ORDER: [Driver; 7] = [
+    const ORDER: [Driver; 9] = [
         Driver::Firewall,
+        Driver::OvnIpsecFiles,
         Driver::Ovs,
         Driver::Nb,
         Driver::FirewallGuards,
+        Driver::OvnIpsecCleanup,
         Driver::Sysctl,
         Driver::Interfaces,
         Driver::Dhcp,
@@ -96,6 +102,8 @@ impl Applier<'_> {
                     ),
                 )),
                 Driver::FirewallGuards => self.guards_driver(plan),
+                Driver::OvnIpsecFiles => self.ovn_ipsec_files_driver(plan),
+                Driver::OvnIpsecCleanup => self.ovn_ipsec_cleanup_driver(plan),
                 Driver::Sysctl => self.sysctl_driver(plan),
                 Driver::Interfaces => self.interfaces_driver(plan, mode),
                 Driver::Dhcp => self.dhcp_driver(plan),
@@ -205,6 +213,41 @@ impl Applier<'_> {
             self.sys
                 .firewall_write(want, &first, false)
                 .map_err(|e| (format!("{what} (IPsec guards of removed tunnels)"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the wanted OVN IPsec files (the directory 0700, each file 0600: one is a key).
+    fn ovn_ipsec_files_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
+        let Some(files) = plan.ovn_ipsec.as_ref().and_then(|c| c.files.as_ref()) else {
+            return Ok(());
+        };
+        let step = |e| ("the OVN IPsec files".to_string(), e);
+        kill_point("ovn-ipsec-files");
+        let dir = self.loc.paths.ovn_ipsec_dir();
+        self.sys.create_dir(&dir, 0o700).map_err(step)?;
+        for (name, data) in files {
+            self.sys
+                .write_file(&dir.join(name), data, 0o600)
+                .map_err(step)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the OVN IPsec files no longer wanted (and the directory when none is).
+    fn ovn_ipsec_cleanup_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
+        let Some(change) = &plan.ovn_ipsec else {
+            return Ok(());
+        };
+        let step = |e| ("the OVN IPsec files".to_string(), e);
+        let dir = self.loc.paths.ovn_ipsec_dir();
+        for (_, name) in bundle::ovn::IPSEC_FILES {
+            if !change.files.as_ref().is_some_and(|f| f.contains_key(name)) {
+                self.sys.remove_file(&dir.join(name)).map_err(step)?;
+            }
+        }
+        if change.files.is_none() {
+            self.sys.remove_dir(&dir).map_err(step)?;
         }
         Ok(())
     }

@@ -22,7 +22,9 @@ pub mod journal;
 pub mod lock;
 pub mod nb;
 #[cfg(test)]
-mod ovn_tests;
+mod ovn_ipsec_tests;
+#[cfg(test)]
+pub(crate) mod ovn_tests;
 pub mod ovs;
 pub mod ovsdb;
 pub mod paths;

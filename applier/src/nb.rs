@@ -25,6 +25,16 @@ pub struct NbLive {
     pub present: bool,
     pub switches: Vec<NbSwitch>,
     pub ports: BTreeMap<String, NbPort>,
+    /// The `NB_Global` row (ovn-northd makes it; `None` until then).
+    pub global: Option<NbGlobal>,
+}
+
+/// What of `NB_Global` ovs-bundle reads: IPsec between all chassis, and whose setting it is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NbGlobal {
+    pub uuid: String,
+    pub ipsec: bool,
+    pub external_ids: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +65,9 @@ pub enum NbChange {
     },
     /// Its ports (not referenced by any other row) go with it.
     DeleteSwitch { uuid: String, name: String },
+    /// `NB_Global` `ipsec`, marked ours (`bundle::ovn::NB_IPSEC_OWNER`) while true; `uuid`:
+    /// the row, `None` if there is none yet (then made).
+    Ipsec { uuid: Option<String>, to: bool },
     AddPort {
         switch_uuid: String,
         switch: String,
@@ -98,6 +111,7 @@ impl NbChange {
                 )
             }
             NbChange::DeletePort { switch, name, .. } => format!("- logical port {switch}/{name}"),
+            NbChange::Ipsec { to, .. } => format!("~ NB_Global ipsec={to} (IPsec between chassis)"),
         }
     }
 }
@@ -107,6 +121,13 @@ fn owned(ids: &BTreeMap<String, String>) -> bool {
 }
 
 impl NbLive {
+    /// Whether ovs-bundle turned IPsec on (and it is on).
+    pub fn owned_ipsec(&self) -> bool {
+        self.global
+            .as_ref()
+            .is_some_and(|g| g.ipsec && g.external_ids.contains_key(bundle::ovn::NB_IPSEC_OWNER))
+    }
+
     /// The rows marked as ours, as a bundle lists them: what a rollback returns to.
     pub fn owned_state(&self) -> Vec<LogicalSwitch> {
         let mut out: Vec<LogicalSwitch> = self
@@ -143,6 +164,8 @@ impl NbLive {
                    "columns": ["_uuid", "name", "ports", "external_ids"]}),
             json!({"op": "select", "table": "Logical_Switch_Port", "where": [],
                    "columns": ["_uuid", "name", "addresses", "external_ids"]}),
+            json!({"op": "select", "table": "NB_Global", "where": [],
+                   "columns": ["_uuid", "ipsec", "external_ids"]}),
         ]
     }
 
@@ -166,18 +189,31 @@ impl NbLive {
             addresses: StrSet,
             external_ids: StrMap,
         }
-        let [sw, lsp] = results else {
+        #[derive(Deserialize)]
+        struct Global {
+            _uuid: crate::ovsdb::value::Uuid,
+            ipsec: bool,
+            external_ids: StrMap,
+        }
+        let [sw, lsp, global] = results else {
             return Err(format!(
-                "malformed reply to the NB read: {} results, not 2",
+                "malformed reply to the NB read: {} results, not 3",
                 results.len()
             ));
         };
+        let global: Rows<Global> = serde_json::from_value(global.clone())
+            .map_err(|e| format!("malformed reply to the NB read: NB_Global: {e}"))?;
         let sw: Rows<Sw> = serde_json::from_value(sw.clone())
             .map_err(|e| format!("malformed reply to the NB read: Logical_Switch: {e}"))?;
         let lsp: Rows<Lsp> = serde_json::from_value(lsp.clone())
             .map_err(|e| format!("malformed reply to the NB read: Logical_Switch_Port: {e}"))?;
         Ok(NbLive {
             present: true,
+            global: global.rows.into_iter().next().map(|g| NbGlobal {
+                uuid: g._uuid.0,
+                ipsec: g.ipsec,
+                external_ids: g.external_ids.0,
+            }),
             switches: sw
                 .rows
                 .into_iter()
@@ -231,8 +267,12 @@ impl<'de> Deserialize<'de> for StrSet {
 
 /// The changes that turn the live NB rows into `desired`. Rows not marked as ours are never
 /// changed; a wanted switch or port whose name someone else's row holds is an error.
-pub fn plan(desired: &[LogicalSwitch], live: &NbLive) -> Result<Vec<NbChange>, Vec<PlanError>> {
-    if desired.is_empty() && !live.present {
+pub fn plan(
+    desired: &[LogicalSwitch],
+    ipsec: bool,
+    live: &NbLive,
+) -> Result<Vec<NbChange>, Vec<PlanError>> {
+    if desired.is_empty() && !ipsec && !live.present {
         return Ok(Vec::new());
     }
     if !live.present {
@@ -328,6 +368,17 @@ pub fn plan(desired: &[LogicalSwitch], live: &NbLive) -> Result<Vec<NbChange>, V
             }
         }
     }
+    // IPsec between chassis: on (and ours) when wanted; off only if ovs-bundle turned it on.
+    // Already on by someone else's hand: adopted, as the chassis keys are.
+    let global = live.global.as_ref();
+    let on = global.is_some_and(|g| g.ipsec);
+    let marked = global.is_some_and(|g| g.external_ids.contains_key(bundle::ovn::NB_IPSEC_OWNER));
+    if (ipsec && !(on && marked)) || (!ipsec && marked) {
+        changes.push(NbChange::Ipsec {
+            uuid: global.map(|g| g.uuid.clone()),
+            to: ipsec,
+        });
+    }
     if errors.is_empty() {
         Ok(changes)
     } else {
@@ -368,7 +419,15 @@ pub fn transaction(changes: &[NbChange], base: &NbLive, owner: &str, comment: &s
                         "rows": [{"name": p.name, "addresses": ["set", p.addresses], "external_ids": encode_map(&p.external_ids)}]})
                 }),
             ),
-            NbChange::AddSwitch { .. } => continue,
+            NbChange::Ipsec { uuid: Some(uuid), .. } => (
+                format!("global {uuid}"),
+                base.global.as_ref().map(|g| {
+                    json!({"op": "wait", "timeout": 0, "table": "NB_Global",
+                        "where": at(uuid), "columns": ["ipsec", "external_ids"], "until": "==",
+                        "rows": [{"ipsec": g.ipsec, "external_ids": encode_map(&g.external_ids)}]})
+                }),
+            ),
+            NbChange::AddSwitch { .. } | NbChange::Ipsec { uuid: None, .. } => continue,
         };
         if let Some(g) = guard {
             waits.insert(key, g);
@@ -438,6 +497,43 @@ pub fn transaction(changes: &[NbChange], base: &NbLive, owner: &str, comment: &s
                     "mutations": [["ports", "delete", encode_uuid_set([json!(["uuid", uuid])])]]}),
                 );
             }
+            NbChange::Ipsec { uuid: None, to } => {
+                let ids = if *to {
+                    encode_map(&BTreeMap::from([(
+                        bundle::ovn::NB_IPSEC_OWNER.to_string(),
+                        owner.to_string(),
+                    )]))
+                } else {
+                    encode_map(&BTreeMap::new())
+                };
+                ops.push(json!({"op": "insert", "table": "NB_Global",
+                    "row": {"ipsec": to, "external_ids": ids}}));
+            }
+            NbChange::Ipsec {
+                uuid: Some(uuid),
+                to,
+            } => {
+                let mut mutations = vec![json!([
+                    "external_ids",
+                    "delete",
+                    ["set", [bundle::ovn::NB_IPSEC_OWNER]]
+                ])];
+                if *to {
+                    mutations.push(json!([
+                        "external_ids",
+                        "insert",
+                        ["map", [[bundle::ovn::NB_IPSEC_OWNER, owner]]]
+                    ]));
+                }
+                ops.push(
+                    json!({"op": "update", "table": "NB_Global", "where": at(uuid),
+                    "row": {"ipsec": to}}),
+                );
+                ops.push(
+                    json!({"op": "mutate", "table": "NB_Global", "where": at(uuid),
+                    "mutations": mutations}),
+                );
+            }
         }
     }
     // A port moved between our switches is a DeletePort on the old one and an AddPort (same
@@ -448,150 +544,5 @@ pub fn transaction(changes: &[NbChange], base: &NbLive, owner: &str, comment: &s
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ls(name: &str, ports: &[(&str, &str)]) -> LogicalSwitch {
-        LogicalSwitch {
-            name: name.into(),
-            subnet: "10.30.0.0/24".into(),
-            ports: ports
-                .iter()
-                .map(|(n, a)| LogicalPort {
-                    name: n.to_string(),
-                    address: a.to_string(),
-                })
-                .collect(),
-        }
-    }
-
-    fn live() -> NbLive {
-        let reply = vec![
-            json!({"rows": [
-                {"_uuid": ["uuid", "s1"], "name": "ls0", "ports": ["set", [["uuid", "p1"], ["uuid", "p2"], ["uuid", "p9"]]],
-                 "external_ids": ["map", [[OWNER_KEY, "c1"], [SUBNET_KEY, "10.30.0.0/24"]]]},
-                {"_uuid": ["uuid", "s2"], "name": "theirs", "ports": ["uuid", "p3"], "external_ids": ["map", []]},
-                {"_uuid": ["uuid", "s3"], "name": "old", "ports": ["set", []], "external_ids": ["map", [[OWNER_KEY, "c1"]]]}]}),
-            json!({"rows": [
-                {"_uuid": ["uuid", "p1"], "name": "ovsb-h1", "addresses": "0a:00:00:00:00:01 10.30.0.1", "external_ids": ["map", [[OWNER_KEY, "c1"]]]},
-                {"_uuid": ["uuid", "p2"], "name": "ovsb-h2", "addresses": ["set", ["0a:00:00:00:00:02 10.30.0.2"]], "external_ids": ["map", [[OWNER_KEY, "c1"]]]},
-                {"_uuid": ["uuid", "p9"], "name": "vm9", "addresses": ["set", []], "external_ids": ["map", []]},
-                {"_uuid": ["uuid", "p3"], "name": "lsp-theirs", "addresses": ["set", []], "external_ids": ["map", []]}]}),
-        ];
-        NbLive::from_results(&reply).unwrap()
-    }
-
-    #[test]
-    fn plans_only_our_rows_and_refuses_names_of_others() {
-        let l = live();
-        assert_eq!(
-            l.owned_state(),
-            vec![
-                ls(
-                    "ls0",
-                    &[
-                        ("ovsb-h1", "0a:00:00:00:00:01 10.30.0.1"),
-                        ("ovsb-h2", "0a:00:00:00:00:02 10.30.0.2")
-                    ]
-                ),
-                LogicalSwitch {
-                    name: "old".into(),
-                    subnet: String::new(),
-                    ports: vec![]
-                },
-            ]
-        );
-        // h2 goes, h3 comes, h1 moves address; "old" goes; vm9 (not ours) stays.
-        let want = [ls(
-            "ls0",
-            &[
-                ("ovsb-h1", "0a:00:00:00:00:01 10.30.0.11"),
-                ("ovsb-h3", "0a:00:00:00:00:03 10.30.0.3"),
-            ],
-        )];
-        let got: Vec<String> = plan(&want, &l)
-            .unwrap()
-            .iter()
-            .map(NbChange::describe)
-            .collect();
-        assert_eq!(
-            got,
-            [
-                "- logical switch old (and its ports)",
-                "- logical port ls0/ovsb-h2",
-                "~ logical port ls0/ovsb-h1: addresses 0a:00:00:00:00:01 10.30.0.11",
-                "+ logical port ls0/ovsb-h3 0a:00:00:00:00:03 10.30.0.3",
-            ]
-        );
-        // h2 moves to a new switch ls1: off ls0, onto ls1 (one transaction, see `transaction`).
-        let moved = [
-            ls("ls0", &[("ovsb-h1", "0a:00:00:00:00:01 10.30.0.1")]),
-            LogicalSwitch {
-                name: "ls1".into(),
-                ..ls("ls1", &[("ovsb-h2", "0a:00:00:00:00:02 10.30.0.2")])
-            },
-            ls("old", &[]),
-        ];
-        let got: Vec<String> = plan(&moved, &l)
-            .unwrap()
-            .iter()
-            .map(NbChange::describe)
-            .collect();
-        assert_eq!(
-            got,
-            [
-                "- logical port ls0/ovsb-h2",
-                "+ logical switch ls1 (10.30.0.0/24, 1 ports)",
-                "~ logical switch old: subnet 10.30.0.0/24",
-            ]
-        );
-        let errs = plan(&[ls("theirs", &[])], &l).unwrap_err();
-        assert_eq!(errs, [PlanError::ForeignLogicalSwitch("theirs".into())]);
-        let errs = plan(&[ls("ls0", &[("vm9", "0a:00:00:00:00:09 10.30.0.9")])], &l).unwrap_err();
-        assert_eq!(errs, [PlanError::ForeignLogicalPort("vm9".into())]);
-        // No NB database: nothing of ours to remove, but nothing can be added either.
-        assert_eq!(plan(&[], &NbLive::default()), Ok(vec![]));
-        assert_eq!(
-            plan(&want, &NbLive::default()),
-            Err(vec![PlanError::NoNorthbound])
-        );
-    }
-
-    #[test]
-    fn the_transaction_marks_every_row_it_writes() {
-        let t = transaction(
-            &[NbChange::AddSwitch {
-                switch: ls("ls0", &[("ovsb-h1", "0a:00:00:00:00:01 10.30.0.1")]),
-            }],
-            &NbLive::default(),
-            "c1",
-            "test",
-        );
-        assert_eq!(t[0]["table"], "Logical_Switch_Port");
-        assert_eq!(
-            t[0]["row"]["external_ids"],
-            json!(["map", [[OWNER_KEY, "c1"]]])
-        );
-        assert_eq!(
-            t[1]["row"]["ports"],
-            json!(["set", [["named-uuid", "lsp1"]]])
-        );
-        assert_eq!(
-            t[1]["row"]["external_ids"],
-            json!(["map", [[OWNER_KEY, "c1"], [SUBNET_KEY, "10.30.0.0/24"]]])
-        );
-        // Changes to existing rows wait for them to be as read first.
-        let l = live();
-        let changes = plan(
-            &[ls("ls0", &[("ovsb-h1", "0a:00:00:00:00:01 10.30.0.11")])],
-            &l,
-        )
-        .unwrap();
-        let t = transaction(&changes, &l, "c1", "test");
-        let waits: Vec<&Value> = t.iter().filter(|o| o["op"] == "wait").collect();
-        assert_eq!(waits.len(), 3, "{t:#?}");
-        assert!(t.iter().position(|o| o["op"] == "wait").unwrap() == 0);
-        assert!(waits.iter().any(|w| w["table"] == "Logical_Switch_Port"
-            && w["rows"][0]["addresses"] == json!(["set", ["0a:00:00:00:00:01 10.30.0.1"]])));
-    }
-}
+#[path = "nb_tests.rs"]
+mod tests;

@@ -213,10 +213,20 @@ fn keys_ovn_controller_writes_on_br_int_and_the_bound_interface_are_no_drift_and
 
 /// The fleet with t1 as the central and `chassis` (hosts h1, h2, …) on ls0.
 fn central_bundle(fx: &Fixture, chassis: &[&str], serial: u64) -> Vec<u8> {
+    central_bundle_with(fx, chassis, serial, "")
+}
+
+/// [`central_bundle`] with `extra` lines in `[ovn]`.
+pub(crate) fn central_bundle_with(
+    fx: &Fixture,
+    chassis: &[&str],
+    serial: u64,
+    extra: &str,
+) -> Vec<u8> {
     let mut files: Vec<(String, String)> = vec![("hosts/t1.toml".into(), v1())];
-    let mut fleet =
-        "[ovn]\ncentral = \"t1\"\n\n[[ovn.switches]]\nname = \"ls0\"\nsubnet = \"10.30.0.0/24\"\n"
-            .to_string();
+    let mut fleet = format!(
+        "[ovn]\ncentral = \"t1\"\n{extra}\n[[ovn.switches]]\nname = \"ls0\"\nsubnet = \"10.30.0.0/24\"\n"
+    );
     for (i, h) in chassis.iter().enumerate() {
         let n = i + 11;
         files.push((
@@ -236,7 +246,7 @@ fn central_bundle(fx: &Fixture, chassis: &[&str], serial: u64) -> Vec<u8> {
 }
 
 /// A northbound database with a switch (and port) someone else made.
-fn with_nb(sys: &mut FakeSystem) {
+pub(crate) fn with_nb(sys: &mut FakeSystem) {
     use crate::nb::{NbPort, NbSwitch};
     sys.nb.present = true;
     sys.nb.switches.push(NbSwitch {

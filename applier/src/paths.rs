@@ -22,6 +22,11 @@ impl Paths {
         &self.root
     }
 
+    /// A chassis' OVN IPsec files (`bundle::ovn::IPSEC_DIR`).
+    pub fn ovn_ipsec_dir(&self) -> PathBuf {
+        self.host(bundle::ovn::IPSEC_DIR)
+    }
+
     pub fn trusted_dir(&self) -> PathBuf {
         self.host("/etc/ovs-bundle/trusted.d")
     }

@@ -1,12 +1,13 @@
 //! The plan between two [`HostState`]s, as an explicit value: what `plan` and `status` print, what
 //! tests assert on, and what the engine executes, for an apply and for a rollback alike.
 
-use crate::ovs::{self, OvsChange, PlanError, Scope};
+use crate::ovs::{self, OvnKeys, OvsChange, PlanError, Scope};
 use crate::state::{Current, HostState};
 use bundle::interfaces::{changed_stanzas, stanzas};
 use bundle::sysctl::{IP6_FORWARD, IP_FORWARD};
 use bundle::Chains;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// Everything an apply would change.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +40,8 @@ pub struct HostPlan {
     pub ip6_forward: Option<String>,
     /// The DHCP server, when its configuration changes or it should (not) run.
     pub dhcp: Option<DhcpChange>,
+    /// The OVN IPsec files, when they change.
+    pub ovn_ipsec: Option<OvnIpsecChange>,
     /// What people must know before this runs (an interface that carries the default route is
     /// cycled, an interface the host configured is left up), shown first.
     pub warnings: Vec<String>,
@@ -51,6 +54,16 @@ pub struct DhcpChange {
     pub conf: Option<Vec<u8>>,
     pub run: bool,
     pub diff: String,
+}
+
+/// The OVN IPsec files as wanted: written before the OVS step (whose `other_config` names them),
+/// the ones no longer wanted removed after it.
+#[derive(Debug, Clone, Default)]
+pub struct OvnIpsecChange {
+    /// By name in `bundle::ovn::IPSEC_DIR`; `None`: no files and no directory.
+    pub files: Option<BTreeMap<String, Vec<u8>>>,
+    /// For people: `+ NAME`, `~ NAME`, `- NAME` (names only: one is a private key).
+    pub lines: Vec<String>,
 }
 
 /// A new interfaces file, and the interfaces cycled around writing it.
@@ -157,6 +170,7 @@ impl HostPlan {
             + usize::from(self.ip_forward.is_some())
             + usize::from(self.ip6_forward.is_some())
             + usize::from(self.dhcp.is_some())
+            + usize::from(self.ovn_ipsec.is_some())
     }
 
     /// OVSDB operations that write (zero for a no-op).
@@ -228,6 +242,12 @@ impl HostPlan {
                 out.push_str(&format!("  {l}\n"));
             }
         }
+        if let Some(c) = &self.ovn_ipsec {
+            out.push_str(&format!("ovn ipsec (/{}):\n", bundle::ovn::IPSEC_DIR));
+            for l in &c.lines {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
         out.push_str(&format!("{} change(s)\n", self.change_count()));
         out
     }
@@ -252,6 +272,7 @@ impl HostPlan {
                 (None, _) => "remove",
             }),
             "dhcp_diff": self.dhcp.as_ref().map(|d| &d.diff),
+            "ovn_ipsec_files": self.ovn_ipsec.as_ref().map(|c| &c.lines),
         })
     }
 }
@@ -270,15 +291,20 @@ pub fn make_plan(
     // The chassis keys are no tunnels: a --gre-only apply leaves them as they are.
     if scope == Scope::Full {
         changes.extend(
-            ovs::planner::ovn_chassis_change(&desired.ovn_chassis, &current.live)
+            ovs::planner::ovn_keys_change(OvnKeys::Chassis, &desired.ovn_chassis, &current.live)
+                .map_err(|e| vec![e])?,
+        );
+        changes.extend(
+            ovs::planner::ovn_keys_change(OvnKeys::Ipsec, &desired.ovn_ipsec_keys, &current.live)
                 .map_err(|e| vec![e])?,
         );
     }
     // The northbound rows are no tunnels either.
-    let nb_missing = scope == Scope::Full && !desired.ovn_nb.is_empty() && !current.nb.present;
+    let nb_wanted = !desired.ovn_nb.is_empty() || desired.ovn_nb_ipsec;
+    let nb_missing = scope == Scope::Full && nb_wanted && !current.nb.present;
     let nb = match scope {
         Scope::Full if nb_missing => Vec::new(),
-        Scope::Full => crate::nb::plan(&desired.ovn_nb, &current.nb)?,
+        Scope::Full => crate::nb::plan(&desired.ovn_nb, desired.ovn_nb_ipsec, &current.nb)?,
         Scope::GreOnly => Vec::new(),
     };
     let mut plan = HostPlan {
@@ -319,6 +345,15 @@ pub fn make_plan(
     }
     if scope == Scope::GreOnly {
         return Ok(plan);
+    }
+    if now.ovn_ipsec_files != desired.ovn_ipsec_files {
+        plan.ovn_ipsec = Some(OvnIpsecChange {
+            files: desired.ovn_ipsec_files.clone(),
+            lines: ovn_ipsec_lines(
+                now.ovn_ipsec_files.as_ref(),
+                desired.ovn_ipsec_files.as_ref(),
+            ),
+        });
     }
     if now.interfaces != desired.interfaces {
         let old = now.interfaces.as_deref().unwrap_or_default();
@@ -402,6 +437,31 @@ pub fn line_diff(old: &[u8], new: &[u8]) -> String {
 #[cfg(test)]
 #[path = "plan_golden.rs"]
 mod golden;
+
+/// What changes between two sets of OVN IPsec files, by name (`+`, `~`, `-`), and the directory.
+pub fn ovn_ipsec_lines(
+    now: Option<&BTreeMap<String, Vec<u8>>>,
+    want: Option<&BTreeMap<String, Vec<u8>>>,
+) -> Vec<String> {
+    let empty = BTreeMap::new();
+    let (a, b) = (now.unwrap_or(&empty), want.unwrap_or(&empty));
+    let mut out = Vec::new();
+    for (_, name) in bundle::ovn::IPSEC_FILES {
+        match (a.get(name), b.get(name)) {
+            (Some(x), Some(y)) if x == y => {}
+            (None, Some(_)) => out.push(format!("+ {name}")),
+            (Some(_), Some(_)) => out.push(format!("~ {name}")),
+            (Some(_), None) => out.push(format!("- {name}")),
+            (None, None) => {}
+        }
+    }
+    match (now.is_some(), want.is_some()) {
+        (false, true) => out.insert(0, "+ directory (0700)".into()),
+        (true, false) => out.push("- directory".into()),
+        _ => {}
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {

@@ -48,6 +48,18 @@ pub struct HostState {
     /// Our rows of the OVN northbound database: the central's logical switches and ports.
     #[serde(default)]
     pub ovn_nb: Vec<bundle::ovn::LogicalSwitch>,
+    /// `NB_Global` `ipsec=true`, set by ovs-bundle (the central of a fleet with OVN IPsec).
+    #[serde(default)]
+    pub ovn_nb_ipsec: bool,
+    /// The `Open_vSwitch` `other_config` keys naming a chassis' IPsec files that ovs-bundle
+    /// sets (as read: the keys its mark lists), see `bundle::ovn::IPSEC_FILES`.
+    #[serde(default)]
+    pub ovn_ipsec_keys: BTreeMap<String, String>,
+    /// The files in `bundle::ovn::IPSEC_DIR` by name, those there (a chassis' certificate, key
+    /// and CA certificate); `None`: no such directory. They hold a private key: this state is
+    /// kept 0600, as it holds PSKs.
+    #[serde(default)]
+    pub ovn_ipsec_files: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 // By hand, not derived: the IPv6 chains are of their own family, every owned chain listed.
@@ -66,6 +78,9 @@ impl Default for HostState {
             dhcp_running: false,
             ovn_chassis: BTreeMap::new(),
             ovn_nb: Vec::new(),
+            ovn_ipsec_keys: BTreeMap::new(),
+            ovn_ipsec_files: None,
+            ovn_nb_ipsec: false,
         }
     }
 }
@@ -117,9 +132,13 @@ impl HostState {
             Some(o) => bundle::ovn::OvnState::from_bytes(o).map_err(|e| e.to_string())?,
             None => Default::default(),
         };
+        let (ovn_ipsec_keys, ovn_ipsec_files) = ovn_ipsec_wanted(ovn.ipsec.as_ref());
         Ok(HostState {
             ovn_chassis: ovn.chassis,
             ovn_nb: ovn.northbound,
+            ovn_nb_ipsec: ovn.northbound_ipsec,
+            ovn_ipsec_keys,
+            ovn_ipsec_files,
             ovs,
             chains,
             chains6,
@@ -326,10 +345,64 @@ impl Current {
             ovs: self.live.owned_state(),
             ipsec_skb_mark: owned_skb_mark(&self.live),
             ovn_chassis: owned_ovn_chassis(&self.live),
+            ovn_ipsec_keys: owned_ovn_keys(crate::ovs::OvnKeys::Ipsec, &self.live),
             ovn_nb: self.nb.owned_state(),
+            ovn_nb_ipsec: self.nb.owned_ipsec(),
             ..self.state.clone()
         }
     }
+}
+
+/// A chassis' OVN IPsec files by name (see [`HostState::ovn_ipsec_files`]).
+pub type IpsecFiles = BTreeMap<String, Vec<u8>>;
+
+/// The `other_config` keys and the files a chassis' IPsec credentials want (none without). The
+/// keys name the files where the host has them, `/etc/ovs-bundle/ovn-ipsec/…`, also when the
+/// applier works on another root (an image being built).
+pub fn ovn_ipsec_wanted(
+    ipsec: Option<&bundle::ovn::ChassisIpsec>,
+) -> (BTreeMap<String, String>, Option<IpsecFiles>) {
+    let Some(i) = ipsec else {
+        return (BTreeMap::new(), None);
+    };
+    let mut keys = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    for (key, file) in bundle::ovn::IPSEC_FILES {
+        let content = match key {
+            "ca_cert" => &i.ca_cert,
+            "certificate" => &i.certificate,
+            _ => &i.private_key,
+        };
+        keys.insert(
+            key.to_string(),
+            format!("/{}/{file}", bundle::ovn::IPSEC_DIR),
+        );
+        files.insert(file.to_string(), content.as_bytes().to_vec());
+    }
+    (keys, Some(files))
+}
+
+/// The IPsec files there are in `bundle::ovn::IPSEC_DIR` (only the names ovs-bundle writes);
+/// `None` without the directory.
+pub fn read_ovn_ipsec_files(
+    sys: &mut dyn System,
+    paths: &Paths,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, SysError> {
+    let dir = paths.ovn_ipsec_dir();
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Ok(None);
+    };
+    let name = name.to_string_lossy();
+    if !sys.list_dir(parent)?.iter().any(|n| *n == name) {
+        return Ok(None);
+    }
+    let mut out = BTreeMap::new();
+    for (_, file) in bundle::ovn::IPSEC_FILES {
+        if let Some(data) = sys.read_file(&paths.ovn_ipsec_dir().join(file))? {
+            out.insert(file.to_string(), data);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// `ipsec_skb_mark` if ovs-bundle set it.
@@ -343,9 +416,15 @@ pub fn owned_skb_mark(live: &Live) -> Option<String> {
 
 /// The OVN chassis keys ovs-bundle set: those its mark lists, with their values now.
 pub fn owned_ovn_chassis(live: &Live) -> BTreeMap<String, String> {
-    crate::ovs::planner::ovn_owned_keys(live)
+    owned_ovn_keys(crate::ovs::OvnKeys::Chassis, live)
+}
+
+/// The keys of `set` ovs-bundle set: those its mark lists, with their values now.
+pub fn owned_ovn_keys(set: crate::ovs::OvnKeys, live: &Live) -> BTreeMap<String, String> {
+    let values = crate::ovs::planner::ovn_key_values(set, live);
+    crate::ovs::planner::ovn_owned_keys(set, live)
         .into_iter()
-        .filter_map(|k| Some((k.clone(), live.root_external_ids.get(&k)?.clone())))
+        .filter_map(|k| Some((k.clone(), values.get(&k)?.clone())))
         .collect()
 }
 
@@ -366,6 +445,9 @@ pub fn read_rest(sys: &mut dyn System, loc: &Locations) -> Result<HostState, Sys
         ipsec_skb_mark: None,
         ovn_chassis: BTreeMap::new(),
         ovn_nb: Vec::new(),
+        ovn_nb_ipsec: false,
+        ovn_ipsec_keys: BTreeMap::new(),
+        ovn_ipsec_files: read_ovn_ipsec_files(sys, &loc.paths)?,
         dhcp: sys.read_file(&loc.paths.dhcp_conf())?,
         dhcp_running: sys.dhcp_running(&loc.paths.dhcp_instance())?,
     })

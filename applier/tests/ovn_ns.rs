@@ -9,6 +9,7 @@
 mod common;
 use common::{check, host, text, TestHost};
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -143,7 +144,8 @@ fn underlay(h: &TestHost, veth: &str, ip: &str) {
     check(h.exec("ip", &["link", "set", veth, "up"]), "ip link veth");
 }
 
-/// Writes the fleet's profiles (central c1, chassis `chassis` on ls0) under `dir`.
+/// Writes the fleet's profiles (central c1, chassis `chassis` on ls0, IPsec between them with
+/// the PKI in `dir/../pki`) under `dir`.
 fn write_fleet(dir: &Path, chassis: &[(&str, &str, &str)]) {
     std::fs::create_dir_all(dir.join("hosts")).unwrap();
     std::fs::write(
@@ -151,7 +153,7 @@ fn write_fleet(dir: &Path, chassis: &[(&str, &str, &str)]) {
         format!("[host]\nname = \"c1\"\nunderlay_ip = \"{CENTRAL_IP}\"\n"),
     )
     .unwrap();
-    let mut fleet = "[ovn]\ncentral = \"c1\"\ndatapath = \"netdev\"\n\n\
+    let mut fleet = "[ovn]\ncentral = \"c1\"\ndatapath = \"netdev\"\nipsec_pki = \"../pki\"\n\n\
                      [[ovn.switches]]\nname = \"ls0\"\nsubnet = \"10.30.0.0/24\"\n"
         .to_string();
     for (name, underlay, addr) in chassis {
@@ -170,10 +172,13 @@ fn write_fleet(dir: &Path, chassis: &[(&str, &str, &str)]) {
 /// Every host's bundle from the fleet in `dir`, each signed with the key its host trusts.
 fn build(dir: &Path, hosts: &[&TestHost], serial: u64) -> BTreeMap<String, Vec<u8>> {
     let fleet = builder::profile::load_fleet(dir).unwrap_or_else(|d| panic!("{d:#?}"));
+    // Each chassis' IPsec certificate and key, as `builder build` adds them.
+    let members: Vec<&builder::model::Host> = fleet.hosts.iter().collect();
+    let (members, _) = builder::fleet::ovn::with_credentials(&members).unwrap();
     hosts
         .iter()
         .map(|h| {
-            let m = fleet.hosts.iter().find(|m| m.name == h.name).unwrap();
+            let m = members.iter().find(|m| m.name == h.name).unwrap();
             let params = builder::build::BuildParams {
                 serial,
                 expires: None,
@@ -300,8 +305,9 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
         check(o, &format!("ovn-sbctl {args:?}"))
     };
 
-    // Two chassis and the central, from one fleet.
+    // Two chassis and the central, from one fleet, with IPsec between the chassis.
     let fleet_dir = c1.dir.path().join("fleet");
+    builder::ovn_pki::init(&c1.dir.path().join("pki")).unwrap();
     let two = [
         ("h1", "10.97.0.1", "10.30.0.1"),
         ("h2", "10.97.0.2", "10.30.0.2"),
@@ -320,6 +326,7 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
     // A switch of someone else's, which the applier leaves alone.
     nbctl(&["ls-add", "theirs"]);
     apply(&c1, &first["c1"], "c1-1", &nb);
+    assert_eq!(nbctl(&["get", "NB_Global", ".", "ipsec"]).trim(), "true");
     let lsps = nbctl(&["lsp-list", "ls0"]);
     assert!(
         lsps.contains("ovsb-h1") && lsps.contains("ovsb-h2"),
@@ -343,6 +350,14 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
             h.vsctl_ok(&["get", "Open_vSwitch", ".", "external_ids:ovn-remote"]),
             format!("\"tcp:{CENTRAL_IP}:6642\"")
         );
+        // The IPsec files, as ovs-monitor-ipsec will read them (the key 0600).
+        assert_eq!(
+            h.vsctl_ok(&["get", "Open_vSwitch", ".", "other_config:private_key"]),
+            "\"/etc/ovs-bundle/ovn-ipsec/privkey.pem\""
+        );
+        let key = h.root.join("etc/ovs-bundle/ovn-ipsec/privkey.pem");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", key.display());
         start_controller(&mut daemons, h);
     }
 
@@ -399,6 +414,22 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
     };
     ping(&hs[0], "10.30.0.2");
     ping(&hs[1], "10.30.0.1");
+    // IPsec is on between the chassis: ovn-controller names the peer of each tunnel (the CN
+    // ovs-monitor-ipsec requires of its certificate), which it does only with NB_Global ipsec.
+    until(30, "remote_name on h1's tunnel", || {
+        let o = hs[0].vsctl_ok(&[
+            "--bare",
+            "--columns=options",
+            "find",
+            "Interface",
+            "type=geneve",
+        ]);
+        if o.contains("remote_name=h2") {
+            Ok(())
+        } else {
+            Err(o)
+        }
+    });
     // A second apply of a chassis' own bundle, with ovn-controller running: nothing to do.
     let status = hs[0].applier(&["--ovn-nb", &no_nb(&hs[0]), "status"]);
     assert_eq!(status.status.code(), Some(0), "{}", out(status));

@@ -2,7 +2,7 @@
 //! applier's) so the man pages and shell completions are generated from the same definitions
 //! (`packaging/docgen`).
 
-use crate::cmd::{build, check, cloud_init, image, import, inspect, keygen};
+use crate::cmd::{build, check, cloud_init, image, import, inspect, keygen, ovn_ca};
 use clap::{Parser, Subcommand};
 
 /// Compiles per-host TOML profiles into signed, reproducible ovs-bundle bundles.
@@ -65,6 +65,8 @@ pub enum Cmd {
     ///   [ovn]                central (the host running the NB/SB databases and ovn-northd);
     ///                        datapath of br-int ("system", the default, or "netdev")
     ///   [[ovn.switches]]     name; subnet ("10.30.0.0/24"): a logical switch
+    ///                        ipsec_pki (a directory made by `builder ovn-ca`: IPsec between
+    ///                        chassis, X.509); ipsec_expiry ("2030-01-01"; default never)
     ///   [[ovn.chassis]]      host; switch; address ("10.30.0.11/24", in the switch's subnet);
     ///                        interface (on br-int, default "ovn0"); system_id (default the
     ///                        host name)
@@ -100,4 +102,10 @@ pub enum Cmd {
     /// copy of it as its current generation, which the boot unit restores at first boot.
     /// Host images hold PSKs: written 0600. See docs/image.md.
     Image(image::ImageArgs),
+    /// Create the CA for OVN IPsec between chassis: DIR/ca.key (refuses to overwrite).
+    ///
+    /// Name DIR in fleet.toml (`[ovn] ipsec_pki`). Builds then make each chassis' RSA key in
+    /// DIR/chassis/ the first time its bundle is built, and issue its certificate (subject CN =
+    /// its system-id), the same bytes at every build until ipsec_expiry changes. See docs/ovn.md.
+    OvnCa(ovn_ca::OvnCaArgs),
 }

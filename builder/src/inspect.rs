@@ -43,6 +43,14 @@ pub fn inspect(compressed: &[u8]) -> Result<String, VerifyError> {
                     "(not valid desired state: {e}; contents withheld as it may hold secrets)\n"
                 ),
             }
+        } else if f.path == bundle::OVN_NAME {
+            let _ = writeln!(out, "\n--- {} (private key redacted) ---", f.path);
+            match bundle::ovn::OvnState::from_bytes(data) {
+                Ok(state) => String::from_utf8(state.redacted().to_bytes()).unwrap_or_default(),
+                Err(e) => {
+                    format!("(not a valid ovn.json: {e}; contents withheld as it may hold a key)\n")
+                }
+            }
         } else {
             let _ = writeln!(out, "\n--- {} ---", f.path);
             String::from_utf8_lossy(data).into_owned()

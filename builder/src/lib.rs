@@ -21,6 +21,7 @@ pub mod import;
 pub mod inspect;
 pub mod model;
 pub mod net;
+pub mod ovn_pki;
 pub mod profile;
 pub mod psk;
 pub mod render;

@@ -2,7 +2,7 @@
 //! (`builder::cmd`, one module per subcommand); the command line itself is `builder::cli`.
 
 use builder::cli::{Cli, Cmd};
-use builder::cmd::{build, check, cloud_init, image, import, inspect, keygen};
+use builder::cmd::{build, check, cloud_init, image, import, inspect, keygen, ovn_ca};
 use bundle::Exit;
 use clap::Parser;
 use std::process::ExitCode;
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Cmd::CloudInit(args) => cloud_init::run(args),
         Cmd::Import(args) => import::run(args),
         Cmd::Image(args) => image::run(args),
+        Cmd::OvnCa(args) => ovn_ca::run(args),
     };
     match outcome {
         Ok(exit) => exit.into(),

@@ -29,6 +29,19 @@ pub struct Host {
     /// What `fleet.toml`'s `[ovn]` gives this host: its chassis settings (`Open_vSwitch`
     /// `external_ids`) and, on the central, the northbound state. Empty: not in OVN.
     pub ovn: bundle::ovn::OvnState,
+    /// A chassis of a fleet with OVN IPsec: where its credentials come from. The build fills
+    /// `ovn.ipsec` from it ([`crate::fleet::ovn::with_credentials`]): loading profiles (also
+    /// for `check`) never makes a key.
+    pub ovn_ipsec: Option<OvnIpsec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OvnIpsec {
+    /// The PKI directory (`[ovn] ipsec_pki`, resolved against the profiles directory).
+    pub pki: std::path::PathBuf,
+    /// Unix time at which the certificates expire (`ipsec_expiry`).
+    pub not_after: u64,
+    pub system_id: String,
 }
 
 #[derive(Debug, Clone)]

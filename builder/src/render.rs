@@ -49,7 +49,11 @@ pub fn render_host(host: &Host) -> Rendered {
         files.push((bundle::DHCP_NAME.to_string(), 0o644, dhcp.into_bytes()));
     }
     if !host.ovn.is_empty() {
-        files.push((bundle::OVN_NAME.to_string(), 0o644, host.ovn.to_bytes()));
+        files.push((
+            bundle::OVN_NAME.to_string(),
+            host.ovn.mode(),
+            host.ovn.to_bytes(),
+        ));
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Rendered { files }

@@ -36,7 +36,49 @@ pub struct OvnState {
     /// The logical switches the central writes to the NB database (empty: not the central).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub northbound: Vec<LogicalSwitch>,
+    /// The central: IPsec between all chassis (`NB_Global` `ipsec=true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub northbound_ipsec: bool,
+    /// A chassis of a fleet with IPsec: the files `other_config:certificate`, `private_key` and
+    /// `ca_cert` name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec: Option<ChassisIpsec>,
 }
+
+/// A chassis' IPsec credentials, PEM: its certificate (subject CN = its system-id), its RSA key
+/// (PKCS#1) and the fleet CA's certificate. The key is a secret: `ovn.json` holding it is 0600,
+/// and [`OvnState::redacted`] is what people are shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChassisIpsec {
+    pub ca_cert: String,
+    pub certificate: String,
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for ChassisIpsec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChassisIpsec")
+            .field("ca_cert", &self.ca_cert)
+            .field("certificate", &self.certificate)
+            .field("private_key", &crate::state::redact(&self.private_key))
+            .finish()
+    }
+}
+
+/// Where the applier keeps a chassis' IPsec files (the directory 0700, the key 0600): the
+/// `Open_vSwitch` `other_config` keys name them, ovs-monitor-ipsec reads them.
+pub const IPSEC_DIR: &str = "etc/ovs-bundle/ovn-ipsec";
+/// The files in [`IPSEC_DIR`], with the `other_config` key naming each.
+pub const IPSEC_FILES: [(&str, &str); 3] = [
+    ("ca_cert", "ca-cert.pem"),
+    ("certificate", "cert.pem"),
+    ("private_key", "privkey.pem"),
+];
+/// `NB_Global` `external_ids` key saying ovs-bundle set `ipsec=true` (the central).
+pub const NB_IPSEC_OWNER: &str = "ovs-bundle-ipsec";
+/// `Open_vSwitch` `other_config` key listing (comma-separated) the keys ovs-bundle set there.
+pub const IPSEC_OWNER: &str = "ovs-bundle-ovn-ipsec-keys";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +116,28 @@ pub enum OvnError {
 
 impl OvnState {
     pub fn is_empty(&self) -> bool {
-        self.chassis.is_empty() && self.northbound.is_empty()
+        self.chassis.is_empty()
+            && self.northbound.is_empty()
+            && !self.northbound_ipsec
+            && self.ipsec.is_none()
+    }
+
+    /// The same, with the private key replaced by its fingerprint: what `inspect` shows.
+    pub fn redacted(&self) -> Self {
+        let mut s = self.clone();
+        if let Some(i) = &mut s.ipsec {
+            i.private_key = crate::state::redact(&i.private_key);
+        }
+        s
+    }
+
+    /// The mode `ovn.json` is written with: 0600 when it holds a key.
+    pub fn mode(&self) -> u32 {
+        if self.ipsec.is_some() {
+            0o600
+        } else {
+            0o644
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -110,6 +173,25 @@ impl OvnState {
             };
             if !ok {
                 return Err(bad(k, v, "is not a value ovs-bundle writes there"));
+            }
+        }
+        if let Some(i) = &self.ipsec {
+            if self.chassis.is_empty() {
+                return Err(bad("ipsec", "", "is for a chassis, and this host is none"));
+            }
+            for (what, text, label) in [
+                ("ca_cert", &i.ca_cert, "CERTIFICATE"),
+                ("certificate", &i.certificate, "CERTIFICATE"),
+                ("private_key", &i.private_key, "RSA PRIVATE KEY"),
+            ] {
+                if !pem_ok(text, label) {
+                    // Never the value: it may be a key.
+                    return Err(bad(
+                        what,
+                        "",
+                        "is not one PEM block of the kind ovs-bundle writes",
+                    ));
+                }
             }
         }
         for ls in &self.northbound {
@@ -183,6 +265,31 @@ fn remote_ok(v: &str) -> bool {
         && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
+/// One PEM block with `label`, as the builder writes it: the two marker lines and base64 lines
+/// of at most 64 characters, each ending in a newline; nothing before or after. What reaches a
+/// file strongSwan and OpenSSL parse is no more than that.
+fn pem_ok(text: &str, label: &str) -> bool {
+    let (begin, end) = (
+        format!("-----BEGIN {label}-----\n"),
+        format!("-----END {label}-----\n"),
+    );
+    let Some(body) = text
+        .strip_prefix(begin.as_str())
+        .and_then(|t| t.strip_suffix(end.as_str()))
+    else {
+        return false;
+    };
+    !body.is_empty()
+        && body.len() < 16 * 1024
+        && body.split_terminator('\n').all(|l| {
+            !l.is_empty()
+                && l.len() <= 64
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        })
+        && body.ends_with('\n')
+}
+
 fn subnet_ok(v: &str) -> bool {
     v.split_once('/').is_some_and(|(a, l)| {
         a.parse::<std::net::Ipv4Addr>().is_ok() && l.parse::<u8>().is_ok_and(|l| l <= 32)
@@ -216,7 +323,71 @@ mod tests {
                     address: "0a:00:00:00:00:01 10.30.0.11".into(),
                 }],
             }],
+            ..Default::default()
         }
+    }
+
+    fn pem(label: &str, lines: usize) -> String {
+        let mut s = format!("-----BEGIN {label}-----\n");
+        let fill = if label.contains("KEY") {
+            "S2V5"
+        } else {
+            "QUJD"
+        };
+        for _ in 0..lines {
+            s.push_str(&fill.repeat(16));
+            s.push('\n');
+        }
+        s.push_str("MA==\n");
+        s.push_str(&format!("-----END {label}-----\n"));
+        s
+    }
+
+    #[test]
+    fn ipsec_credentials_are_pem_of_the_kinds_written_and_the_key_is_redacted() {
+        let mut s = chassis();
+        s.ipsec = Some(ChassisIpsec {
+            ca_cert: pem("CERTIFICATE", 3),
+            certificate: pem("CERTIFICATE", 4),
+            private_key: pem("RSA PRIVATE KEY", 5),
+        });
+        assert_eq!(OvnState::from_bytes(&s.to_bytes()).unwrap(), s);
+        assert_eq!(s.mode(), 0o600);
+        let shown = String::from_utf8(s.redacted().to_bytes()).unwrap();
+        assert!(
+            !shown.contains("S2V5") && !shown.contains("RSA PRIVATE KEY"),
+            "{shown}"
+        );
+        assert!(shown.contains("QUJD"), "certificates are shown: {shown}");
+        assert!(shown.contains("<redacted sha256:"), "{shown}");
+        assert!(!format!("{s:?}").contains("S2V5"));
+        let refused = |f: &dyn Fn(&mut ChassisIpsec)| {
+            let mut s = s.clone();
+            f(s.ipsec.as_mut().unwrap());
+            OvnState::from_bytes(&s.to_bytes()).unwrap_err().to_string()
+        };
+        // A key of another kind, text around the block, a line no encoder writes, two blocks.
+        let e = refused(&|i| i.private_key = pem("PRIVATE KEY", 2));
+        assert!(e.contains("private_key"), "{e}");
+        assert!(
+            !e.contains("S2V5"),
+            "the message shows no key material: {e}"
+        );
+        let e = refused(&|i| i.certificate = format!("x\n{}", pem("CERTIFICATE", 1)));
+        assert!(e.contains("certificate"), "{e}");
+        let e = refused(&|i| i.ca_cert = pem("CERTIFICATE", 1).replace("MA==", "M A=="));
+        assert!(e.contains("ca_cert"), "{e}");
+        let e = refused(&|i| i.ca_cert = pem("CERTIFICATE", 1).repeat(2));
+        assert!(e.contains("ca_cert"), "{e}");
+        // Credentials only on a chassis.
+        let mut central = chassis();
+        central.chassis.clear();
+        central.ipsec = s.ipsec.clone();
+        assert!(OvnState::from_bytes(&central.to_bytes()).is_err());
+        central.ipsec = None;
+        central.northbound_ipsec = true;
+        assert_eq!(OvnState::from_bytes(&central.to_bytes()).unwrap(), central);
+        assert_eq!(central.mode(), 0o644);
     }
 
     #[test]

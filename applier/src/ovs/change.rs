@@ -60,13 +60,55 @@ pub enum OvsChange {
         name: String,
         uuid: String,
     },
-    /// The OVN chassis keys of `Open_vSwitch` `external_ids` (`bundle::ovn::CHASSIS_KEYS`):
-    /// `from` those ovs-bundle set (with their values now), `to` those it sets; the mark
-    /// `bundle::ovn::CHASSIS_OWNER` follows `to`'s keys.
-    OvnChassis {
+    /// OVN keys of the `Open_vSwitch` row, one [`OvnKeys`] set: `from` those ovs-bundle set
+    /// (with their values now), `to` those it sets; the set's mark follows `to`'s keys.
+    OvnKeys {
+        set: OvnKeys,
         from: BTreeMap<String, String>,
         to: BTreeMap<String, String>,
     },
+}
+
+/// The keys of the `Open_vSwitch` row ovs-bundle sets for OVN, each set in its column, with a
+/// mark in `external_ids` listing the keys that are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OvnKeys {
+    /// `external_ids` ovn-controller reads (`bundle::ovn::CHASSIS_KEYS`).
+    Chassis,
+    /// `other_config` naming the IPsec files ovs-monitor-ipsec reads (`bundle::ovn::IPSEC_FILES`).
+    Ipsec,
+}
+
+impl OvnKeys {
+    pub fn column(self) -> &'static str {
+        match self {
+            OvnKeys::Chassis => "external_ids",
+            OvnKeys::Ipsec => "other_config",
+        }
+    }
+
+    /// The `external_ids` key listing the keys ours.
+    pub fn owner(self) -> &'static str {
+        match self {
+            OvnKeys::Chassis => bundle::ovn::CHASSIS_OWNER,
+            OvnKeys::Ipsec => bundle::ovn::IPSEC_OWNER,
+        }
+    }
+
+    /// Every key of the set: a mark edited by hand cannot name another.
+    pub fn known(self) -> Vec<&'static str> {
+        match self {
+            OvnKeys::Chassis => bundle::ovn::CHASSIS_KEYS.to_vec(),
+            OvnKeys::Ipsec => bundle::ovn::IPSEC_FILES.iter().map(|(k, _)| *k).collect(),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            OvnKeys::Chassis => "OVN chassis",
+            OvnKeys::Ipsec => "OVN IPsec",
+        }
+    }
 }
 
 impl OvsChange {
@@ -113,7 +155,7 @@ impl OvsChange {
                     .join(", ")
             ),
             OvsChange::DeletePort { bridge, name, .. } => format!("- port {bridge}/{name}"),
-            OvsChange::OvnChassis { from, to } => {
+            OvsChange::OvnKeys { set, from, to } => {
                 let mut parts = Vec::new();
                 for (k, v) in to {
                     match from.get(k) {
@@ -129,7 +171,9 @@ impl OvsChange {
                     parts.push("mark as ovs-bundle's".into());
                 }
                 format!(
-                    "~ Open_vSwitch external_ids (OVN chassis): {}",
+                    "~ Open_vSwitch {} ({}): {}",
+                    set.column(),
+                    set.label(),
                     parts.join(", ")
                 )
             }
@@ -175,6 +219,8 @@ pub enum PlanError {
     ForeignSkbMark(String, String),
     #[error("Open_vSwitch external_ids:{0} is {1:?}, set by someone else; this host's bundle sets it to {2:?} for OVN: remove it (ovs-vsctl remove Open_vSwitch . external_ids {0}) or, for system-id, set system_id in fleet.toml's [[ovn.chassis]] to that value")]
     ForeignOvnKey(String, String, String),
+    #[error("Open_vSwitch other_config:{0} is {1:?}, set by someone else; this host's bundle sets it to {2:?} for OVN IPsec: remove it (ovs-vsctl remove Open_vSwitch . other_config {0}) if the host's IPsec certificates are to be ovs-bundle's")]
+    ForeignOvnIpsecKey(String, String, String),
     #[error("logical switch {0} exists in the OVN northbound database but is not managed by ovs-bundle (no external_ids:{OWNER_KEY}); remove it (ovn-nbctl ls-del {0}) or rename the switch in fleet.toml")]
     ForeignLogicalSwitch(String),
     #[error("logical switch port {0} exists in the OVN northbound database but is not managed by ovs-bundle (no external_ids:{OWNER_KEY}); remove it (ovn-nbctl lsp-del {0})")]

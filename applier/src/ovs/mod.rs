@@ -7,7 +7,7 @@ pub mod live;
 pub mod planner;
 pub mod txn;
 
-pub use change::{OvsChange, PlanError, Scope};
+pub use change::{OvnKeys, OvsChange, PlanError, Scope};
 pub use live::{Live, LiveBridge, LiveIface, LivePort};
 pub use planner::plan;
 

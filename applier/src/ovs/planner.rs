@@ -1,7 +1,7 @@
 //! The planner: the minimal list of [`OvsChange`]s that turns the live rows into the desired ones,
 //! touching only rows marked as ours and refusing to take over rows of others.
 
-use super::change::{show_value, OvsChange, PlanError, Scope};
+use super::change::{show_value, OvnKeys, OvsChange, PlanError, Scope};
 use super::live::Live;
 use bundle::state::{Bridge, OvsState, Port, PortRole, OWNER_KEY};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -250,59 +250,68 @@ pub fn skb_mark_change(desired: Option<&str>, live: &Live) -> Result<Option<OvsC
     }
 }
 
-/// The OVN chassis keys ovs-bundle set on this host: those its mark lists (only known keys: a
+/// The keys of `set` ovs-bundle set on this host: those its mark lists (only known keys: a
 /// mark edited by hand cannot make the applier delete anything else).
-pub fn ovn_owned_keys(live: &Live) -> Vec<String> {
-    use bundle::ovn::{CHASSIS_KEYS, CHASSIS_OWNER};
+pub fn ovn_owned_keys(set: OvnKeys, live: &Live) -> Vec<String> {
+    let known = set.known();
     live.root_external_ids
-        .get(CHASSIS_OWNER)
+        .get(set.owner())
         .map(|m| {
             m.split(',')
-                .filter(|k| CHASSIS_KEYS.contains(k))
+                .filter(|k| known.contains(k))
                 .map(str::to_string)
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// The change of the OVN chassis keys that `desired` asks for: keys set (and marked ours), keys
-/// ours but no longer wanted removed, keys of others left alone. A key someone else set to
-/// another value is not taken over; one already holding the wanted value is adopted.
-pub fn ovn_chassis_change(
+/// The values of the `Open_vSwitch` column that holds `set`.
+pub fn ovn_key_values(set: OvnKeys, live: &Live) -> &BTreeMap<String, String> {
+    match set {
+        OvnKeys::Chassis => &live.root_external_ids,
+        OvnKeys::Ipsec => &live.root_other_config,
+    }
+}
+
+/// The change of `set`'s keys that `desired` asks for: keys set (and marked ours), keys ours
+/// but no longer wanted removed, keys of others left alone. A key someone else set to another
+/// value is not taken over; one already holding the wanted value is adopted.
+pub fn ovn_keys_change(
+    set: OvnKeys,
     desired: &BTreeMap<String, String>,
     live: &Live,
 ) -> Result<Option<OvsChange>, PlanError> {
-    let owned = ovn_owned_keys(live);
+    let owned = ovn_owned_keys(set, live);
+    let values = ovn_key_values(set, live);
     for (k, want) in desired {
-        if let Some(have) = live.root_external_ids.get(k) {
+        if let Some(have) = values.get(k) {
             if have != want && !owned.contains(k) {
-                return Err(PlanError::ForeignOvnKey(
-                    k.clone(),
-                    have.clone(),
-                    want.clone(),
-                ));
+                let (k, have, want) = (k.clone(), have.clone(), want.clone());
+                return Err(match set {
+                    OvnKeys::Chassis => PlanError::ForeignOvnKey(k, have, want),
+                    OvnKeys::Ipsec => PlanError::ForeignOvnIpsecKey(k, have, want),
+                });
             }
         }
     }
     let from: BTreeMap<String, String> = owned
         .iter()
-        .filter_map(|k| Some((k.clone(), live.root_external_ids.get(k)?.clone())))
+        .filter_map(|k| Some((k.clone(), values.get(k)?.clone())))
         .collect();
     let marked: BTreeSet<&str> = owned.iter().map(String::as_str).collect();
     let wanted: BTreeSet<&str> = desired.keys().map(String::as_str).collect();
-    let values_ok = desired
-        .iter()
-        .all(|(k, v)| live.root_external_ids.get(k) == Some(v));
+    let values_ok = desired.iter().all(|(k, v)| values.get(k) == Some(v));
     if values_ok && marked == wanted && from.len() == owned.len() {
         return Ok(None);
     }
-    Ok(Some(OvsChange::OvnChassis {
+    Ok(Some(OvsChange::OvnKeys {
+        set,
         from,
         to: desired.clone(),
     }))
 }
 
-/// The value of the OVN chassis mark for these keys: sorted, comma-separated.
+/// The value of an OVN mark for these keys: sorted, comma-separated.
 pub fn ovn_mark(keys: &BTreeMap<String, String>) -> String {
     keys.keys().cloned().collect::<Vec<_>>().join(",")
 }

@@ -134,7 +134,7 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                     "mutations": [["ports", "delete", encode_uuid_set([json!(["uuid", uuid])])]]}));
             }
             // On the root row, below.
-            OvsChange::SkbMark { .. } | OvsChange::OvnChassis { .. } => {}
+            OvsChange::SkbMark { .. } | OvsChange::OvnKeys { .. } => {}
         }
     }
     for c in changes {
@@ -182,8 +182,8 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
             }
             ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where, "mutations": mutations}));
         }
-        if let OvsChange::OvnChassis { from, to } = c {
-            use bundle::ovn::CHASSIS_OWNER;
+        if let OvsChange::OvnKeys { set, from, to } = c {
+            let (column, owner) = (set.column(), set.owner());
             wait(
                 "Open_vSwitch",
                 &live.root,
@@ -193,14 +193,20 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
             // Delete every key ours before and after (and the mark), then insert the wanted
             // ones: OVSDB's map insert never overwrites a key.
             let mut gone: Vec<&str> = from.keys().chain(to.keys()).map(String::as_str).collect();
-            gone.push(CHASSIS_OWNER);
             gone.sort_unstable();
             gone.dedup();
-            let mut mutations = vec![json!(["external_ids", "delete", ["set", gone]])];
+            let mut mutations = vec![
+                json!([column, "delete", ["set", gone]]),
+                json!(["external_ids", "delete", ["set", [owner]]]),
+            ];
             if !to.is_empty() {
-                let mut pairs: Vec<Value> = to.iter().map(|(k, v)| json!([k, v])).collect();
-                pairs.push(json!([CHASSIS_OWNER, super::planner::ovn_mark(to)]));
-                mutations.push(json!(["external_ids", "insert", ["map", pairs]]));
+                let pairs: Vec<Value> = to.iter().map(|(k, v)| json!([k, v])).collect();
+                mutations.push(json!([column, "insert", ["map", pairs]]));
+                mutations.push(json!([
+                    "external_ids",
+                    "insert",
+                    ["map", [[owner, super::planner::ovn_mark(to)]]]
+                ]));
             }
             ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where, "mutations": mutations}));
         }
@@ -322,7 +328,7 @@ pub fn write_count(changes: &[OvsChange]) -> usize {
                 2
             }
             OvsChange::UpdateBridge { .. } | OvsChange::DeletePort { .. } => 1,
-            OvsChange::SkbMark { .. } | OvsChange::OvnChassis { .. } => 1,
+            OvsChange::SkbMark { .. } | OvsChange::OvnKeys { .. } => 1,
             OvsChange::UpdatePort { .. } => 2,
         };
     }

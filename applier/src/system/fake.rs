@@ -3,6 +3,8 @@
 //! the configuration this tool's dnsmasq instance runs with.
 //! Every call is recorded; `fail_at(n)` makes call `n` fail, `crash_at(n)` makes call `n` and
 //! every later one fail (the process died there) until [`FakeSystem::restart`].
+//! One file past 500 lines: it implements the whole `System` trait, every part of it on the one
+//! recorded sequence of calls that failures and crashes are injected into.
 //!
 //! One file over 500 lines on purpose: the fake host is one type implementing the whole seam,
 //! and splitting its trait impl would scatter it.
@@ -25,6 +27,8 @@ pub struct FakeSystem {
     pub chains6: Chains,
     pub files: BTreeMap<PathBuf, Vec<u8>>,
     pub dirs: BTreeSet<PathBuf>,
+    /// The mode each file and directory was last written or made with (where it was).
+    pub modes: BTreeMap<PathBuf, u32>,
     /// Interfaces ifup brought up (and ifdown did not take down since).
     pub up: BTreeSet<String>,
     /// Interface name -> the error ovs-vswitchd reports on it.
@@ -57,6 +61,8 @@ pub struct View {
     pub owned: OvsState,
     /// Every northbound switch: (name, ours, its ports), sorted.
     pub nb: Vec<(String, bool, Vec<NbPortView>)>,
+    /// `NB_Global`: `ipsec` and `external_ids`.
+    pub nb_global: Option<(bool, BTreeMap<String, String>)>,
     /// `Open_vSwitch` `other_config` and `external_ids`.
     pub root: (BTreeMap<String, String>, BTreeMap<String, String>),
     pub foreign: Vec<String>,
@@ -82,6 +88,7 @@ impl Default for FakeSystem {
             chains6: Chains::from_save_in(Family::V6, ""),
             files: BTreeMap::new(),
             dirs: BTreeSet::new(),
+            modes: BTreeMap::new(),
             up: BTreeSet::new(),
             iface_errors: BTreeMap::new(),
             vswitchd_running: true,
@@ -197,6 +204,11 @@ impl FakeSystem {
         nb.sort();
         View {
             nb,
+            nb_global: self
+                .nb
+                .global
+                .as_ref()
+                .map(|g| (g.ipsec, g.external_ids.clone())),
             root: (
                 self.ovs.root_other_config.clone(),
                 self.ovs.root_external_ids.clone(),
@@ -408,18 +420,19 @@ impl System for FakeSystem {
                     p.protected = port.protected;
                     p.external_ids = bundle::state::merged_ids(&port.external_ids, &p.external_ids);
                 }
-                OvsChange::OvnChassis { from, to } => {
-                    let ids = &mut self.ovs.root_external_ids;
+                OvsChange::OvnKeys { set, from, to } => {
+                    let values = match set {
+                        crate::ovs::OvnKeys::Chassis => &mut self.ovs.root_external_ids,
+                        crate::ovs::OvnKeys::Ipsec => &mut self.ovs.root_other_config,
+                    };
                     for k in from.keys().chain(to.keys()) {
-                        ids.remove(k);
+                        values.remove(k);
                     }
-                    ids.remove(bundle::ovn::CHASSIS_OWNER);
+                    values.extend(to.clone());
+                    let ids = &mut self.ovs.root_external_ids;
+                    ids.remove(set.owner());
                     if !to.is_empty() {
-                        ids.extend(to.clone());
-                        ids.insert(
-                            bundle::ovn::CHASSIS_OWNER.into(),
-                            crate::ovs::planner::ovn_mark(to),
-                        );
+                        ids.insert(set.owner().into(), crate::ovs::planner::ovn_mark(to));
                     }
                 }
                 OvsChange::SkbMark { to, .. } => {
@@ -537,6 +550,18 @@ impl System for FakeSystem {
                 NbChange::UpdatePort { uuid, port, .. } => {
                     nb.ports.get_mut(uuid).expect("read").addresses = vec![port.address.clone()];
                 }
+                NbChange::Ipsec { to, .. } => {
+                    let g = nb.global.get_or_insert_with(|| crate::nb::NbGlobal {
+                        uuid: "nbg".into(),
+                        ..Default::default()
+                    });
+                    g.ipsec = *to;
+                    g.external_ids.remove(bundle::ovn::NB_IPSEC_OWNER);
+                    if *to {
+                        g.external_ids
+                            .insert(bundle::ovn::NB_IPSEC_OWNER.into(), owner.into());
+                    }
+                }
                 NbChange::DeletePort {
                     switch_uuid, uuid, ..
                 } => {
@@ -633,10 +658,11 @@ impl System for FakeSystem {
         Ok(self.files.get(path).cloned())
     }
 
-    fn write_file(&mut self, path: &Path, data: &[u8], _mode: u32) -> Result<(), SysError> {
+    fn write_file(&mut self, path: &Path, data: &[u8], mode: u32) -> Result<(), SysError> {
         self.tick(format!("write_file {}", path.display()))?;
         self.add_parents(path);
         self.files.insert(path.to_path_buf(), data.to_vec());
+        self.modes.insert(path.to_path_buf(), mode);
         Ok(())
     }
 
@@ -673,10 +699,12 @@ impl System for FakeSystem {
         Ok(names.into_iter().collect())
     }
 
-    fn create_dir(&mut self, path: &Path, _mode: u32) -> Result<(), SysError> {
+    fn create_dir(&mut self, path: &Path, mode: u32) -> Result<(), SysError> {
         self.tick(format!("create_dir {}", path.display()))?;
         self.add_parents(path);
-        self.dirs.insert(path.to_path_buf());
+        if self.dirs.insert(path.to_path_buf()) {
+            self.modes.insert(path.to_path_buf(), mode);
+        }
         Ok(())
     }
 

@@ -63,12 +63,16 @@ pub fn run(args: BuildArgs) -> Result<Exit> {
         args.expires_in.as_deref(),
     )?;
     let sk = signing_key(args.key, args.passphrase_file)?;
+    // OVN IPsec credentials of the hosts built (and only theirs: a key is made for a chassis
+    // the first time its bundle is built).
+    let hosts = super::ovn_credentials(&hosts)?;
     let out = &args.out;
     std::fs::create_dir_all(out)
         .with_context(|| format!("creating output directory {}", out.display()))?;
     for n in &fleet.notes {
         eprintln!("{n}");
     }
+    let hosts: Vec<&crate::model::Host> = hosts.iter().collect();
     let built = build_all(&hosts, &sk, params);
     for (h, bytes) in hosts.iter().zip(built) {
         let path = out.join(format!("{}.tgz", h.name));

@@ -84,7 +84,8 @@ pub fn run(args: CloudInitArgs) -> Result<Exit> {
         args.expires_in.as_deref(),
     )?;
     let sk = signing_key(args.key, args.passphrase_file)?;
-    let bytes = build_host(h, &sk, params);
+    let h = super::ovn_credentials(&[h])?.remove(0);
+    let bytes = build_host(&h, &sk, params);
     let max_size = args.max_size;
     let opts = CloudInitOpts {
         packages: !args.no_packages,
@@ -94,7 +95,7 @@ pub fn run(args: CloudInitArgs) -> Result<Exit> {
     };
     // TooLarge names the host, both sizes and what to do instead: no context.
     let (data, compressed) = user_data(
-        h,
+        &h,
         &bytes,
         params.serial,
         &sk.public_key_file(),

@@ -16,6 +16,7 @@ pub mod import;
 pub mod inspect;
 mod key;
 pub mod keygen;
+pub mod ovn_ca;
 
 use crate::build::{parse_duration, BuildParams};
 use crate::diag::Diagnostic;
@@ -29,6 +30,17 @@ use std::path::Path;
 /// profiles are an outcome to report, not an error to wrap.
 fn load_or_report(dir: &Path) -> Result<Fleet, Exit> {
     load_fleet(dir).map_err(|diags| report(&diags))
+}
+
+/// `hosts` with their OVN IPsec credentials (see [`crate::fleet::ovn::with_credentials`]),
+/// saying on stderr which keys were made.
+fn ovn_credentials(hosts: &[&crate::model::Host]) -> Result<Vec<crate::model::Host>> {
+    let (hosts, made) = crate::fleet::ovn::with_credentials(hosts)
+        .map_err(|e| anyhow::anyhow!("OVN IPsec PKI: {e}\n  hint: {}", e.hint()))?;
+    for m in &made {
+        eprintln!("builder: {m}");
+    }
+    Ok(hosts)
 }
 
 fn report(diags: &[Diagnostic]) -> Exit {

@@ -332,7 +332,7 @@ pub fn expand_meshes(
     }
     super::dhcp::add_fleet_leases(&raw.dhcp_leases, hosts, &map, diags);
     if let Some(ovn) = &raw.ovn {
-        super::ovn::expand(ovn, hosts, &map, diags);
+        super::ovn::expand(dir, ovn, hosts, &map, diags);
     }
 }
 

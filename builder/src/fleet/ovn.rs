@@ -6,13 +6,15 @@
 //! a host changes no other chassis' bundle (only the central's, by one logical port).
 
 use crate::diag::{Diagnostic, Loc, SourceMap};
-use crate::model::{Bridge, Datapath, Host, HostInterface, OvnAttachment};
+use crate::model::{Bridge, Datapath, Host, HostInterface, OvnAttachment, OvnIpsec};
 use crate::net::Ipv4Cidr;
+use crate::ovn_pki;
 use crate::shape::{Field, Kind};
 use bundle::ovn::{name_problem, remote, LogicalPort, LogicalSwitch, SB_PORT};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use toml::Spanned;
 
 /// The integration bridge ovn-controller uses (its default `ovn-bridge`).
@@ -25,6 +27,8 @@ pub(super) const OVN: &[Field] = &[
     Field::opt("datapath", Kind::Str),
     Field::opt("switches", Kind::Tables(SWITCH)),
     Field::opt("chassis", Kind::Tables(CHASSIS)),
+    Field::opt("ipsec_pki", Kind::Str),
+    Field::opt("ipsec_expiry", Kind::Str),
 ];
 const SWITCH: &[Field] = &[
     Field::req("name", Kind::Str),
@@ -47,6 +51,10 @@ pub(super) struct RawOvn {
     switches: Vec<Spanned<RawSwitch>>,
     #[serde(default)]
     chassis: Vec<Spanned<RawChassis>>,
+    /// IPsec between chassis: the PKI directory (`builder ovn-ca`), relative to fleet.toml.
+    ipsec_pki: Option<Spanned<String>>,
+    /// When the chassis certificates expire, YYYY-MM-DD (end of day, UTC); default: never.
+    ipsec_expiry: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +90,7 @@ pub fn port_mac(port: &str) -> bundle::dhcp::Mac {
 /// Checks `[ovn]` against the hosts and gives each host its part. Errors go to `diags`; on any
 /// error no host is changed.
 pub(super) fn expand(
+    dir: &std::path::Path,
     raw: &Spanned<RawOvn>,
     hosts: &mut [Host],
     map: &SourceMap,
@@ -176,6 +185,7 @@ pub(super) fn expand(
         }
         switches.insert(name.clone(), (subnet, loc));
     }
+    let ipsec = ipsec_pki(dir, o, &at, diags);
     let switch_names: Vec<&str> = switches.keys().map(String::as_str).collect();
     // What each chassis entry gives, checked; applied to the hosts only when all is well.
     struct Planned {
@@ -392,8 +402,13 @@ pub(super) fn expand(
             ("ovn-encap-ip".into(), host.underlay_ip.to_string()),
             ("ovn-encap-type".into(), "geneve".into()),
             ("ovn-remote".into(), remote.clone()),
-            ("system-id".into(), p.system_id),
+            ("system-id".into(), p.system_id.clone()),
         ]);
+        host.ovn_ipsec = ipsec.as_ref().map(|(pki, not_after)| OvnIpsec {
+            pki: pki.clone(),
+            not_after: *not_after,
+            system_id: p.system_id,
+        });
         host.bridges.push(Bridge {
             name: BR_INT.into(),
             loc: p.loc.clone(),
@@ -420,6 +435,90 @@ pub(super) fn expand(
         ls.ports.sort_by(|a, b| a.name.cmp(&b.name));
     }
     hosts[central].ovn.northbound = northbound;
+    hosts[central].ovn.northbound_ipsec = ipsec.is_some();
+}
+
+/// `ipsec_pki` and `ipsec_expiry`: the PKI directory, opened once here so that a missing or
+/// exposed CA key is reported with the profiles' other problems, and the expiry.
+fn ipsec_pki(
+    dir: &std::path::Path,
+    o: &RawOvn,
+    at: &dyn Fn(std::ops::Range<usize>) -> Option<Loc>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(PathBuf, u64)> {
+    let Some(pki) = &o.ipsec_pki else {
+        if let Some(e) = &o.ipsec_expiry {
+            diags.push(
+                Diagnostic::error(at(e.span()), "ipsec_expiry is set but ipsec_pki is not")
+                    .hint("set ipsec_pki = \"DIR\" (made by `builder ovn-ca --pki DIR`) to turn IPsec on, or remove ipsec_expiry"),
+            );
+        }
+        return None;
+    };
+    let not_after = match &o.ipsec_expiry {
+        None => ovn_pki::NO_EXPIRY,
+        Some(e) => match ovn_pki::parse_expiry(e.get_ref()) {
+            Some(t) => t,
+            None => {
+                diags.push(
+                    Diagnostic::error(
+                        at(e.span()),
+                        format!("ipsec_expiry {:?} is not a date after 2000-01-01", e.get_ref()),
+                    )
+                    .hint("write it as YYYY-MM-DD, e.g. \"2030-01-01\" (the certificates end with that day, UTC)"),
+                );
+                return None;
+            }
+        },
+    };
+    let path = dir.join(pki.get_ref());
+    match ovn_pki::Pki::open(&path, not_after) {
+        Ok(_) => Some((path, not_after)),
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(at(pki.span()), format!("OVN IPsec PKI: {e}")).hint(e.hint()),
+            );
+            None
+        }
+    }
+}
+
+/// `hosts` with the OVN IPsec credentials of each chassis filled in (`ovn.ipsec`), making the
+/// key of a chassis that has none yet. Each PKI directory is opened once. Also returns one line
+/// per key made, for the operator (the PKI directory needs backing up again).
+pub fn with_credentials(hosts: &[&Host]) -> Result<(Vec<Host>, Vec<String>), ovn_pki::PkiError> {
+    let mut opened: Vec<((PathBuf, u64), ovn_pki::Pki)> = Vec::new();
+    let mut made = Vec::new();
+    let mut out = Vec::with_capacity(hosts.len());
+    for h in hosts {
+        let mut h = (*h).clone();
+        if let Some(i) = &h.ovn_ipsec {
+            let id = (i.pki.clone(), i.not_after);
+            let pki = match opened.iter().position(|(k, _)| *k == id) {
+                Some(n) => &opened[n].1,
+                None => {
+                    let p = ovn_pki::Pki::open(&i.pki, i.not_after)?;
+                    opened.push((id, p));
+                    &opened[opened.len() - 1].1
+                }
+            };
+            let (creds, new) = pki.chassis(&i.system_id)?;
+            if new {
+                made.push(format!(
+                    "made OVN IPsec key {} for chassis {} (back up the PKI directory)",
+                    pki.key_path(&i.system_id).display(),
+                    h.name
+                ));
+            }
+            h.ovn.ipsec = Some(bundle::ovn::ChassisIpsec {
+                ca_cert: creds.ca_cert,
+                certificate: creds.certificate,
+                private_key: creds.private_key,
+            });
+        }
+        out.push(h);
+    }
+    Ok((out, made))
 }
 
 fn did_you_mean(name: &str, known: &[&str], otherwise: &str) -> String {

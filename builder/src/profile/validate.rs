@@ -116,6 +116,7 @@ impl Validator<'_> {
             interfaces_file,
             bridges,
             ovn: Default::default(),
+            ovn_ipsec: None,
         })
     }
 

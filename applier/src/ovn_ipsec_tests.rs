@@ -1,0 +1,201 @@
+//! OVN IPsec on the in-memory host: a chassis bundle of a fleet with `ipsec_pki` writes the
+//! certificate, key and CA certificate (0600, in a 0700 directory) before OVS names them in
+//! `Open_vSwitch` `other_config`; a failure or crash at any step puts the host back; a bundle
+//! without IPsec removes exactly those keys and files; an `other_config` key someone else set is
+//! not taken over; `status` shows a changed file by name only.
+
+use crate::engine::tests::{assert_atomic_at_every_step, on_v1, v1, Fixture, FULL};
+use bundle::ovn::IPSEC_OWNER;
+use std::path::{Path, PathBuf};
+
+const C1: &str = "[host]\nname = \"c1\"\nunderlay_ip = \"10.99.0.50\"\n";
+const DIR: &str = "/etc/ovs-bundle/ovn-ipsec";
+
+fn fleet(ipsec: bool) -> String {
+    format!(
+        "[ovn]\ncentral = \"c1\"\ndatapath = \"netdev\"\n{}\n\
+         [[ovn.switches]]\nname = \"ls0\"\nsubnet = \"10.30.0.0/24\"\n\n\
+         [[ovn.chassis]]\nhost = \"t1\"\nswitch = \"ls0\"\naddress = \"10.30.0.1/24\"\n",
+        if ipsec {
+            "ipsec_pki = \"../pki\"\n"
+        } else {
+            ""
+        }
+    )
+}
+
+/// t1 as in v1, a chassis of ls0, with IPsec or without. One CA per fixture (beside the
+/// fleet directories the fixture makes).
+fn bundle(fx: &Fixture, serial: u64, ipsec: bool) -> Vec<u8> {
+    let pki = fx.dir.path().join("pki");
+    if ipsec && !pki.exists() {
+        builder::ovn_pki::init(&pki).unwrap();
+    }
+    fx.fleet_bundle(
+        &[
+            ("hosts/t1.toml", &v1()),
+            ("hosts/c1.toml", C1),
+            ("fleet.toml", &fleet(ipsec)),
+        ],
+        "t1",
+        serial,
+    )
+}
+
+fn file(name: &str) -> PathBuf {
+    Path::new(DIR).join(name)
+}
+
+#[test]
+fn a_chassis_gets_its_ipsec_files_then_other_config_and_every_failure_or_crash_puts_it_back() {
+    let fx = Fixture::new();
+    let (base, _) = on_v1(&fx);
+    let before = base.view();
+    let b2 = bundle(&fx, 2, true);
+    let mut sys = base.clone();
+    fx.applier(&mut sys).apply_bundle(&b2, FULL).unwrap();
+    let after = sys.view();
+    let conf = &after.root.0;
+    for (key, name) in [
+        ("ca_cert", "ca-cert.pem"),
+        ("certificate", "cert.pem"),
+        ("private_key", "privkey.pem"),
+    ] {
+        assert_eq!(conf[key], format!("{DIR}/{name}"), "other_config:{key}");
+        assert_eq!(sys.modes[&file(name)], 0o600, "{name}");
+    }
+    assert_eq!(sys.modes[Path::new(DIR)], 0o700);
+    assert_eq!(after.root.1[IPSEC_OWNER], "ca_cert,certificate,private_key");
+    assert!(after.files[&file("privkey.pem")].starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    assert!(after.files[&file("cert.pem")].starts_with("-----BEGIN CERTIFICATE-----"));
+    // The files come before the OVS transaction that names them.
+    let calls = sys.calls.join("\n");
+    let key_written = calls.find("write_file /etc/ovs-bundle/ovn-ipsec/privkey.pem");
+    let ovs = calls.find("ovs_apply");
+    assert!(key_written.is_some() && key_written < ovs, "{calls}");
+    // No drift right after.
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(drift.is_empty(), "{}", drift.render());
+
+    assert_atomic_at_every_step(&fx, &base, &b2, (&before, &after), "ovs_apply");
+}
+
+#[test]
+fn a_bundle_without_ipsec_removes_exactly_its_keys_and_files() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    // Someone else's other_config key: stays.
+    sys.ovs
+        .root_other_config
+        .insert("n-handler-threads".into(), "2".into());
+    fx.applier(&mut sys)
+        .apply_bundle(&bundle(&fx, 2, false), FULL)
+        .unwrap();
+    let without = sys.view();
+    fx.applier(&mut sys)
+        .apply_bundle(&bundle(&fx, 3, true), FULL)
+        .unwrap();
+    assert!(sys.files.contains_key(&file("privkey.pem")));
+    fx.applier(&mut sys)
+        .apply_bundle(&bundle(&fx, 4, false), FULL)
+        .unwrap();
+    let after = sys.view();
+    assert_eq!(after.root, without.root);
+    assert!(
+        !sys.files.keys().any(|p| p.starts_with(DIR)) && !sys.dirs.contains(Path::new(DIR)),
+        "the files and the directory go"
+    );
+    assert_eq!(sys.ovs.root_other_config["n-handler-threads"], "2");
+}
+
+#[test]
+fn an_other_config_key_someone_else_set_is_refused_before_any_change() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    sys.ovs
+        .root_other_config
+        .insert("certificate".into(), "/etc/ssl/mine.pem".into());
+    let before = sys.view();
+    let err = fx
+        .applier(&mut sys)
+        .apply_bundle(&bundle(&fx, 2, true), FULL)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("other_config:certificate is \"/etc/ssl/mine.pem\", set by someone else")
+            && err.contains("ovs-vsctl remove Open_vSwitch . other_config certificate"),
+        "{err}"
+    );
+    assert_eq!(sys.view(), before);
+    assert!(!sys.files.contains_key(&file("privkey.pem")));
+}
+
+#[test]
+fn status_names_a_changed_key_file_without_its_content_and_apply_restores_it() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    fx.applier(&mut sys)
+        .apply_bundle(&bundle(&fx, 2, true), FULL)
+        .unwrap();
+    let key = sys.files[&file("privkey.pem")].clone();
+    sys.files.insert(
+        file("privkey.pem"),
+        b"-----BEGIN RSA PRIVATE KEY-----\nxx\n".to_vec(),
+    );
+    sys.ovs.root_other_config.remove("ca_cert");
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    let text = drift.render();
+    assert!(text.contains("privkey.pem"), "{text}");
+    assert!(text.contains("ca_cert"), "{text}");
+    let body = String::from_utf8_lossy(&key)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(!text.contains(&body) && !text.contains("xx"), "{text}");
+    fx.applier(&mut sys).apply_generation(2, FULL).unwrap();
+    assert_eq!(sys.files[&file("privkey.pem")], key);
+    assert_eq!(
+        sys.ovs.root_other_config["ca_cert"],
+        format!("{DIR}/ca-cert.pem")
+    );
+}
+
+#[test]
+fn the_central_turns_ipsec_on_in_nb_global_and_every_failure_or_crash_puts_it_back() {
+    use crate::ovn_tests::{central_bundle_with, with_nb};
+    let fx = Fixture::new();
+    builder::ovn_pki::init(&fx.dir.path().join("pki")).unwrap();
+    let (mut base, _) = on_v1(&fx);
+    with_nb(&mut base);
+    base.nb.global = Some(crate::nb::NbGlobal {
+        uuid: "g1".into(),
+        ipsec: false,
+        external_ids: [("theirs".to_string(), "1".to_string())].into(),
+    });
+    let before = base.view();
+    let b2 = central_bundle_with(&fx, &["h1"], 2, "ipsec_pki = \"../pki\"\n");
+    let mut sys = base.clone();
+    let plan = fx
+        .applier(&mut sys)
+        .plan_bundle(&b2, FULL)
+        .unwrap()
+        .render();
+    assert!(plan.contains("~ NB_Global ipsec=true"), "{plan}");
+    fx.applier(&mut sys).apply_bundle(&b2, FULL).unwrap();
+    let after = sys.view();
+    let (on, ids) = after.nb_global.clone().unwrap();
+    assert!(on);
+    assert_eq!(ids[bundle::ovn::NB_IPSEC_OWNER], "t1");
+    assert_eq!(ids["theirs"], "1");
+    // The central is no chassis: no IPsec files of its own.
+    assert!(!sys.files.keys().any(|p| p.starts_with(DIR)));
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(drift.is_empty(), "{}", drift.render());
+    assert_atomic_at_every_step(&fx, &base, &b2, (&before, &after), "nb_apply");
+    // Without IPsec again: off, and the mark gone; their key stays.
+    fx.applier(&mut sys)
+        .apply_bundle(&central_bundle_with(&fx, &["h1"], 3, ""), FULL)
+        .unwrap();
+    assert_eq!(sys.view().nb_global, before.nb_global);
+}
