@@ -157,6 +157,9 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
             ));
         }
     }
+    if !b.ovs_system_id.holds(&a.ovs_system_id) {
+        out.push("~ /etc/openvswitch/system-id.conf (the OVN chassis' system-id)".into());
+    }
     if a.ovn_nb_ipsec != b.ovn_nb_ipsec {
         out.push(format!(
             "~ NB_Global ipsec={} -> {} (OVN IPsec)",

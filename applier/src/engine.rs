@@ -512,6 +512,7 @@ impl Applier<'_> {
                 ovs: current.live.owned_state(),
                 ipsec_skb_mark: crate::state::owned_skb_mark(&current.live),
                 ovn_chassis: crate::state::owned_ovn_chassis(&current.live),
+                ovn_chassis_foreign: crate::state::foreign_ovn_chassis(&current.live),
                 ovn_ipsec_keys: crate::state::owned_ovn_keys(
                     crate::ovs::OvnKeys::Ipsec,
                     &current.live,
@@ -765,7 +766,15 @@ impl Applier<'_> {
             files,
             before.ovn_ipsec_files.clone(),
         );
+        let conf = self.sys.read_file(&paths.ovs_system_id_conf());
+        let ovs_system_id = or_before(
+            e,
+            "system-id.conf",
+            conf.map(crate::state::FileWant::found),
+            before.ovs_system_id.clone(),
+        );
         let state = HostState {
+            ovs_system_id,
             ovn_ipsec_files,
             chains,
             chains6,

@@ -102,7 +102,9 @@ impl Applier<'_> {
                     ),
                 )),
                 Driver::FirewallGuards => self.guards_driver(plan),
-                Driver::OvnIpsecFiles => self.ovn_ipsec_files_driver(plan),
+                Driver::OvnIpsecFiles => self
+                    .ovs_system_id_driver(plan)
+                    .and_then(|()| self.ovn_ipsec_files_driver(plan)),
                 Driver::OvnIpsecCleanup => self.ovn_ipsec_cleanup_driver(plan),
                 Driver::Sysctl => self.sysctl_driver(plan),
                 Driver::Interfaces => self.interfaces_driver(plan, mode),
@@ -215,6 +217,28 @@ impl Applier<'_> {
                 .map_err(|e| (format!("{what} (IPsec guards of removed tunnels)"), e))?;
         }
         Ok(())
+    }
+
+    /// Writes (or restores) `system-id.conf`, which `ovs-ctl` reads at the next start.
+    fn ovs_system_id_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
+        use crate::state::FileWant;
+        let Some(want) = &plan.ovs_system_id else {
+            return Ok(());
+        };
+        let step = |e| ("/etc/openvswitch/system-id.conf".to_string(), e);
+        kill_point("ovs-system-id");
+        let path = self.loc.paths.ovs_system_id_conf();
+        match want {
+            // Open vSwitch's package makes the directory; a test root may not have it.
+            FileWant::Content(c) => match path.parent() {
+                Some(dir) => self.sys.create_dir(dir, 0o755),
+                None => Ok(()),
+            }
+            .and_then(|()| self.sys.write_file(&path, c, 0o644)),
+            FileWant::Absent => self.sys.remove_file(&path),
+            FileWant::Ignore => Ok(()),
+        }
+        .map_err(step)
     }
 
     /// Writes the wanted OVN IPsec files (the directory 0700, each file 0600: one is a key).

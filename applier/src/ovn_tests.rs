@@ -479,3 +479,64 @@ fn a_central_that_is_also_a_chassis_gets_both_in_one_apply() {
         (before.root, before.owned, before.nb)
     );
 }
+
+/// A Debian host as its Open vSwitch start left it: `ovs-ctl` set a random system-id from
+/// `/etc/openvswitch/system-id.conf` and recorded `hostname -f`.
+fn as_ovs_ctl_left_it(sys: &mut FakeSystem) {
+    let id = "0f9e2c4a-6d1b-4e8e-9b1a-5a7f3c2e1d00";
+    sys.files.insert(
+        "/etc/openvswitch/system-id.conf".into(),
+        format!("{id}\n").into_bytes(),
+    );
+    sys.dirs.insert("/etc/openvswitch".into());
+    let ids = &mut sys.ovs.root_external_ids;
+    ids.insert("system-id".into(), id.into());
+    ids.insert("hostname".into(), "t1.example.org".into());
+}
+
+#[test]
+fn a_debian_hosts_own_system_id_and_hostname_are_taken_over_and_kept_across_ovs_restarts() {
+    let fx = Fixture::new();
+    let (mut base, _) = on_v1(&fx);
+    as_ovs_ctl_left_it(&mut base);
+    let before = base.view();
+    let b2 = ovn_bundle(&fx, 2);
+    let mut sys = base.clone();
+    let plan = fx
+        .applier(&mut sys)
+        .plan_bundle(&b2, FULL)
+        .unwrap()
+        .render();
+    assert!(plan.contains("open vswitch: system-id.conf = t1"), "{plan}");
+    fx.applier(&mut sys).apply_bundle(&b2, FULL).unwrap();
+    let after = sys.view();
+    assert_eq!(after.root.1["system-id"], "t1");
+    assert_eq!(after.root.1["hostname"], "t1");
+    // ovs-ctl sets the system-id from this file at the next start: the same one.
+    assert_eq!(
+        after.files[std::path::Path::new("/etc/openvswitch/system-id.conf")],
+        "t1\n"
+    );
+    assert_atomic_at_every_step(&fx, &base, &b2, (&before, &after), "ovs_apply");
+    // An Open vSwitch restart: ovs-ctl sets the system-id from the file again. No drift.
+    sys.ovs
+        .root_external_ids
+        .insert("system-id".into(), "t1".into());
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(drift.is_empty(), "{}", drift.render());
+    // A system-id the file does not hold is someone else's: refused as before.
+    let mut other = base.clone();
+    other
+        .ovs
+        .root_external_ids
+        .insert("system-id".into(), "set-by-hand".into());
+    let err = fx
+        .applier(&mut other)
+        .apply_bundle(&b2, FULL)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("external_ids:system-id is \"set-by-hand\""),
+        "{err}"
+    );
+}

@@ -22,6 +22,11 @@ impl Paths {
         &self.root
     }
 
+    /// Where Debian's `ovs-ctl` keeps the system-id it sets at every Open vSwitch start.
+    pub fn ovs_system_id_conf(&self) -> PathBuf {
+        self.host("/etc/openvswitch/system-id.conf")
+    }
+
     /// A chassis' OVN IPsec files (`bundle::ovn::IPSEC_DIR`).
     pub fn ovn_ipsec_dir(&self) -> PathBuf {
         self.host(bundle::ovn::IPSEC_DIR)

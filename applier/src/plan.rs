@@ -42,6 +42,8 @@ pub struct HostPlan {
     pub dhcp: Option<DhcpChange>,
     /// The OVN IPsec files, when they change.
     pub ovn_ipsec: Option<OvnIpsecChange>,
+    /// `/etc/openvswitch/system-id.conf` as wanted, when it changes.
+    pub ovs_system_id: Option<crate::state::FileWant>,
     /// What people must know before this runs (an interface that carries the default route is
     /// cycled, an interface the host configured is left up), shown first.
     pub warnings: Vec<String>,
@@ -171,6 +173,7 @@ impl HostPlan {
             + usize::from(self.ip6_forward.is_some())
             + usize::from(self.dhcp.is_some())
             + usize::from(self.ovn_ipsec.is_some())
+            + usize::from(self.ovs_system_id.is_some())
     }
 
     /// OVSDB operations that write (zero for a no-op).
@@ -242,6 +245,12 @@ impl HostPlan {
                 out.push_str(&format!("  {l}\n"));
             }
         }
+        if let Some(w) = &self.ovs_system_id {
+            out.push_str(&format!(
+                "open vswitch: system-id.conf {}\n",
+                system_id_describe(w)
+            ));
+        }
         if let Some(c) = &self.ovn_ipsec {
             out.push_str(&format!("ovn ipsec (/{}):\n", bundle::ovn::IPSEC_DIR));
             for l in &c.lines {
@@ -273,6 +282,7 @@ impl HostPlan {
             }),
             "dhcp_diff": self.dhcp.as_ref().map(|d| &d.diff),
             "ovn_ipsec_files": self.ovn_ipsec.as_ref().map(|c| &c.lines),
+            "ovs_system_id": self.ovs_system_id.as_ref().map(system_id_describe),
         })
     }
 }
@@ -291,12 +301,24 @@ pub fn make_plan(
     // The chassis keys are no tunnels: a --gre-only apply leaves them as they are.
     if scope == Scope::Full {
         changes.extend(
-            ovs::planner::ovn_keys_change(OvnKeys::Chassis, &desired.ovn_chassis, &current.live)
-                .map_err(|e| vec![e])?,
+            ovs::planner::ovn_keys_change(
+                OvnKeys::Chassis,
+                &desired.ovn_chassis,
+                &desired.ovn_chassis_foreign,
+                &current.live,
+                &|k, have| ovs_ctl_wrote(k, have, &current.state.ovs_system_id, desired),
+            )
+            .map_err(|e| vec![e])?,
         );
         changes.extend(
-            ovs::planner::ovn_keys_change(OvnKeys::Ipsec, &desired.ovn_ipsec_keys, &current.live)
-                .map_err(|e| vec![e])?,
+            ovs::planner::ovn_keys_change(
+                OvnKeys::Ipsec,
+                &desired.ovn_ipsec_keys,
+                &BTreeMap::new(),
+                &current.live,
+                &|_, _| false,
+            )
+            .map_err(|e| vec![e])?,
         );
     }
     // The northbound rows are no tunnels either.
@@ -345,6 +367,9 @@ pub fn make_plan(
     }
     if scope == Scope::GreOnly {
         return Ok(plan);
+    }
+    if !desired.ovs_system_id.holds(&now.ovs_system_id) {
+        plan.ovs_system_id = Some(desired.ovs_system_id.clone());
     }
     if now.ovn_ipsec_files != desired.ovn_ipsec_files {
         plan.ovn_ipsec = Some(OvnIpsecChange {
@@ -437,6 +462,37 @@ pub fn line_diff(old: &[u8], new: &[u8]) -> String {
 #[cfg(test)]
 #[path = "plan_golden.rs"]
 mod golden;
+
+/// How `system-id.conf` changes, for people.
+fn system_id_describe(w: &crate::state::FileWant) -> String {
+    match w {
+        crate::state::FileWant::Content(c) => {
+            format!("= {}", String::from_utf8_lossy(c).trim())
+        }
+        _ => "removed".into(),
+    }
+}
+
+/// Whether `have`, someone else's value of chassis key `key`, is what Open vSwitch's start
+/// scripts wrote, which an OVN chassis' bundle takes over: Debian's `ovs-ctl` sets `system-id`
+/// from `system-id.conf` at every start (the applier then writes the chassis' system-id to that
+/// file, so the next start sets it again), and records `hostname` (`hostname -f`, only when it
+/// is unset) once: this host's name with its domain.
+pub fn ovs_ctl_wrote(
+    key: &str,
+    have: &str,
+    conf: &crate::state::FileWant,
+    desired: &HostState,
+) -> bool {
+    match key {
+        "system-id" => matches!(conf, crate::state::FileWant::Content(c)
+            if String::from_utf8_lossy(c).trim() == have),
+        "hostname" => desired.ovn_chassis.get("hostname").is_some_and(|want| {
+            have.split('.').next() == Some(want.as_str()) && have.len() > want.len()
+        }),
+        _ => false,
+    }
+}
 
 /// What changes between two sets of OVN IPsec files, by name (`+`, `~`, `-`), and the directory.
 pub fn ovn_ipsec_lines(

@@ -45,12 +45,21 @@ pub struct HostState {
     /// keys its mark lists; empty: none), see `bundle::ovn`.
     #[serde(default)]
     pub ovn_chassis: BTreeMap<String, String>,
+    /// Chassis keys someone else had set (a snapshot: Open vSwitch's start scripts' `system-id`
+    /// and `hostname`), which a rollback puts back if ovs-bundle took them over since.
+    #[serde(default)]
+    pub ovn_chassis_foreign: BTreeMap<String, String>,
     /// Our rows of the OVN northbound database: the central's logical switches and ports.
     #[serde(default)]
     pub ovn_nb: Vec<bundle::ovn::LogicalSwitch>,
     /// `NB_Global` `ipsec=true`, set by ovs-bundle (the central of a fleet with OVN IPsec).
     #[serde(default)]
     pub ovn_nb_ipsec: bool,
+    /// `/etc/openvswitch/system-id.conf`, from which Debian's `ovs-ctl` sets
+    /// `external_ids:system-id` at every Open vSwitch start: an OVN chassis' system-id (wanted),
+    /// or the file as found (a snapshot); not a chassis: left as it is.
+    #[serde(default)]
+    pub ovs_system_id: FileWant,
     /// The `Open_vSwitch` `other_config` keys naming a chassis' IPsec files that ovs-bundle
     /// sets (as read: the keys its mark lists), see `bundle::ovn::IPSEC_FILES`.
     #[serde(default)]
@@ -77,10 +86,12 @@ impl Default for HostState {
             dhcp: None,
             dhcp_running: false,
             ovn_chassis: BTreeMap::new(),
+            ovn_chassis_foreign: BTreeMap::new(),
             ovn_nb: Vec::new(),
             ovn_ipsec_keys: BTreeMap::new(),
             ovn_ipsec_files: None,
             ovn_nb_ipsec: false,
+            ovs_system_id: FileWant::Ignore,
         }
     }
 }
@@ -133,10 +144,16 @@ impl HostState {
             None => Default::default(),
         };
         let (ovn_ipsec_keys, ovn_ipsec_files) = ovn_ipsec_wanted(ovn.ipsec.as_ref());
+        let ovs_system_id = match ovn.chassis.get("system-id") {
+            Some(id) => FileWant::Content(format!("{id}\n").into_bytes()),
+            None => FileWant::Ignore,
+        };
         Ok(HostState {
             ovn_chassis: ovn.chassis,
+            ovn_chassis_foreign: BTreeMap::new(),
             ovn_nb: ovn.northbound,
             ovn_nb_ipsec: ovn.northbound_ipsec,
+            ovs_system_id,
             ovn_ipsec_keys,
             ovn_ipsec_files,
             ovs,
@@ -345,11 +362,34 @@ impl Current {
             ovs: self.live.owned_state(),
             ipsec_skb_mark: owned_skb_mark(&self.live),
             ovn_chassis: owned_ovn_chassis(&self.live),
+            ovn_chassis_foreign: foreign_ovn_chassis(&self.live),
             ovn_ipsec_keys: owned_ovn_keys(crate::ovs::OvnKeys::Ipsec, &self.live),
             ovn_nb: self.nb.owned_state(),
             ovn_nb_ipsec: self.nb.owned_ipsec(),
             ..self.state.clone()
         }
+    }
+}
+
+/// A file ovs-bundle sets on some hosts only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileWant {
+    /// Not ours to set: left as it is (and no drift).
+    #[default]
+    Ignore,
+    Absent,
+    Content(Vec<u8>),
+}
+
+impl FileWant {
+    /// A file as read.
+    pub fn found(data: Option<Vec<u8>>) -> FileWant {
+        data.map_or(FileWant::Absent, FileWant::Content)
+    }
+
+    /// Whether a host whose file is `now` has it as this wants.
+    pub fn holds(&self, now: &FileWant) -> bool {
+        matches!(self, FileWant::Ignore) || self == now
     }
 }
 
@@ -419,6 +459,16 @@ pub fn owned_ovn_chassis(live: &Live) -> BTreeMap<String, String> {
     owned_ovn_keys(crate::ovs::OvnKeys::Chassis, live)
 }
 
+/// The chassis keys there are that ovs-bundle did not set, with their values.
+pub fn foreign_ovn_chassis(live: &Live) -> BTreeMap<String, String> {
+    let owned = crate::ovs::planner::ovn_owned_keys(crate::ovs::OvnKeys::Chassis, live);
+    bundle::ovn::CHASSIS_KEYS
+        .iter()
+        .filter(|k| !owned.iter().any(|o| o == *k))
+        .filter_map(|k| Some((k.to_string(), live.root_external_ids.get(*k)?.clone())))
+        .collect()
+}
+
 /// The keys of `set` ovs-bundle set: those its mark lists, with their values now.
 pub fn owned_ovn_keys(set: crate::ovs::OvnKeys, live: &Live) -> BTreeMap<String, String> {
     let values = crate::ovs::planner::ovn_key_values(set, live);
@@ -444,8 +494,10 @@ pub fn read_rest(sys: &mut dyn System, loc: &Locations) -> Result<HostState, Sys
             .map(|v| String::from_utf8_lossy(&v).trim().to_string()),
         ipsec_skb_mark: None,
         ovn_chassis: BTreeMap::new(),
+        ovn_chassis_foreign: BTreeMap::new(),
         ovn_nb: Vec::new(),
         ovn_nb_ipsec: false,
+        ovs_system_id: FileWant::found(sys.read_file(&loc.paths.ovs_system_id_conf())?),
         ovn_ipsec_keys: BTreeMap::new(),
         ovn_ipsec_files: read_ovn_ipsec_files(sys, &loc.paths)?,
         dhcp: sys.read_file(&loc.paths.dhcp_conf())?,

@@ -66,6 +66,9 @@ pub enum OvsChange {
         set: OvnKeys,
         from: BTreeMap<String, String>,
         to: BTreeMap<String, String>,
+        /// Values someone else had set before ovs-bundle took the key over, put back (not
+        /// marked ours) when a rollback gives the key up again.
+        restore: BTreeMap<String, String>,
     },
 }
 
@@ -155,7 +158,12 @@ impl OvsChange {
                     .join(", ")
             ),
             OvsChange::DeletePort { bridge, name, .. } => format!("- port {bridge}/{name}"),
-            OvsChange::OvnKeys { set, from, to } => {
+            OvsChange::OvnKeys {
+                set,
+                from,
+                to,
+                restore,
+            } => {
                 let mut parts = Vec::new();
                 for (k, v) in to {
                     match from.get(k) {
@@ -165,7 +173,10 @@ impl OvsChange {
                     }
                 }
                 for k in from.keys().filter(|k| !to.contains_key(*k)) {
-                    parts.push(format!("-{k}"));
+                    match restore.get(k) {
+                        Some(v) => parts.push(format!("{k} back to {v} (not ours)")),
+                        None => parts.push(format!("-{k}")),
+                    }
                 }
                 if parts.is_empty() {
                     parts.push("mark as ovs-bundle's".into());

@@ -275,17 +275,21 @@ pub fn ovn_key_values(set: OvnKeys, live: &Live) -> &BTreeMap<String, String> {
 
 /// The change of `set`'s keys that `desired` asks for: keys set (and marked ours), keys ours
 /// but no longer wanted removed, keys of others left alone. A key someone else set to another
-/// value is not taken over; one already holding the wanted value is adopted.
+/// value is not taken over, unless `takeover` says that value is one ovs-bundle may replace
+/// (what Open vSwitch's own start scripts wrote: see [`crate::plan::make_plan`]); one already
+/// holding the wanted value is adopted.
 pub fn ovn_keys_change(
     set: OvnKeys,
     desired: &BTreeMap<String, String>,
+    restore: &BTreeMap<String, String>,
     live: &Live,
+    takeover: &dyn Fn(&str, &str) -> bool,
 ) -> Result<Option<OvsChange>, PlanError> {
     let owned = ovn_owned_keys(set, live);
     let values = ovn_key_values(set, live);
     for (k, want) in desired {
         if let Some(have) = values.get(k) {
-            if have != want && !owned.contains(k) {
+            if have != want && !owned.contains(k) && !takeover(k, have) {
                 let (k, have, want) = (k.clone(), have.clone(), want.clone());
                 return Err(match set {
                     OvnKeys::Chassis => PlanError::ForeignOvnKey(k, have, want),
@@ -301,13 +305,20 @@ pub fn ovn_keys_change(
     let marked: BTreeSet<&str> = owned.iter().map(String::as_str).collect();
     let wanted: BTreeSet<&str> = desired.keys().map(String::as_str).collect();
     let values_ok = desired.iter().all(|(k, v)| values.get(k) == Some(v));
-    if values_ok && marked == wanted && from.len() == owned.len() {
+    // Only keys ours now, which the wanted state gives up: anything else stays as it is.
+    let restore: BTreeMap<String, String> = restore
+        .iter()
+        .filter(|(k, _)| owned.contains(k) && !desired.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if values_ok && marked == wanted && from.len() == owned.len() && restore.is_empty() {
         return Ok(None);
     }
     Ok(Some(OvsChange::OvnKeys {
         set,
         from,
         to: desired.clone(),
+        restore,
     }))
 }
 

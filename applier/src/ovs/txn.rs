@@ -182,7 +182,13 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
             }
             ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": root_where, "mutations": mutations}));
         }
-        if let OvsChange::OvnKeys { set, from, to } = c {
+        if let OvsChange::OvnKeys {
+            set,
+            from,
+            to,
+            restore,
+        } = c
+        {
             let (column, owner) = (set.column(), set.owner());
             wait(
                 "Open_vSwitch",
@@ -199,9 +205,15 @@ pub fn transaction(changes: &[OvsChange], live: &Live, comment: &str) -> Vec<Val
                 json!([column, "delete", ["set", gone]]),
                 json!(["external_ids", "delete", ["set", [owner]]]),
             ];
-            if !to.is_empty() {
-                let pairs: Vec<Value> = to.iter().map(|(k, v)| json!([k, v])).collect();
+            if !to.is_empty() || !restore.is_empty() {
+                let pairs: Vec<Value> = to
+                    .iter()
+                    .chain(restore)
+                    .map(|(k, v)| json!([k, v]))
+                    .collect();
                 mutations.push(json!([column, "insert", ["map", pairs]]));
+            }
+            if !to.is_empty() {
                 mutations.push(json!([
                     "external_ids",
                     "insert",

@@ -107,11 +107,12 @@ impl Default for FakeSystem {
 }
 
 impl FakeSystem {
-    /// A host with IPv4 and IPv6 forwarding at 0.
+    /// A host with IPv4 and IPv6 forwarding at 0, and Open vSwitch's configuration directory.
     pub fn new() -> FakeSystem {
         let mut f = FakeSystem::default();
         f.put("/proc/sys/net/ipv4/ip_forward", b"0\n");
         f.put("/proc/sys/net/ipv6/conf/all/forwarding", b"0\n");
+        f.add_parents(Path::new("/etc/openvswitch/x"));
         f
     }
 
@@ -420,7 +421,12 @@ impl System for FakeSystem {
                     p.protected = port.protected;
                     p.external_ids = bundle::state::merged_ids(&port.external_ids, &p.external_ids);
                 }
-                OvsChange::OvnKeys { set, from, to } => {
+                OvsChange::OvnKeys {
+                    set,
+                    from,
+                    to,
+                    restore,
+                } => {
                     let values = match set {
                         crate::ovs::OvnKeys::Chassis => &mut self.ovs.root_external_ids,
                         crate::ovs::OvnKeys::Ipsec => &mut self.ovs.root_other_config,
@@ -429,6 +435,7 @@ impl System for FakeSystem {
                         values.remove(k);
                     }
                     values.extend(to.clone());
+                    values.extend(restore.clone());
                     let ids = &mut self.ovs.root_external_ids;
                     ids.remove(set.owner());
                     if !to.is_empty() {
