@@ -24,8 +24,17 @@ fn fleet(ipsec: bool) -> String {
     )
 }
 
-/// t1 as in v1, a chassis of ls0, with IPsec or without. One CA per fixture (beside the
-/// fleet directories the fixture makes).
+/// t1 as in v1 without its PSK: ovs-monitor-ipsec takes PSKs or certificates on a host.
+fn t1() -> String {
+    let v1 = v1();
+    let plain: Vec<&str> = v1.lines().filter(|l| !l.starts_with("psk")).collect();
+    let text = plain.join("\n") + "\n";
+    assert_ne!(text, v1, "v1 has a PSK to leave out");
+    text
+}
+
+/// t1, a chassis of ls0, with IPsec or without. One CA per fixture (beside the fleet
+/// directories the fixture makes).
 fn bundle(fx: &Fixture, serial: u64, ipsec: bool) -> Vec<u8> {
     let pki = fx.dir.path().join("pki");
     if ipsec && !pki.exists() {
@@ -33,7 +42,7 @@ fn bundle(fx: &Fixture, serial: u64, ipsec: bool) -> Vec<u8> {
     }
     fx.fleet_bundle(
         &[
-            ("hosts/t1.toml", &v1()),
+            ("hosts/t1.toml", &t1()),
             ("hosts/c1.toml", C1),
             ("fleet.toml", &fleet(ipsec)),
         ],
@@ -198,4 +207,36 @@ fn the_central_turns_ipsec_on_in_nb_global_and_every_failure_or_crash_puts_it_ba
         .apply_bundle(&central_bundle_with(&fx, &["h1"], 3, ""), FULL)
         .unwrap();
     assert_eq!(sys.view().nb_global, before.nb_global);
+}
+
+#[test]
+fn a_signed_bundle_with_certificates_and_a_psk_tunnel_is_refused_before_any_change() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    let before = sys.view();
+    // ovn.json with IPsec credentials, in a bundle whose t1 keeps v1's PSK tunnel: what the
+    // builder refuses, signed anyway.
+    let with_ipsec = bundle(&fx, 2, true);
+    let v = bundle::read_unverified(&with_ipsec, &bundle::Limits::default()).unwrap();
+    let ovn = String::from_utf8(v.file(bundle::OVN_NAME).unwrap().to_vec()).unwrap();
+    let forged = fx.fleet_bundle_with(
+        &[
+            ("hosts/t1.toml", &v1()),
+            ("hosts/c1.toml", C1),
+            ("fleet.toml", &fleet(false)),
+        ],
+        "t1",
+        3,
+        Some((bundle::OVN_NAME, &ovn)),
+    );
+    let err = fx
+        .applier(&mut sys)
+        .apply_bundle(&forged, FULL)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ovs-monitor-ipsec takes PSKs or certificates, not both"),
+        "{err}"
+    );
+    assert_eq!(sys.view(), before);
 }

@@ -143,6 +143,21 @@ impl HostState {
             Some(o) => bundle::ovn::OvnState::from_bytes(o).map_err(|e| e.to_string())?,
             None => Default::default(),
         };
+        // ovs-monitor-ipsec refuses every PSK tunnel of a host with certificates configured.
+        if ovn.ipsec.is_some() {
+            if let Some(p) = ovs
+                .bridges
+                .iter()
+                .flat_map(|b| &b.ports)
+                .find(|p| p.interface.options.contains_key(PSK_OPTION))
+            {
+                return Err(format!(
+                    "{}: OVN IPsec certificates on a host with PSK tunnel {}: ovs-monitor-ipsec takes PSKs or certificates, not both (rebuild: the builder refuses this)",
+                    bundle::OVN_NAME,
+                    p.name
+                ));
+            }
+        }
         let (ovn_ipsec_keys, ovn_ipsec_files) = ovn_ipsec_wanted(ovn.ipsec.as_ref());
         let ovs_system_id = match ovn.chassis.get("system-id") {
             Some(id) => FileWant::Content(format!("{id}\n").into_bytes()),

@@ -302,6 +302,16 @@ impl Fleet {
                 .replace("[[bridges.gre]]\n", "[[bridges.gre]]\ntype = \"vxlan\"\n"),
             )?;
         }
+        // OVN beside the mesh, on br-int (docs/ovn.md's way from one to the other): the three are
+        // chassis of a central that is never booted. On Debian's packaged services this proves
+        // the chassis side: ovs-ctl's system-id taken over and kept across a reboot. Without
+        // IPsec certificates: ovs-monitor-ipsec refuses every PSK tunnel of a host that has them
+        // (this scenario found that; the builder refuses the combination now).
+        std::fs::write(
+            img.join("hosts/central1.toml"),
+            "[host]\nname = \"central1\"\nunderlay_ip = \"192.0.2.10\"\n",
+        )?;
+        std::fs::write(img.join("fleet.toml"), IMG_OVN)?;
         let img_bundles = work.join("img-bundles");
         let _ = std::fs::remove_dir_all(&img_bundles);
         run(Command::new(&builder)
@@ -414,3 +424,10 @@ fn apt_repository(work: &Path, deb: &Path) -> Result<PathBuf> {
     signed.context("signing the test apt repository (install gpg)")?;
     Ok(repo)
 }
+
+/// The image fleet's `[ovn]`: gw1, node1 and node2 are chassis of ls0.
+const IMG_OVN: &str = "[ovn]\ncentral = \"central1\"\n\n\
+    [[ovn.switches]]\nname = \"ls0\"\nsubnet = \"10.30.0.0/24\"\n\n\
+    [[ovn.chassis]]\nhost = \"gw1\"\nswitch = \"ls0\"\naddress = \"10.30.0.1/24\"\n\n\
+    [[ovn.chassis]]\nhost = \"node1\"\nswitch = \"ls0\"\naddress = \"10.30.0.2/24\"\n\n\
+    [[ovn.chassis]]\nhost = \"node2\"\nswitch = \"ls0\"\naddress = \"10.30.0.3/24\"\n";

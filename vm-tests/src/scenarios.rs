@@ -130,7 +130,7 @@ impl Ctx {
                 g.dir.join("console.log"),
                 dir.join(format!("{name}-console.log")),
             );
-            let cmd = "for f in /var/log/charon.log /var/log/applier-boot.log /var/log/ovs-ctl.log /var/log/openvswitch/ovs-vswitchd.log /var/log/openvswitch/ovs-monitor-ipsec.log; do echo \"== $f\"; tail -n 200 $f 2>/dev/null; done; echo '== state'; ovs-vsctl show; ipsec statusall; ip xfrm policy; ip xfrm state; iptables-save; ip addr; ip route; applier generations; echo '== processes'; ps -eo pid,lstart,args | grep -E 'charon|starter|ovs|ipsec' | grep -v grep; echo '== ifup'; cat /var/log/ifup.log; echo '== dmesg'; dmesg | tail -n 30; echo '== cloud-init'; grep -B3 -A14 Traceback /var/log/cloud-init.log 2>/dev/null | tail -n 80; tail -n 40 /var/log/cloud-init-output.log 2>/dev/null; echo '== dpkg'; cat /var/log/dpkg-applier.log 2>/dev/null; if [ -d /run/systemd/system ]; then echo '== failed units'; systemctl --failed --no-pager; echo '== IPsec units'; journalctl -b --no-pager -u openvswitch-ipsec -u strongswan-starter | tail -n 60; fi";
+            let cmd = "for f in /var/log/charon.log /var/log/applier-boot.log /var/log/ovs-ctl.log /var/log/openvswitch/ovs-vswitchd.log /var/log/openvswitch/ovs-monitor-ipsec.log; do echo \"== $f\"; tail -n 200 $f 2>/dev/null; done; echo '== state'; ovs-vsctl show; ipsec statusall; ip xfrm policy; ip xfrm state; iptables-save; ip addr; ip route; applier generations; echo '== processes'; ps -eo pid,lstart,args | grep -E 'charon|starter|ovs|ipsec' | grep -v grep; echo '== ifup'; cat /var/log/ifup.log; echo '== dmesg'; dmesg | tail -n 30; echo '== cloud-init'; grep -B3 -A14 Traceback /var/log/cloud-init.log 2>/dev/null | tail -n 80; tail -n 40 /var/log/cloud-init-output.log 2>/dev/null; echo '== dpkg'; cat /var/log/dpkg-applier.log 2>/dev/null; if [ -d /run/systemd/system ]; then echo '== failed units'; systemctl --failed --no-pager; echo '== IPsec units'; journalctl -b --no-pager -u openvswitch-ipsec -u strongswan-starter | tail -n 60; echo '== ovs-bundle units'; journalctl -b --no-pager -u ovs-bundle -u ovs-bundle-incoming | tail -n 60; fi";
             if let Ok((_, out)) = g.run_timeout(cmd, Duration::from_secs(20)) {
                 let _ = std::fs::write(dir.join(format!("{name}-logs.txt")), out);
             }
@@ -892,6 +892,19 @@ fn image_hosts_configured(ctx: &mut Ctx) -> Result<()> {
         if rc != 0 {
             bail!("{name}: applier status reports drift:\n{out}");
         }
+        // An OVN chassis too (on br-int, beside the mesh): the system-id is its own, in
+        // ovs-ctl's system-id.conf as well (so every Open vSwitch start keeps it: gw1's reboot
+        // proves it), and ovn0 has its address.
+        let (rc, out) = g.run(&format!(
+            "id=$(ovs-vsctl get Open_vSwitch . external_ids:system-id | tr -d '\"'); \
+             conf=$(cat /etc/openvswitch/system-id.conf); \
+             echo \"system-id=$id system-id.conf=$conf\"; ip -br addr show ovn0; \
+             [ \"$id\" = {name} ] && [ \"$conf\" = {name} ] && \
+             ip -br addr show ovn0 | grep -q ' 10\\.30\\.0\\.'"
+        ))?;
+        if rc != 0 {
+            bail!("{name}: not the OVN chassis its bundle makes it:\n{out}");
+        }
     }
     Ok(())
 }
@@ -1086,6 +1099,15 @@ fn per_host_images(ctx: &mut Ctx) -> Result<()> {
     image_hosts_configured(ctx)?;
     image_underlay_esp_only(ctx, esp + 10)?;
     phase("configured, checked");
+    if trace {
+        for name in ["gw1", "node1"] {
+            let (_, out) = ctx.g(name)?.run(
+                "systemd-analyze time; systemd-analyze blame --no-pager | head -n 25; \
+                 systemd-analyze critical-chain --no-pager multi-user.target",
+            )?;
+            eprintln!("== {name}\n{out}");
+        }
+    }
     ctx.shutdown();
     Ok(())
 }

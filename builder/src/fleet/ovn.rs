@@ -308,6 +308,30 @@ pub(super) fn expand(
         }
         // br-int is OVN's: a host that declares it (a mesh or hand tunnels on it) would have two
         // owners for one bridge.
+        // ovs-monitor-ipsec takes PSKs or certificates, not both: with certificates configured
+        // it refuses every PSK tunnel of the host ("must be unset with PSK"), whose guard then
+        // drops all its traffic.
+        if let (Some(pki), Some(g)) = (
+            &o.ipsec_pki,
+            host.bridges
+                .iter()
+                .flat_map(|b| &b.gre)
+                .find(|g| g.psk.is_some()),
+        ) {
+            diags.push(
+                Diagnostic::error(
+                    at(r.host.span()),
+                    format!(
+                        "host {host_name} would be an OVN chassis with IPsec certificates ({}) and has a PSK tunnel to {} ({}): ovs-monitor-ipsec takes PSKs or certificates on a host, not both",
+                        map.span_loc(&pki.span()),
+                        g.remote_ip,
+                        g.loc
+                    ),
+                )
+                .hint("move the host in two steps (docs/ovn.md): OVN without ipsec_pki beside the PSK mesh, or the mesh's PSKs gone before ipsec_pki"),
+            );
+            continue;
+        }
         if let Some(b) = host.bridges.iter().find(|b| b.name == BR_INT) {
             diags.push(
                 Diagnostic::error(at(r.host.span()), format!("host {host_name} is an OVN chassis but its profile declares bridge {BR_INT} ({})", b.loc))
