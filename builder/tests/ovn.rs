@@ -143,9 +143,13 @@ fn ipsec_credentials_are_made_once_reproducible_and_a_join_touches_no_other_chas
     assert!(out.contains("ca.key (mode 0600"), "{out}");
     let (ok, _, err) = builder(t, &["ovn-ca", "--pki", "pki"]);
     assert!(!ok && err.contains("already exists"), "{err}");
-    // check reads the CA but makes no key.
+    // check reads the CA but makes no key; it says which a build will make.
     let (ok, _, err) = builder(t, &["check", "profiles"]);
     assert!(ok, "{err}");
+    assert!(
+        err.contains("chassis h1 has no OVN IPsec key yet: `builder build` makes"),
+        "{err}"
+    );
     assert!(!t.join("pki/chassis").exists());
 
     let build = |out: &str| {

@@ -428,6 +428,21 @@ pub(super) fn expand(
             ("ovn-remote".into(), remote.clone()),
             ("system-id".into(), p.system_id.clone()),
         ]);
+        if let Some((pki, _)) = &ipsec {
+            let key = pki
+                .join(ovn_pki::CHASSIS_DIR)
+                .join(format!("{}.key", p.system_id));
+            if !key.exists() {
+                diags.push(Diagnostic::note(
+                    Some(p.loc.clone()),
+                    format!(
+                        "chassis {} has no OVN IPsec key yet: `builder build` makes {} (back up the PKI directory after)",
+                        host.name,
+                        key.display()
+                    ),
+                ));
+            }
+        }
         host.ovn_ipsec = ipsec.as_ref().map(|(pki, not_after)| OvnIpsec {
             pki: pki.clone(),
             not_after: *not_after,
