@@ -250,7 +250,7 @@ impl Applier<'_> {
         kill_point("ovn-ipsec-files");
         let dir = self.loc.paths.ovn_ipsec_dir();
         self.sys.create_dir(&dir, 0o700).map_err(step)?;
-        for (name, data) in files {
+        for (name, data) in files.iter() {
             self.sys
                 .write_file(&dir.join(name), data, 0o600)
                 .map_err(step)?;
@@ -271,6 +271,12 @@ impl Applier<'_> {
             }
         }
         if change.files.is_none() {
+            // What a write that crashed half-way leaves (key bytes, maybe): ours too.
+            for (_, name) in bundle::ovn::IPSEC_FILES {
+                self.sys
+                    .remove_file(&dir.join(format!(".{name}.ovs-bundle-tmp")))
+                    .map_err(step)?;
+            }
             self.sys.remove_dir(&dir).map_err(step)?;
         }
         Ok(())

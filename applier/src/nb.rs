@@ -121,11 +121,9 @@ fn owned(ids: &BTreeMap<String, String>) -> bool {
 }
 
 impl NbLive {
-    /// Whether ovs-bundle turned IPsec on (and it is on).
-    pub fn owned_ipsec(&self) -> bool {
-        self.global
-            .as_ref()
-            .is_some_and(|g| g.ipsec && g.external_ids.contains_key(bundle::ovn::NB_IPSEC_OWNER))
+    /// Whether IPsec between chassis is on (whoever turned it on): what a rollback returns to.
+    pub fn ipsec_on(&self) -> bool {
+        self.global.as_ref().is_some_and(|g| g.ipsec)
     }
 
     /// The rows marked as ours, as a bundle lists them: what a rollback returns to.
@@ -368,12 +366,13 @@ pub fn plan(
             }
         }
     }
-    // IPsec between chassis: on (and ours) when wanted; off only if ovs-bundle turned it on.
-    // Already on by someone else's hand: adopted, as the chassis keys are.
+    // IPsec between chassis: turned on (and marked ours) when wanted and off; turned off only
+    // if ovs-bundle turned it on. Already on by someone else's hand: left as it is, unmarked,
+    // so that neither a rollback nor a bundle without IPsec ever turns off what they set.
     let global = live.global.as_ref();
     let on = global.is_some_and(|g| g.ipsec);
     let marked = global.is_some_and(|g| g.external_ids.contains_key(bundle::ovn::NB_IPSEC_OWNER));
-    if (ipsec && !(on && marked)) || (!ipsec && marked) {
+    if (ipsec && !on) || (!ipsec && marked) {
         changes.push(NbChange::Ipsec {
             uuid: global.map(|g| g.uuid.clone()),
             to: ipsec,

@@ -66,18 +66,18 @@ fn ipsec_is_turned_on_marked_and_off_only_when_ours() {
         text.contains(r#"["external_ids","insert",["map",[["ovs-bundle-ipsec","c1"]]]]"#),
         "{text}"
     );
-    // Someone else's ipsec=true: adopted (marked ours) when wanted, left alone when not.
+    // Someone else's ipsec=true: left as it is (unmarked) whether wanted or not.
     l.global.as_mut().unwrap().ipsec = true;
-    assert_eq!(ipsec(&l, true), on);
+    assert_eq!(ipsec(&l, true), []);
     assert_eq!(ipsec(&l, false), []);
-    assert!(!l.owned_ipsec());
+    assert!(l.ipsec_on());
     // Ours: turned off when no longer wanted.
     l.global
         .as_mut()
         .unwrap()
         .external_ids
         .insert(bundle::ovn::NB_IPSEC_OWNER.into(), "c1".into());
-    assert!(l.owned_ipsec());
+    assert!(l.ipsec_on());
     assert_eq!(
         ipsec(&l, false),
         [NbChange::Ipsec {

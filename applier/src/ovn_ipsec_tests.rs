@@ -240,3 +240,67 @@ fn a_signed_bundle_with_certificates_and_a_psk_tunnel_is_refused_before_any_chan
     );
     assert_eq!(sys.view(), before);
 }
+
+#[test]
+fn a_key_file_or_system_id_conf_changed_alone_is_drift_and_put_back() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    fx.applier(&mut sys)
+        .apply_bundle(&bundle(&fx, 2, true), FULL)
+        .unwrap();
+    let key = sys.files[&file("privkey.pem")].clone();
+    // Only the key file gone: drift, by name.
+    sys.files.remove(&file("privkey.pem"));
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(!drift.is_empty(), "a missing key file is drift");
+    assert!(
+        drift.render().contains("+ privkey.pem"),
+        "{}",
+        drift.render()
+    );
+    // The plan holds the key to write: its Debug form shows sizes, never the bytes.
+    let shown = format!("{drift:?}");
+    assert!(
+        shown.contains("privkey.pem") && !shown.contains("PRIVATE KEY"),
+        "{shown}"
+    );
+    fx.applier(&mut sys).apply_generation(2, FULL).unwrap();
+    assert_eq!(sys.files[&file("privkey.pem")], key);
+    // Only system-id.conf changed (ovs-ctl would set that system-id at the next start).
+    let conf = std::path::PathBuf::from("/etc/openvswitch/system-id.conf");
+    sys.files.insert(conf.clone(), b"someone-else\n".to_vec());
+    let (_, drift) = fx.applier(&mut sys).status().unwrap();
+    assert!(
+        drift.render().contains("system-id.conf = t1"),
+        "{}",
+        drift.render()
+    );
+    fx.applier(&mut sys).apply_generation(2, FULL).unwrap();
+    assert_eq!(sys.files[&conf], b"t1\n");
+}
+
+#[test]
+fn ipsec_someone_else_turned_on_stays_on_through_an_apply_a_failure_and_a_removal() {
+    use crate::ovn_tests::{central_bundle_with, with_nb};
+    let fx = Fixture::new();
+    builder::ovn_pki::init(&fx.dir.path().join("pki")).unwrap();
+    let (mut base, _) = on_v1(&fx);
+    with_nb(&mut base);
+    base.nb.global = Some(crate::nb::NbGlobal {
+        uuid: "g1".into(),
+        ipsec: true,
+        external_ids: Default::default(),
+    });
+    let before = base.view();
+    let b2 = central_bundle_with(&fx, &["h1"], 2, "ipsec_pki = \"../pki\"\n");
+    let mut sys = base.clone();
+    fx.applier(&mut sys).apply_bundle(&b2, FULL).unwrap();
+    let after = sys.view();
+    // On, and not marked ours: nothing of ours to undo.
+    assert_eq!(after.nb_global, before.nb_global);
+    assert_atomic_at_every_step(&fx, &base, &b2, (&before, &after), "nb_apply");
+    fx.applier(&mut sys)
+        .apply_bundle(&central_bundle_with(&fx, &["h1"], 3, ""), FULL)
+        .unwrap();
+    assert_eq!(sys.view().nb_global, before.nb_global);
+}

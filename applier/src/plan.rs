@@ -63,7 +63,7 @@ pub struct DhcpChange {
 #[derive(Debug, Clone, Default)]
 pub struct OvnIpsecChange {
     /// By name in `bundle::ovn::IPSEC_DIR`; `None`: no files and no directory.
-    pub files: Option<BTreeMap<String, Vec<u8>>>,
+    pub files: Option<crate::state::IpsecFiles>,
     /// For people: `+ NAME`, `~ NAME`, `- NAME` (names only: one is a private key).
     pub lines: Vec<String>,
 }
@@ -160,6 +160,8 @@ impl HostPlan {
             && self.ip_forward.is_none()
             && self.ip6_forward.is_none()
             && self.dhcp.is_none()
+            && self.ovn_ipsec.is_none()
+            && self.ovs_system_id.is_none()
     }
 
     pub fn change_count(&self) -> usize {
@@ -488,7 +490,8 @@ pub fn ovs_ctl_wrote(
         "system-id" => matches!(conf, crate::state::FileWant::Content(c)
             if String::from_utf8_lossy(c).trim() == have),
         "hostname" => desired.ovn_chassis.get("hostname").is_some_and(|want| {
-            have.split('.').next() == Some(want.as_str()) && have.len() > want.len()
+            have.strip_prefix(want.as_str())
+                .is_some_and(|domain| domain.starts_with('.'))
         }),
         _ => false,
     }
@@ -496,11 +499,11 @@ pub fn ovs_ctl_wrote(
 
 /// What changes between two sets of OVN IPsec files, by name (`+`, `~`, `-`), and the directory.
 pub fn ovn_ipsec_lines(
-    now: Option<&BTreeMap<String, Vec<u8>>>,
-    want: Option<&BTreeMap<String, Vec<u8>>>,
+    now: Option<&crate::state::IpsecFiles>,
+    want: Option<&crate::state::IpsecFiles>,
 ) -> Vec<String> {
     let empty = BTreeMap::new();
-    let (a, b) = (now.unwrap_or(&empty), want.unwrap_or(&empty));
+    let (a, b) = (now.map_or(&empty, |f| &f.0), want.map_or(&empty, |f| &f.0));
     let mut out = Vec::new();
     for (_, name) in bundle::ovn::IPSEC_FILES {
         match (a.get(name), b.get(name)) {

@@ -52,7 +52,8 @@ pub struct HostState {
     /// Our rows of the OVN northbound database: the central's logical switches and ports.
     #[serde(default)]
     pub ovn_nb: Vec<bundle::ovn::LogicalSwitch>,
-    /// `NB_Global` `ipsec=true`, set by ovs-bundle (the central of a fleet with OVN IPsec).
+    /// `NB_Global` `ipsec`: wanted on (the central of a fleet with OVN IPsec), or as found (a
+    /// snapshot). Turned off only where ovs-bundle turned it on (`bundle::ovn::NB_IPSEC_OWNER`).
     #[serde(default)]
     pub ovn_nb_ipsec: bool,
     /// `/etc/openvswitch/system-id.conf`, from which Debian's `ovs-ctl` sets
@@ -68,7 +69,7 @@ pub struct HostState {
     /// and CA certificate); `None`: no such directory. They hold a private key: this state is
     /// kept 0600, as it holds PSKs.
     #[serde(default)]
-    pub ovn_ipsec_files: Option<BTreeMap<String, Vec<u8>>>,
+    pub ovn_ipsec_files: Option<IpsecFiles>,
 }
 
 // By hand, not derived: the IPv6 chains are of their own family, every owned chain listed.
@@ -380,7 +381,7 @@ impl Current {
             ovn_chassis_foreign: foreign_ovn_chassis(&self.live),
             ovn_ipsec_keys: owned_ovn_keys(crate::ovs::OvnKeys::Ipsec, &self.live),
             ovn_nb: self.nb.owned_state(),
-            ovn_nb_ipsec: self.nb.owned_ipsec(),
+            ovn_nb_ipsec: self.nb.ipsec_on(),
             ..self.state.clone()
         }
     }
@@ -409,7 +410,30 @@ impl FileWant {
 }
 
 /// A chassis' OVN IPsec files by name (see [`HostState::ovn_ipsec_files`]).
-pub type IpsecFiles = BTreeMap<String, Vec<u8>>;
+/// One is a private key: `Debug` shows names and sizes only (a failed assertion or a log line
+/// of a state or plan never shows key bytes).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IpsecFiles(pub BTreeMap<String, Vec<u8>>);
+
+impl std::fmt::Debug for IpsecFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(k, v)| (k, format!("<{} bytes>", v.len()))),
+            )
+            .finish()
+    }
+}
+
+impl std::ops::Deref for IpsecFiles {
+    type Target = BTreeMap<String, Vec<u8>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
 
 /// The `other_config` keys and the files a chassis' IPsec credentials want (none without). The
 /// keys name the files where the host has them, `/etc/ovs-bundle/ovn-ipsec/…`, also when the
@@ -434,7 +458,7 @@ pub fn ovn_ipsec_wanted(
         );
         files.insert(file.to_string(), content.as_bytes().to_vec());
     }
-    (keys, Some(files))
+    (keys, Some(IpsecFiles(files)))
 }
 
 /// The IPsec files there are in `bundle::ovn::IPSEC_DIR` (only the names ovs-bundle writes);
@@ -442,7 +466,7 @@ pub fn ovn_ipsec_wanted(
 pub fn read_ovn_ipsec_files(
     sys: &mut dyn System,
     paths: &Paths,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, SysError> {
+) -> Result<Option<IpsecFiles>, SysError> {
     let dir = paths.ovn_ipsec_dir();
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return Ok(None);
@@ -457,7 +481,7 @@ pub fn read_ovn_ipsec_files(
             out.insert(file.to_string(), data);
         }
     }
-    Ok(Some(out))
+    Ok(Some(IpsecFiles(out)))
 }
 
 /// `ipsec_skb_mark` if ovs-bundle set it.

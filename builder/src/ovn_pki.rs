@@ -67,7 +67,7 @@ pub enum PkiError {
     BadKey { path: String, reason: String },
     #[error("{path} can be read by others (mode {mode:o})")]
     Exposed { path: String, mode: u32 },
-    #[error("{path} already exists")]
+    #[error("{path} already exists: it is never replaced")]
     Exists { path: String },
     #[error("certificate for {what}: {reason}")]
     Encode { what: String, reason: String },
@@ -77,10 +77,10 @@ impl PkiError {
     /// What to do about it.
     pub fn hint(&self) -> String {
         match self {
-            PkiError::Io { .. } => "create the CA with `builder ovn-ca --pki DIR`; paths in fleet.toml are relative to it".into(),
+            PkiError::Io { .. } => "check the path and its permissions; a PKI directory is made by `builder ovn-ca --pki DIR`, and ipsec_pki is relative to the profiles directory (where fleet.toml is)".into(),
             PkiError::BadKey { .. } => "a key of this directory was changed or cut short: restore it from the backup of the PKI directory (a chassis key may also be removed: the next build makes a new one, and that chassis' bundle changes)".into(),
-            PkiError::Exposed { path, .. } => format!("chmod 600 {path}: it holds a private key"),
-            PkiError::Exists { .. } => "choose another directory: an existing CA is never replaced".into(),
+            PkiError::Exposed { path, .. } => format!("chmod go= {path}: it holds (or will hold) private keys"),
+            PkiError::Exists { .. } => "for `builder ovn-ca`, choose another directory; for a chassis key, another build made it at the same time: build again".into(),
             PkiError::Encode { .. } => "report this as a bug of ovs-bundle".into(),
         }
     }
@@ -139,11 +139,21 @@ pub fn init(dir: &Path) -> Result<String, PkiError> {
     Ok(pki.ca_pem)
 }
 
+/// Makes `dir` (0700), or checks that an existing one is not open to others.
 fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
     use std::os::unix::fs::DirBuilderExt;
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            let mode = std::fs::metadata(dir).map_err(io(dir))?.mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(PkiError::Exposed {
+                    path: dir.display().to_string(),
+                    mode,
+                });
+            }
+            Ok(())
+        }
         Err(e) => Err(io(dir)(e)),
     }
 }

@@ -162,7 +162,7 @@ fn keys_others_can_read_or_that_do_not_parse_are_refused_naming_the_file() {
     let err = Pki::open(&dir, ovn_pki::NO_EXPIRY).err().unwrap();
     assert!(matches!(err, PkiError::Exposed { .. }), "{err}");
     assert!(err.to_string().contains("ca.key"), "{err}");
-    assert!(err.hint().contains("chmod 600"), "{}", err.hint());
+    assert!(err.hint().contains("chmod go="), "{}", err.hint());
     std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let pki = Pki::open(&dir, ovn_pki::NO_EXPIRY).unwrap();
@@ -175,6 +175,14 @@ fn keys_others_can_read_or_that_do_not_parse_are_refused_naming_the_file() {
     assert!(err.to_string().contains("node2.key"), "{err}");
     // Nothing of the key's text in the message.
     assert!(!err.to_string().contains("cut short"), "{err}");
+
+    // A PKI directory others can read into is refused before any key goes in.
+    let open_dir = tmp.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = ovn_pki::init(&open_dir).unwrap_err();
+    assert!(matches!(err, PkiError::Exposed { .. }), "{err}");
+    assert!(!open_dir.join("ca.key").exists());
 
     let missing = Pki::open(&tmp.path().join("nowhere"), ovn_pki::NO_EXPIRY)
         .err()
