@@ -304,3 +304,19 @@ fn ipsec_someone_else_turned_on_stays_on_through_an_apply_a_failure_and_a_remova
         .unwrap();
     assert_eq!(sys.view().nb_global, before.nb_global);
 }
+
+#[test]
+fn leaving_ipsec_is_atomic_at_every_step() {
+    let fx = Fixture::new();
+    let (mut base, _) = on_v1(&fx);
+    fx.applier(&mut base)
+        .apply_bundle(&bundle(&fx, 2, true), FULL)
+        .unwrap();
+    let before = base.view();
+    let b3 = bundle(&fx, 3, false);
+    let mut sys = base.clone();
+    fx.applier(&mut sys).apply_bundle(&b3, FULL).unwrap();
+    let after = sys.view();
+    assert!(!after.root.1.contains_key(IPSEC_OWNER));
+    assert_atomic_at_every_step(&fx, &base, &b3, (&before, &after), "ovs_apply");
+}
