@@ -170,8 +170,17 @@ fn status_names_a_changed_key_file_without_its_content_and_apply_restores_it() {
     );
 }
 
-#[test]
-fn the_central_turns_ipsec_on_in_nb_global_and_every_failure_or_crash_puts_it_back() {
+/// The central t1 (chassis h1) with IPsec, on a host whose northbound database has someone
+/// else's switch and an `NB_Global` row with `ipsec` as given: the fixture, the host, its view
+/// and the bundle.
+fn central_with_ipsec(
+    ipsec_on: bool,
+) -> (
+    Fixture,
+    crate::system::fake::FakeSystem,
+    crate::system::fake::View,
+    Vec<u8>,
+) {
     use crate::ovn_tests::{central_bundle_with, with_nb};
     let fx = Fixture::new();
     builder::ovn_pki::init(&fx.dir.path().join("pki")).unwrap();
@@ -179,11 +188,18 @@ fn the_central_turns_ipsec_on_in_nb_global_and_every_failure_or_crash_puts_it_ba
     with_nb(&mut base);
     base.nb.global = Some(crate::nb::NbGlobal {
         uuid: "g1".into(),
-        ipsec: false,
+        ipsec: ipsec_on,
         external_ids: [("theirs".to_string(), "1".to_string())].into(),
     });
     let before = base.view();
     let b2 = central_bundle_with(&fx, &["h1"], 2, "ipsec_pki = \"../pki\"\n");
+    (fx, base, before, b2)
+}
+
+#[test]
+fn the_central_turns_ipsec_on_in_nb_global_and_every_failure_or_crash_puts_it_back() {
+    use crate::ovn_tests::central_bundle_with;
+    let (fx, base, before, b2) = central_with_ipsec(false);
     let mut sys = base.clone();
     let plan = fx
         .applier(&mut sys)
@@ -281,18 +297,8 @@ fn a_key_file_or_system_id_conf_changed_alone_is_drift_and_put_back() {
 
 #[test]
 fn ipsec_someone_else_turned_on_stays_on_through_an_apply_a_failure_and_a_removal() {
-    use crate::ovn_tests::{central_bundle_with, with_nb};
-    let fx = Fixture::new();
-    builder::ovn_pki::init(&fx.dir.path().join("pki")).unwrap();
-    let (mut base, _) = on_v1(&fx);
-    with_nb(&mut base);
-    base.nb.global = Some(crate::nb::NbGlobal {
-        uuid: "g1".into(),
-        ipsec: true,
-        external_ids: Default::default(),
-    });
-    let before = base.view();
-    let b2 = central_bundle_with(&fx, &["h1"], 2, "ipsec_pki = \"../pki\"\n");
+    use crate::ovn_tests::central_bundle_with;
+    let (fx, base, before, b2) = central_with_ipsec(true);
     let mut sys = base.clone();
     fx.applier(&mut sys).apply_bundle(&b2, FULL).unwrap();
     let after = sys.view();

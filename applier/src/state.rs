@@ -510,7 +510,7 @@ pub fn foreign_ovn_chassis(live: &Live) -> BTreeMap<String, String> {
 
 /// The keys of `set` ovs-bundle set: those its mark lists, with their values now.
 pub fn owned_ovn_keys(set: crate::ovs::OvnKeys, live: &Live) -> BTreeMap<String, String> {
-    let values = crate::ovs::planner::ovn_key_values(set, live);
+    let values = live.ovn_key_values(set);
     crate::ovs::planner::ovn_owned_keys(set, live)
         .into_iter()
         .filter_map(|k| Some((k.clone(), values.get(&k)?.clone())))

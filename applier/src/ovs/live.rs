@@ -212,6 +212,22 @@ impl Table for IfaceRow {
 }
 
 impl Live {
+    /// The values of the `Open_vSwitch` column that holds the OVN keys of `set`.
+    pub fn ovn_key_values(&self, set: super::OvnKeys) -> &BTreeMap<String, String> {
+        match set {
+            super::OvnKeys::Chassis => &self.root_external_ids,
+            super::OvnKeys::Ipsec => &self.root_other_config,
+        }
+    }
+
+    /// [`Live::ovn_key_values`], to change (the in-memory host applies changes to it).
+    pub fn ovn_key_values_mut(&mut self, set: super::OvnKeys) -> &mut BTreeMap<String, String> {
+        match set {
+            super::OvnKeys::Chassis => &mut self.root_external_ids,
+            super::OvnKeys::Ipsec => &mut self.root_other_config,
+        }
+    }
+
     /// From the reply to [`read_ops`], as text: decoded straight into typed rows, in one pass.
     pub fn from_raw(results: &str) -> Result<Live, String> {
         let reply: ReadReply = serde_json::from_str(results)

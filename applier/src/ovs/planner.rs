@@ -265,14 +265,6 @@ pub fn ovn_owned_keys(set: OvnKeys, live: &Live) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The values of the `Open_vSwitch` column that holds `set`.
-pub fn ovn_key_values(set: OvnKeys, live: &Live) -> &BTreeMap<String, String> {
-    match set {
-        OvnKeys::Chassis => &live.root_external_ids,
-        OvnKeys::Ipsec => &live.root_other_config,
-    }
-}
-
 /// The change of `set`'s keys that `desired` asks for: keys set (and marked ours), keys ours
 /// but no longer wanted removed, keys of others left alone. A key someone else set to another
 /// value is not taken over, unless `takeover` says that value is one ovs-bundle may replace
@@ -286,7 +278,7 @@ pub fn ovn_keys_change(
     takeover: &dyn Fn(&str, &str) -> bool,
 ) -> Result<Option<OvsChange>, PlanError> {
     let owned = ovn_owned_keys(set, live);
-    let values = ovn_key_values(set, live);
+    let values = live.ovn_key_values(set);
     for (k, want) in desired {
         if let Some(have) = values.get(k) {
             if have != want && !owned.contains(k) && !takeover(k, have) {

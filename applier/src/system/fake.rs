@@ -427,10 +427,7 @@ impl System for FakeSystem {
                     to,
                     restore,
                 } => {
-                    let values = match set {
-                        crate::ovs::OvnKeys::Chassis => &mut self.ovs.root_external_ids,
-                        crate::ovs::OvnKeys::Ipsec => &mut self.ovs.root_other_config,
-                    };
+                    let values = self.ovs.ovn_key_values_mut(*set);
                     for k in from.keys().chain(to.keys()) {
                         values.remove(k);
                     }
