@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[derive(Clone)]
 pub struct Fleet {
     pub payload: PathBuf,
     /// The signed flat apt repository holding ovs-bundle-applier, served to the cloud-init guest.
@@ -21,6 +22,9 @@ pub struct Fleet {
     pub fleet_pub: PathBuf,
     pub builder: PathBuf,
 }
+
+/// The environment variable of the applier's kill hook (feature test-hooks).
+pub const KILL_HOOK: &str = "OVS_BUNDLE_TEST_KILL_AT";
 
 /// How the cloud-init guest sees the test repository (QEMU's guestfwd address, see guest.rs).
 const APT_SOURCE: &str = "deb [signed-by=$KEY_FILE] http://10.0.2.100/ ./";
@@ -351,6 +355,29 @@ impl Fleet {
         build(&ci2, "ci2", 2, None)?;
         // The tiny guests install the same package from the payload disk (guest/init-tiny).
         std::fs::copy(&deb, payload.join("ovs-bundle-applier.deb"))?;
+        // Scenario 6 kills an apply half-way with the applier's kill hook, which the package (a
+        // release build) does not have: the harness's own debug applier, built with the hook
+        // (feature test-hooks), does that one apply; the package's applier recovers at boot.
+        let hooked = bins.join("applier");
+        let bytes = std::fs::read(&hooked).with_context(|| {
+            format!(
+                "{}: build it with cargo build -p ovs-bundle-applier --features test-hooks",
+                hooked.display()
+            )
+        })?;
+        if !bytes
+            .windows(KILL_HOOK.len())
+            .any(|w| w == KILL_HOOK.as_bytes())
+        {
+            bail!(
+                "{} has no kill hook: build it with cargo build -p ovs-bundle-applier --features test-hooks",
+                hooked.display()
+            );
+        }
+        let copy = payload.join("applier-test-hooks");
+        std::fs::write(&copy, bytes)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
         std::fs::copy(&pk, payload.join("test.pub"))?;
         let img = work.join("payload.img");
         let _ = std::fs::remove_file(&img);

@@ -46,6 +46,7 @@ pub struct Guest {
     next_id: u64,
 }
 
+#[derive(Clone)]
 pub struct Images {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
