@@ -52,6 +52,12 @@ stop_jobs() {
 trap stop_jobs EXIT
 trap 'exit 143' TERM INT
 
+# The package the VM tests install is the one packaging/test builds and checks, when the tree is
+# committed: what it builds is HEAD. With uncommitted changes, vm-tests/run builds the working
+# tree's own. Decided before anything runs (builds write only ignored files, but not only ours).
+committed=
+[[ -n $(git status --porcelain) ]] || committed=1
+
 echo "test.sh: rustfmt"
 cargo fmt --all -- --check
 
@@ -71,12 +77,9 @@ start guest-image 10 vm-tests/run --prepare-guest
 start fuzz 19 env FUZZ_RUNS=100000 fuzz/run 300
 collect build
 
-# The package the VM tests install is the one packaging/test builds and checks, when the tree is
-# committed: what it builds is HEAD. With uncommitted changes, vm-tests/run builds the working
-# tree's own.
 debs=$PWD/target/packaging/checked
 vm_env=()
-if [[ -z $(git status --porcelain) ]]; then
+if [[ -n $committed ]]; then
   vm_env=(OVSB_DEB_DIR="$debs")
   start package 10 bash -c 'packaging/test --first "$1" && OVSB_DEB_DIR="$1" vm-tests/run --prepare-base' _ "$debs"
 else
