@@ -125,7 +125,7 @@ pub fn diff(a: &HostState, b: &HostState) -> Vec<String> {
     }
     // Names only: one of them is a private key.
     for l in crate::plan::ovn_ipsec_lines(a.ovn_ipsec_files.as_ref(), b.ovn_ipsec_files.as_ref()) {
-        out.push(format!("{l} (OVN IPsec, /{})", bundle::ovn::IPSEC_DIR));
+        out.push(format!("{l} (OVN IPsec)"));
     }
     if a.ovn_nb != b.ovn_nb {
         let ports = |s: &[bundle::ovn::LogicalSwitch]| {

@@ -241,45 +241,84 @@ impl Applier<'_> {
         .map_err(step)
     }
 
-    /// Writes the wanted OVN IPsec files (the directory 0700, each file 0600: one is a key).
+    /// Writes the wanted OVN IPsec files (each 0600: one is a key) into strongSwan's
+    /// directories, which must be there: they are its package's (a host without them has no
+    /// strongSwan for ovs-monitor-ipsec to configure), and a directory made here would be left
+    /// behind by a rollback, the only thing not put back.
     fn ovn_ipsec_files_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
         let Some(files) = plan.ovn_ipsec.as_ref().and_then(|c| c.files.as_ref()) else {
             return Ok(());
         };
         let step = |e| ("the OVN IPsec files".to_string(), e);
         kill_point("ovn-ipsec-files");
-        let dir = self.loc.paths.ovn_ipsec_dir();
-        self.sys.create_dir(&dir, 0o700).map_err(step)?;
-        for (name, data) in files.iter() {
-            self.sys
-                .write_file(&dir.join(name), data, 0o600)
-                .map_err(step)?;
+        for (key, path) in bundle::ovn::IPSEC_FILES {
+            let Some(data) = files.get(key) else {
+                continue;
+            };
+            let file = self.loc.paths.ovn_ipsec_file(path);
+            if let (Some(dir), Some(parent)) =
+                (file.parent(), file.parent().and_then(|d| d.parent()))
+            {
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                if !self
+                    .sys
+                    .list_dir(parent)
+                    .map_err(step)?
+                    .iter()
+                    .any(|n| *n == name)
+                {
+                    return Err(step(SysError::file(
+                        dir,
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "strongSwan's directory is missing: install openvswitch-ipsec (it \
+                             brings strongSwan, which ovs-monitor-ipsec configures), then apply again",
+                        ),
+                    )));
+                }
+            }
+            self.sys.write_file(&file, data, 0o600).map_err(step)?;
+        }
+        self.ipsec_reread_cacerts(plan, '+').map_err(step)?;
+        self.ipsec_reread_cacerts(plan, '~').map_err(step)
+    }
+
+    /// When the plan's `sign` line (`+`, `~` or `-`) names the CA file: a running charon loads
+    /// CA certificates only when it starts or is told to, and trusts no chassis without it.
+    /// Only on the live host (not an image's root).
+    fn ipsec_reread_cacerts(&mut self, plan: &HostPlan, sign: char) -> Result<(), SysError> {
+        let (_, ca) = bundle::ovn::IPSEC_FILES[0];
+        let named = plan
+            .ovn_ipsec
+            .as_ref()
+            .is_some_and(|c| c.lines.iter().any(|l| l == &format!("{sign} /{ca}")));
+        if named && self.loc.paths.root() == std::path::Path::new("/") {
+            self.sys.ipsec_reread_cacerts()?;
         }
         Ok(())
     }
 
-    /// Removes the OVN IPsec files no longer wanted (and the directory when none is).
+    /// Removes the OVN IPsec files no longer wanted (never strongSwan's directories), and,
+    /// when none is, what a write that crashed half-way left beside them (key bytes, maybe).
     fn ovn_ipsec_cleanup_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
         let Some(change) = &plan.ovn_ipsec else {
             return Ok(());
         };
         let step = |e| ("the OVN IPsec files".to_string(), e);
-        let dir = self.loc.paths.ovn_ipsec_dir();
-        for (_, name) in bundle::ovn::IPSEC_FILES {
-            if !change.files.as_ref().is_some_and(|f| f.contains_key(name)) {
-                self.sys.remove_file(&dir.join(name)).map_err(step)?;
+        for (key, path) in bundle::ovn::IPSEC_FILES {
+            if change.files.as_ref().is_some_and(|f| f.contains_key(key)) {
+                continue;
+            }
+            let file = self.loc.paths.ovn_ipsec_file(path);
+            self.sys.remove_file(&file).map_err(step)?;
+            if change.files.is_none() {
+                if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
+                    let tmp = dir.join(format!(".{}.ovs-bundle-tmp", name.to_string_lossy()));
+                    self.sys.remove_file(&tmp).map_err(step)?;
+                }
             }
         }
-        if change.files.is_none() {
-            // What a write that crashed half-way leaves (key bytes, maybe): ours too.
-            for (_, name) in bundle::ovn::IPSEC_FILES {
-                self.sys
-                    .remove_file(&dir.join(format!(".{name}.ovs-bundle-tmp")))
-                    .map_err(step)?;
-            }
-            self.sys.remove_dir(&dir).map_err(step)?;
-        }
-        Ok(())
+        self.ipsec_reread_cacerts(plan, '-').map_err(step)
     }
 
     fn sysctl_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {

@@ -1,5 +1,5 @@
 //! OVN IPsec on the in-memory host: a chassis bundle of a fleet with `ipsec_pki` writes the
-//! certificate, key and CA certificate (0600, in a 0700 directory) before OVS names them in
+//! certificate, key and CA certificate (0600, in strongSwan's directories) before OVS names them in
 //! `Open_vSwitch` `other_config`; a failure or crash at any step puts the host back; a bundle
 //! without IPsec removes exactly those keys and files; an `other_config` key someone else set is
 //! not taken over; `status` shows a changed file by name only.
@@ -9,7 +9,10 @@ use bundle::ovn::IPSEC_OWNER;
 use std::path::{Path, PathBuf};
 
 const C1: &str = "[host]\nname = \"c1\"\nunderlay_ip = \"10.99.0.50\"\n";
-const DIR: &str = "/etc/ovs-bundle/ovn-ipsec";
+const IPSEC_D: &str = "/etc/ipsec.d";
+const CA: &str = "/etc/ipsec.d/cacerts/ovs-bundle-ovn-ca.pem";
+const CERT: &str = "/etc/ipsec.d/certs/ovs-bundle-ovn.pem";
+const KEY: &str = "/etc/ipsec.d/private/ovs-bundle-ovn.pem";
 
 fn fleet(ipsec: bool) -> String {
     format!(
@@ -51,37 +54,76 @@ fn bundle(fx: &Fixture, serial: u64, ipsec: bool) -> Vec<u8> {
     )
 }
 
-fn file(name: &str) -> PathBuf {
-    Path::new(DIR).join(name)
+/// On v1, a host with strongSwan (openvswitch-ipsec's dependency): its `/etc/ipsec.d`
+/// directories, where the chassis' files go.
+fn on_chassis_host(fx: &Fixture) -> (crate::system::fake::FakeSystem, crate::system::fake::View) {
+    let (mut sys, g) = on_v1(fx);
+    for d in ["cacerts", "certs", "private"] {
+        sys.dirs.insert(Path::new(IPSEC_D).join(d));
+    }
+    sys.dirs.insert(IPSEC_D.into());
+    (sys, g)
+}
+
+#[test]
+fn without_strongswan_s_directories_nothing_changes_and_the_error_says_what_to_install() {
+    let fx = Fixture::new();
+    let (mut sys, _) = on_v1(&fx);
+    let before = sys.view();
+    let err = fx
+        .applier(&mut sys)
+        .apply_bundle(&bundle(&fx, 2, true), FULL)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "/etc/ipsec.d/cacerts: strongSwan's directory is missing: install openvswitch-ipsec"
+        ),
+        "{err}"
+    );
+    assert_eq!(sys.view(), before);
+}
+
+fn file(path: &str) -> PathBuf {
+    PathBuf::from(path)
 }
 
 #[test]
 fn a_chassis_gets_its_ipsec_files_then_other_config_and_every_failure_or_crash_puts_it_back() {
     let fx = Fixture::new();
-    let (base, _) = on_v1(&fx);
+    let (base, _) = on_chassis_host(&fx);
     let before = base.view();
     let b2 = bundle(&fx, 2, true);
     let mut sys = base.clone();
     fx.applier(&mut sys).apply_bundle(&b2, FULL).unwrap();
     let after = sys.view();
     let conf = &after.root.0;
-    for (key, name) in [
-        ("ca_cert", "ca-cert.pem"),
-        ("certificate", "cert.pem"),
-        ("private_key", "privkey.pem"),
-    ] {
-        assert_eq!(conf[key], format!("{DIR}/{name}"), "other_config:{key}");
-        assert_eq!(sys.modes[&file(name)], 0o600, "{name}");
+    for (key, path) in [("ca_cert", CA), ("certificate", CERT), ("private_key", KEY)] {
+        assert_eq!(conf[key], path, "other_config:{key}");
+        assert_eq!(sys.modes[&file(path)], 0o600, "{path}");
     }
-    assert_eq!(sys.modes[Path::new(DIR)], 0o700);
     assert_eq!(after.root.1[IPSEC_OWNER], "ca_cert,certificate,private_key");
-    assert!(after.files[&file("privkey.pem")].starts_with("-----BEGIN RSA PRIVATE KEY-----"));
-    assert!(after.files[&file("cert.pem")].starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(after.files[&file(KEY)].starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    assert!(after.files[&file(CERT)].starts_with("-----BEGIN CERTIFICATE-----"));
     // The files come before the OVS transaction that names them.
     let calls = sys.calls.join("\n");
-    let key_written = calls.find("write_file /etc/ovs-bundle/ovn-ipsec/privkey.pem");
+    let key_written = calls.find(&format!("write_file {KEY}"));
     let ovs = calls.find("ovs_apply");
     assert!(key_written.is_some() && key_written < ovs, "{calls}");
+    // Every Geneve packet (OVN's tunnels) leaves only under an IPsec policy, from before OVS
+    // changes on (the firewall step comes first). No skb mark: see `state::skb_mark_for`.
+    let output = &after.chains.chains["OVSB-OUTPUT"].rules;
+    assert!(
+        output.contains(&"-A OVSB-OUTPUT -j OVSB-GUARD-GENEVE".to_string()),
+        "{output:?}"
+    );
+    let firewall = calls.find("firewall_write");
+    assert!(firewall.is_some() && firewall < ovs, "{calls}");
+    assert!(!conf.contains_key("ipsec_skb_mark"), "{conf:?}");
+    // A running charon is told to load the new CA (it reads cacerts/ only when it starts).
+    let ca_written = calls.find(&format!("write_file {CA}"));
+    let reread = calls.find("ipsec_reread_cacerts");
+    assert!(ca_written.is_some() && ca_written < reread, "{calls}");
     // No drift right after.
     let (_, drift) = fx.applier(&mut sys).status().unwrap();
     assert!(drift.is_empty(), "{}", drift.render());
@@ -92,7 +134,7 @@ fn a_chassis_gets_its_ipsec_files_then_other_config_and_every_failure_or_crash_p
 #[test]
 fn a_bundle_without_ipsec_removes_exactly_its_keys_and_files() {
     let fx = Fixture::new();
-    let (mut sys, _) = on_v1(&fx);
+    let (mut sys, _) = on_chassis_host(&fx);
     // Someone else's other_config key: stays.
     sys.ovs
         .root_other_config
@@ -104,15 +146,22 @@ fn a_bundle_without_ipsec_removes_exactly_its_keys_and_files() {
     fx.applier(&mut sys)
         .apply_bundle(&bundle(&fx, 3, true), FULL)
         .unwrap();
-    assert!(sys.files.contains_key(&file("privkey.pem")));
+    assert!(sys.files.contains_key(&file(KEY)));
     fx.applier(&mut sys)
         .apply_bundle(&bundle(&fx, 4, false), FULL)
         .unwrap();
     let after = sys.view();
     assert_eq!(after.root, without.root);
     assert!(
-        !sys.files.keys().any(|p| p.starts_with(DIR)) && !sys.dirs.contains(Path::new(DIR)),
-        "the files and the directory go"
+        !sys.files.keys().any(|p| p.starts_with(IPSEC_D)),
+        "the files go (strongSwan's directories stay)"
+    );
+    // And a running charon forgets the CA.
+    let calls = sys.calls.join("\n");
+    let removed = calls.rfind(&format!("remove_file {CA}"));
+    assert!(
+        removed.is_some() && removed < calls.rfind("ipsec_reread_cacerts"),
+        "{calls}"
     );
     assert_eq!(sys.ovs.root_other_config["n-handler-threads"], "2");
 }
@@ -120,7 +169,7 @@ fn a_bundle_without_ipsec_removes_exactly_its_keys_and_files() {
 #[test]
 fn an_other_config_key_someone_else_set_is_refused_before_any_change() {
     let fx = Fixture::new();
-    let (mut sys, _) = on_v1(&fx);
+    let (mut sys, _) = on_chassis_host(&fx);
     sys.ovs
         .root_other_config
         .insert("certificate".into(), "/etc/ssl/mine.pem".into());
@@ -136,25 +185,23 @@ fn an_other_config_key_someone_else_set_is_refused_before_any_change() {
         "{err}"
     );
     assert_eq!(sys.view(), before);
-    assert!(!sys.files.contains_key(&file("privkey.pem")));
+    assert!(!sys.files.contains_key(&file(KEY)));
 }
 
 #[test]
 fn status_names_a_changed_key_file_without_its_content_and_apply_restores_it() {
     let fx = Fixture::new();
-    let (mut sys, _) = on_v1(&fx);
+    let (mut sys, _) = on_chassis_host(&fx);
     fx.applier(&mut sys)
         .apply_bundle(&bundle(&fx, 2, true), FULL)
         .unwrap();
-    let key = sys.files[&file("privkey.pem")].clone();
-    sys.files.insert(
-        file("privkey.pem"),
-        b"-----BEGIN RSA PRIVATE KEY-----\nxx\n".to_vec(),
-    );
+    let key = sys.files[&file(KEY)].clone();
+    sys.files
+        .insert(file(KEY), b"-----BEGIN RSA PRIVATE KEY-----\nxx\n".to_vec());
     sys.ovs.root_other_config.remove("ca_cert");
     let (_, drift) = fx.applier(&mut sys).status().unwrap();
     let text = drift.render();
-    assert!(text.contains("privkey.pem"), "{text}");
+    assert!(text.contains(KEY), "{text}");
     assert!(text.contains("ca_cert"), "{text}");
     let body = String::from_utf8_lossy(&key)
         .lines()
@@ -163,11 +210,8 @@ fn status_names_a_changed_key_file_without_its_content_and_apply_restores_it() {
         .to_string();
     assert!(!text.contains(&body) && !text.contains("xx"), "{text}");
     fx.applier(&mut sys).apply_generation(2, FULL).unwrap();
-    assert_eq!(sys.files[&file("privkey.pem")], key);
-    assert_eq!(
-        sys.ovs.root_other_config["ca_cert"],
-        format!("{DIR}/ca-cert.pem")
-    );
+    assert_eq!(sys.files[&file(KEY)], key);
+    assert_eq!(sys.ovs.root_other_config["ca_cert"], CA);
 }
 
 /// The central t1 (chassis h1) with IPsec, on a host whose northbound database has someone
@@ -184,7 +228,7 @@ fn central_with_ipsec(
     use crate::ovn_tests::{central_bundle_with, with_nb};
     let fx = Fixture::new();
     builder::ovn_pki::init(&fx.dir.path().join("pki")).unwrap();
-    let (mut base, _) = on_v1(&fx);
+    let (mut base, _) = on_chassis_host(&fx);
     with_nb(&mut base);
     base.nb.global = Some(crate::nb::NbGlobal {
         uuid: "g1".into(),
@@ -214,7 +258,7 @@ fn the_central_turns_ipsec_on_in_nb_global_and_every_failure_or_crash_puts_it_ba
     assert_eq!(ids[bundle::ovn::NB_IPSEC_OWNER], "t1");
     assert_eq!(ids["theirs"], "1");
     // The central is no chassis: no IPsec files of its own.
-    assert!(!sys.files.keys().any(|p| p.starts_with(DIR)));
+    assert!(!sys.files.keys().any(|p| p.starts_with(IPSEC_D)));
     let (_, drift) = fx.applier(&mut sys).status().unwrap();
     assert!(drift.is_empty(), "{}", drift.render());
     assert_atomic_at_every_step(&fx, &base, &b2, (&before, &after), "nb_apply");
@@ -228,7 +272,7 @@ fn the_central_turns_ipsec_on_in_nb_global_and_every_failure_or_crash_puts_it_ba
 #[test]
 fn a_signed_bundle_with_certificates_and_a_psk_tunnel_is_refused_before_any_change() {
     let fx = Fixture::new();
-    let (mut sys, _) = on_v1(&fx);
+    let (mut sys, _) = on_chassis_host(&fx);
     let before = sys.view();
     // ovn.json with IPsec credentials, in a bundle whose t1 keeps v1's PSK tunnel: what the
     // builder refuses, signed anyway.
@@ -260,28 +304,28 @@ fn a_signed_bundle_with_certificates_and_a_psk_tunnel_is_refused_before_any_chan
 #[test]
 fn a_key_file_or_system_id_conf_changed_alone_is_drift_and_put_back() {
     let fx = Fixture::new();
-    let (mut sys, _) = on_v1(&fx);
+    let (mut sys, _) = on_chassis_host(&fx);
     fx.applier(&mut sys)
         .apply_bundle(&bundle(&fx, 2, true), FULL)
         .unwrap();
-    let key = sys.files[&file("privkey.pem")].clone();
+    let key = sys.files[&file(KEY)].clone();
     // Only the key file gone: drift, by name.
-    sys.files.remove(&file("privkey.pem"));
+    sys.files.remove(&file(KEY));
     let (_, drift) = fx.applier(&mut sys).status().unwrap();
     assert!(!drift.is_empty(), "a missing key file is drift");
     assert!(
-        drift.render().contains("+ privkey.pem"),
+        drift.render().contains(&format!("+ {KEY}")),
         "{}",
         drift.render()
     );
     // The plan holds the key to write: its Debug form shows sizes, never the bytes.
     let shown = format!("{drift:?}");
     assert!(
-        shown.contains("privkey.pem") && !shown.contains("PRIVATE KEY"),
+        shown.contains(KEY) && !shown.contains("PRIVATE KEY"),
         "{shown}"
     );
     fx.applier(&mut sys).apply_generation(2, FULL).unwrap();
-    assert_eq!(sys.files[&file("privkey.pem")], key);
+    assert_eq!(sys.files[&file(KEY)], key);
     // Only system-id.conf changed (ovs-ctl would set that system-id at the next start).
     let conf = std::path::PathBuf::from("/etc/openvswitch/system-id.conf");
     sys.files.insert(conf.clone(), b"someone-else\n".to_vec());
@@ -314,7 +358,7 @@ fn ipsec_someone_else_turned_on_stays_on_through_an_apply_a_failure_and_a_remova
 #[test]
 fn leaving_ipsec_is_atomic_at_every_step() {
     let fx = Fixture::new();
-    let (mut base, _) = on_v1(&fx);
+    let (mut base, _) = on_chassis_host(&fx);
     fx.applier(&mut base)
         .apply_bundle(&bundle(&fx, 2, true), FULL)
         .unwrap();

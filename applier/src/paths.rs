@@ -27,9 +27,9 @@ impl Paths {
         self.host("/etc/openvswitch/system-id.conf")
     }
 
-    /// A chassis' OVN IPsec files (`bundle::ovn::IPSEC_DIR`).
-    pub fn ovn_ipsec_dir(&self) -> PathBuf {
-        self.host(bundle::ovn::IPSEC_DIR)
+    /// One of a chassis' OVN IPsec files (a path of `bundle::ovn::IPSEC_FILES`).
+    pub fn ovn_ipsec_file(&self, path: &str) -> PathBuf {
+        self.host(path)
     }
 
     pub fn trusted_dir(&self) -> PathBuf {

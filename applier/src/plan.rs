@@ -62,9 +62,9 @@ pub struct DhcpChange {
 /// the ones no longer wanted removed after it.
 #[derive(Debug, Clone, Default)]
 pub struct OvnIpsecChange {
-    /// By name in `bundle::ovn::IPSEC_DIR`; `None`: no files and no directory.
+    /// By `other_config` key (`bundle::ovn::IPSEC_FILES`); `None`: none of them.
     pub files: Option<crate::state::IpsecFiles>,
-    /// For people: `+ NAME`, `~ NAME`, `- NAME` (names only: one is a private key).
+    /// For people: `+ PATH`, `~ PATH`, `- PATH` (paths only: one is a private key).
     pub lines: Vec<String>,
 }
 
@@ -254,7 +254,7 @@ impl HostPlan {
             ));
         }
         if let Some(c) = &self.ovn_ipsec {
-            out.push_str(&format!("ovn ipsec (/{}):\n", bundle::ovn::IPSEC_DIR));
+            out.push_str("ovn ipsec files:\n");
             for l in &c.lines {
                 out.push_str(&format!("  {l}\n"));
             }
@@ -497,7 +497,7 @@ pub fn ovs_ctl_wrote(
     }
 }
 
-/// What changes between two sets of OVN IPsec files, by name (`+`, `~`, `-`), and the directory.
+/// What changes between two sets of OVN IPsec files, by path (`+`, `~`, `-`).
 pub fn ovn_ipsec_lines(
     now: Option<&crate::state::IpsecFiles>,
     want: Option<&crate::state::IpsecFiles>,
@@ -505,19 +505,14 @@ pub fn ovn_ipsec_lines(
     let empty = BTreeMap::new();
     let (a, b) = (now.map_or(&empty, |f| &f.0), want.map_or(&empty, |f| &f.0));
     let mut out = Vec::new();
-    for (_, name) in bundle::ovn::IPSEC_FILES {
-        match (a.get(name), b.get(name)) {
+    for (key, path) in bundle::ovn::IPSEC_FILES {
+        match (a.get(key), b.get(key)) {
             (Some(x), Some(y)) if x == y => {}
-            (None, Some(_)) => out.push(format!("+ {name}")),
-            (Some(_), Some(_)) => out.push(format!("~ {name}")),
-            (Some(_), None) => out.push(format!("- {name}")),
+            (None, Some(_)) => out.push(format!("+ /{path}")),
+            (Some(_), Some(_)) => out.push(format!("~ /{path}")),
+            (Some(_), None) => out.push(format!("- /{path}")),
             (None, None) => {}
         }
-    }
-    match (now.is_some(), want.is_some()) {
-        (false, true) => out.insert(0, "+ directory (0700)".into()),
-        (true, false) => out.push("- directory".into()),
-        _ => {}
     }
     out
 }

@@ -65,9 +65,9 @@ pub struct HostState {
     /// sets (as read: the keys its mark lists), see `bundle::ovn::IPSEC_FILES`.
     #[serde(default)]
     pub ovn_ipsec_keys: BTreeMap<String, String>,
-    /// The files in `bundle::ovn::IPSEC_DIR` by name, those there (a chassis' certificate, key
-    /// and CA certificate); `None`: no such directory. They hold a private key: this state is
-    /// kept 0600, as it holds PSKs.
+    /// ovs-bundle's files of `bundle::ovn::IPSEC_FILES` there are (a chassis' certificate, key
+    /// and CA certificate), by their `other_config` key; `None`: none. They hold a private key:
+    /// this state is kept 0600, as it holds PSKs.
     #[serde(default)]
     pub ovn_ipsec_files: Option<IpsecFiles>,
 }
@@ -134,7 +134,6 @@ impl HostState {
         let interfaces = file(bundle::INTERFACES_NAME)?;
         check_names(&ovs, interfaces)?;
         check_guards(&ovs, &chains, &chains6)?;
-        let ipsec_skb_mark = skb_mark_for(&ovs);
         // Re-validated although signed: every line of it is an option dnsmasq obeys.
         let dhcp = b.file(bundle::DHCP_NAME).map(<[u8]>::to_vec);
         if let Some(d) = &dhcp {
@@ -159,6 +158,42 @@ impl HostState {
                 ));
             }
         }
+        // Its Geneve guard drops every Geneve packet outside IPsec: a plain Geneve tunnel of the
+        // bundle's own would be cut off by it.
+        if ovn.ipsec.is_some() {
+            if let Some(p) = ovs
+                .ports()
+                .map(|(_, p)| p)
+                .find(|p| p.role == PortRole::Gre && p.interface.kind == "geneve")
+            {
+                return Err(format!(
+                    "{}: OVN IPsec certificates on a host with plain Geneve tunnel {}: the chassis' guard drops all Geneve outside IPsec (rebuild: the builder refuses this)",
+                    bundle::OVN_NAME,
+                    p.name
+                ));
+            }
+        }
+        // Nor does a chassis with IPsec go without its Geneve guard (signed or not, a bundle
+        // that would let OVN's tunnels leave in plaintext before their SAs is refused).
+        if ovn.ipsec.is_some() {
+            let guard = bundle::firewall::guard_all_geneve_rule();
+            let drop = bundle::firewall::guard_drop_rule(TunnelKind::Geneve);
+            if !chains
+                .chain(bundle::firewall::GUARD_CHAIN)
+                .rules
+                .contains(&guard)
+                || !chains
+                    .chain(TunnelKind::Geneve.guard_chain())
+                    .rules
+                    .contains(&drop)
+            {
+                return Err(format!(
+                    "{}: an OVN chassis with IPsec but without the rule {guard:?}: its Geneve tunnels could leave in plaintext (rebuild: the builder writes it)",
+                    bundle::IPTABLES_NAME
+                ));
+            }
+        }
+        let ipsec_skb_mark = skb_mark_for(&ovs);
         let (ovn_ipsec_keys, ovn_ipsec_files) = ovn_ipsec_wanted(ovn.ipsec.as_ref());
         let ovs_system_id = match ovn.chassis.get("system-id") {
             Some(id) => FileWant::Content(format!("{id}\n").into_bytes()),
@@ -191,9 +226,12 @@ impl HostState {
         // The mark and the guard chain follow the tunnels of the combined state: a bridge the
         // GRE-only bundle does not name keeps its tunnels, and their guards.
         let ovs = self.ovs.with_gre_of(&gre.ovs);
-        let chains = self
-            .chains
-            .with_guard(guard_chain(psk_peers(&ovs, Family::V4)));
+        // OVN's IPsec (not a GRE-only matter) keeps its Geneve guard.
+        let mut guard = guard_chain(psk_peers(&ovs, Family::V4));
+        if !self.ovn_ipsec_keys.is_empty() {
+            guard.rules.push(bundle::firewall::guard_all_geneve_rule());
+        }
+        let chains = self.chains.with_guard(guard);
         // IPv6 peers' guards live in ip6tables; a host with none keeps its (absent) chains, and
         // one that gets its first IPv6 guard this way gets the guard's chains only (what the
         // GRE-only plan makes: the generation must record no more than that).
@@ -214,7 +252,11 @@ impl HostState {
 }
 
 /// `ipsec_skb_mark` for these tunnels: `0/1` only where every tunnel is an IPsec one, as the
-/// mark drops every unencrypted tunnel packet of the host, a plain tunnel's included.
+/// mark drops every unencrypted tunnel packet of the host, a plain tunnel's included. Never for
+/// OVN's tunnels alone: with the mark, ovs-monitor-ipsec 3.1 writes its drop shunts as `conn`
+/// sections that strongSwan then picks as peer configurations for chassis authenticating with
+/// certificates, and the SAs it makes under them carry no traffic (VM scenario 9 found this).
+/// The firewall's guard covers OVN's Geneve instead.
 fn skb_mark_for(ovs: &OvsState) -> Option<String> {
     let gre: Vec<_> = ovs
         .ports()
@@ -435,9 +477,9 @@ impl std::ops::Deref for IpsecFiles {
     }
 }
 
-/// The `other_config` keys and the files a chassis' IPsec credentials want (none without). The
-/// keys name the files where the host has them, `/etc/ovs-bundle/ovn-ipsec/…`, also when the
-/// applier works on another root (an image being built).
+/// The `other_config` keys and the files a chassis' IPsec credentials want (none without),
+/// the files by their `other_config` key. The keys name the files where the host has them,
+/// `/etc/ipsec.d/…`, also when the applier works on another root (an image being built).
 pub fn ovn_ipsec_wanted(
     ipsec: Option<&bundle::ovn::ChassisIpsec>,
 ) -> (BTreeMap<String, String>, Option<IpsecFiles>) {
@@ -446,42 +488,31 @@ pub fn ovn_ipsec_wanted(
     };
     let mut keys = BTreeMap::new();
     let mut files = BTreeMap::new();
-    for (key, file) in bundle::ovn::IPSEC_FILES {
+    for (key, path) in bundle::ovn::IPSEC_FILES {
         let content = match key {
             "ca_cert" => &i.ca_cert,
             "certificate" => &i.certificate,
             _ => &i.private_key,
         };
-        keys.insert(
-            key.to_string(),
-            format!("/{}/{file}", bundle::ovn::IPSEC_DIR),
-        );
-        files.insert(file.to_string(), content.as_bytes().to_vec());
+        keys.insert(key.to_string(), format!("/{path}"));
+        files.insert(key.to_string(), content.as_bytes().to_vec());
     }
     (keys, Some(IpsecFiles(files)))
 }
 
-/// The IPsec files there are in `bundle::ovn::IPSEC_DIR` (only the names ovs-bundle writes);
-/// `None` without the directory.
+/// The IPsec files of ovs-bundle's there are (`bundle::ovn::IPSEC_FILES`), by their
+/// `other_config` key; `None` when there is none.
 pub fn read_ovn_ipsec_files(
     sys: &mut dyn System,
     paths: &Paths,
 ) -> Result<Option<IpsecFiles>, SysError> {
-    let dir = paths.ovn_ipsec_dir();
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
-        return Ok(None);
-    };
-    let name = name.to_string_lossy();
-    if !sys.list_dir(parent)?.iter().any(|n| *n == name) {
-        return Ok(None);
-    }
     let mut out = BTreeMap::new();
-    for (_, file) in bundle::ovn::IPSEC_FILES {
-        if let Some(data) = sys.read_file(&paths.ovn_ipsec_dir().join(file))? {
-            out.insert(file.to_string(), data);
+    for (key, path) in bundle::ovn::IPSEC_FILES {
+        if let Some(data) = sys.read_file(&paths.ovn_ipsec_file(path))? {
+            out.insert(key.to_string(), data);
         }
     }
-    Ok(Some(IpsecFiles(out)))
+    Ok((!out.is_empty()).then_some(IpsecFiles(out)))
 }
 
 /// `ipsec_skb_mark` if ovs-bundle set it.

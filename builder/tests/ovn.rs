@@ -196,6 +196,14 @@ fn ipsec_credentials_are_made_once_reproducible_and_a_join_touches_no_other_chas
         .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
     let (c1, mode) = ovn(&first["c1"]);
     assert!(c1.northbound_ipsec && c1.ipsec.is_none() && mode == 0o644);
+    // A chassis' Geneve (OVN's tunnels, to any chassis) leaves only under an IPsec policy; the
+    // central, no chassis here, has no such guard.
+    let rules = |b: &[u8]| {
+        let v = bundle::read_unverified(b, &bundle::Limits::default()).unwrap();
+        String::from_utf8(v.file(bundle::IPTABLES_NAME).unwrap().to_vec()).unwrap()
+    };
+    assert!(rules(&first["h1"]).contains("\n-A OVSB-OUTPUT -j OVSB-GUARD-GENEVE\n"));
+    assert!(!rules(&first["c1"]).contains("-A OVSB-OUTPUT -j"));
     let key_file = t.join("pki/chassis/h1.key");
     assert_eq!(
         std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,

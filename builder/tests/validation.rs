@@ -38,6 +38,7 @@ cases! {
     ovn_ipsec_expiry => "ovn-ipsec-expiry",
     ovn_ipsec_no_pki => "ovn-ipsec-no-pki",
     ovn_ipsec_psk => "ovn-ipsec-psk",
+    ovn_ipsec_geneve => "ovn-ipsec-geneve",
     dhcp_values => "dhcp-values",
     dhcp_unknown_key => "dhcp-unknown-key",
     dhcp_fleet => "dhcp-fleet",
@@ -93,7 +94,7 @@ cases! {
 fn every_error_case_has_a_test() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 53, "add the new case to the cases! list above");
+    assert_eq!(count, 54, "add the new case to the cases! list above");
 }
 
 /// A forwarder may NAT out of another bridge's own interface: on a userspace-datapath host the

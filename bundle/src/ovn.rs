@@ -66,14 +66,20 @@ impl std::fmt::Debug for ChassisIpsec {
     }
 }
 
-/// Where the applier keeps a chassis' IPsec files (the directory 0700, the key 0600): the
-/// `Open_vSwitch` `other_config` keys name them, ovs-monitor-ipsec reads them.
-pub const IPSEC_DIR: &str = "etc/ovs-bundle/ovn-ipsec";
-/// The files in [`IPSEC_DIR`], with the `other_config` key naming each.
+/// A chassis' IPsec files as the applier writes them (each 0600: one is a key): the
+/// `Open_vSwitch` `other_config` key naming each (what ovs-monitor-ipsec reads) and the file
+/// (relative to the root).
+///
+/// In strongSwan's own directories, for two reasons. charon's AppArmor profile (Debian's,
+/// enforcing where AppArmor runs) lets it read `/etc/ipsec.d/**` and nothing of ours. And
+/// strongSwan never loads the CA from the `ca` section ovs-monitor-ipsec 3.1 writes into
+/// ipsec.conf (it has no `auto=add`, and ignoring is the default): charon loads CA
+/// certificates from `cacerts/` when it starts, or when told to (VM scenario 9 found this). The
+/// directories are strongSwan's package's; only these files are ovs-bundle's.
 pub const IPSEC_FILES: [(&str, &str); 3] = [
-    ("ca_cert", "ca-cert.pem"),
-    ("certificate", "cert.pem"),
-    ("private_key", "privkey.pem"),
+    ("ca_cert", "etc/ipsec.d/cacerts/ovs-bundle-ovn-ca.pem"),
+    ("certificate", "etc/ipsec.d/certs/ovs-bundle-ovn.pem"),
+    ("private_key", "etc/ipsec.d/private/ovs-bundle-ovn.pem"),
 ];
 /// `NB_Global` `external_ids` key saying ovs-bundle set `ipsec=true` (the central).
 pub const NB_IPSEC_OWNER: &str = "ovs-bundle-ipsec";

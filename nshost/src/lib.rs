@@ -54,6 +54,10 @@ impl TestHost {
         let ovs = dir.path().join("ovs");
         std::fs::create_dir_all(root.join("etc/ovs-bundle/trusted.d")).unwrap();
         std::fs::create_dir_all(root.join("etc/network")).unwrap();
+        // strongSwan's directories (its package makes them): an OVN chassis' IPsec files go there.
+        for d in ["cacerts", "certs", "private"] {
+            std::fs::create_dir_all(root.join("etc/ipsec.d").join(d)).unwrap();
+        }
         std::fs::create_dir_all(&ovs).unwrap();
         check(
             Command::new("ip")

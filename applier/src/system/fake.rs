@@ -769,6 +769,10 @@ impl System for FakeSystem {
     }
 
     /// Like dnsmasq: stops, then starts only with a configuration file it accepts.
+    fn ipsec_reread_cacerts(&mut self) -> Result<(), SysError> {
+        self.tick("ipsec_reread_cacerts".into())
+    }
+
     fn dhcp_restart(&mut self, inst: &super::DhcpInstance, start: bool) -> Result<(), SysError> {
         self.tick(format!("dhcp_restart {start}"))?;
         self.dnsmasq = None;

@@ -146,4 +146,7 @@ pub trait System {
     fn dhcp_running(&mut self, inst: &DhcpInstance) -> Result<bool, SysError>;
     /// Stops the instance if it runs; then, if `start`, starts it with its configuration file.
     fn dhcp_restart(&mut self, inst: &DhcpInstance, start: bool) -> Result<(), SysError>;
+    /// Has a running strongSwan (charon) load the CA certificates in `/etc/ipsec.d/cacerts/`
+    /// again; nothing when none runs (charon loads them when it starts).
+    fn ipsec_reread_cacerts(&mut self) -> Result<(), SysError>;
 }

@@ -418,6 +418,15 @@ impl System for RealSystem {
         super::dnsmasq::restart(inst, start, self.dhcp_systemd)
     }
 
+    fn ipsec_reread_cacerts(&mut self) -> Result<(), SysError> {
+        // charon's stroke socket, which `ipsec` (ovs-monitor-ipsec's way to strongSwan) talks
+        // to: without it no IKE daemon of that kind runs.
+        if !Path::new("/var/run/charon.ctl").exists() {
+            return Ok(());
+        }
+        run(Command::new("ipsec").arg("rereadcacerts"), None).map(drop)
+    }
+
     fn rename(&mut self, from: &Path, to: &Path) -> Result<(), SysError> {
         std::fs::rename(from, to).map_err(|e| SysError::file(from, e))?;
         sync_dir(to).map_err(|e| SysError::file(to, e))

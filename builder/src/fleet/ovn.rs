@@ -332,6 +332,29 @@ pub(super) fn expand(
             );
             continue;
         }
+        // Its guard drops every Geneve packet that leaves outside IPsec (OVN's tunnels go to
+        // chassis no bundle lists), so a plain Geneve tunnel of its own would be cut off.
+        if let (Some(pki), Some(g)) = (
+            &o.ipsec_pki,
+            host.bridges
+                .iter()
+                .flat_map(|b| &b.gre)
+                .find(|g| g.kind == bundle::tunnel::TunnelKind::Geneve),
+        ) {
+            diags.push(
+                Diagnostic::error(
+                    at(r.host.span()),
+                    format!(
+                        "host {host_name} would be an OVN chassis with IPsec certificates ({}) and has a plain Geneve tunnel to {} ({}): the chassis' guard drops every Geneve packet outside IPsec",
+                        map.span_loc(&pki.span()),
+                        g.remote_ip,
+                        g.loc
+                    ),
+                )
+                .hint("make that tunnel GRE or VXLAN (type = \"gre\" or \"vxlan\"), or keep the host out of OVN with IPsec"),
+            );
+            continue;
+        }
         if let Some(b) = host.bridges.iter().find(|b| b.name == BR_INT) {
             diags.push(
                 Diagnostic::error(at(r.host.span()), format!("host {host_name} is an OVN chassis but its profile declares bridge {BR_INT} ({})", b.loc))
