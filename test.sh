@@ -7,7 +7,7 @@
 # mmdebstrap's downloads, the namespace tests' daemons and timers, the TCG guests) runs beside
 # work that computes (the builds), in this order:
 #
-#   1. formatting; then the test build, while apt installs what is missing;
+#   1. the test build, while apt installs what is missing; then formatting;
 #   2. in the background: the guest image, and fuzzing (to the end, at the lowest priority);
 #   3. the unit, golden, CLI and namespace tests, with clippy, the first package build (and its
 #      lintian and systemd-analyze checks, then scenario 11's base image from that package)
@@ -58,9 +58,6 @@ trap 'exit 143' TERM INT
 committed=
 [[ -n $(git status --porcelain) ]] || committed=1
 
-echo "test.sh: rustfmt"
-cargo fmt --all -- --check
-
 # The kill hook of the applier (feature test-hooks) is on for the tests; release builds have none.
 features=(--features ovs-bundle-applier/test-hooks)
 echo "test.sh: the test build, beside installing the tools the tests need"
@@ -69,6 +66,9 @@ start build 0 scripts/run-tests --build-only "$logs/artifacts.json" "${features[
 # scripts/ensure-tools decides from the tools, installs in one apt transaction and checks again.
 mapfile -t needs < <(grep -hv '^#' scripts/test-needs vm-tests/needs)
 scripts/ensure-tools test.sh "${needs[@]}"
+
+echo "test.sh: rustfmt"
+cargo fmt --all -- --check
 
 # The guest image is mmdebstrap: downloads and dpkg, nothing of ours.
 start guest-image 10 vm-tests/run --prepare-guest

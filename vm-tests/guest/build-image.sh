@@ -28,6 +28,8 @@ cp "$work/k/boot/vmlinuz-$kver" "$out/vmlinuz"
 echo "guest image: root filesystem (mmdebstrap)"
 pkgs=mount,openvswitch-switch,openvswitch-ipsec,strongswan,libstrongswan-standard-plugins,iproute2,iptables
 pkgs+=,iputils-ping,tcpdump,kmod,procps,ifupdown,systemd,systemd-sysv,udev,cloud-init
+# OVN for scenario 9 (started by its scripts, as on the tiny guests everything is).
+pkgs+=,ovn-central,ovn-host
 # apt, as on a stock cloud image: cloud-init installs the applier package with it (scenario 4).
 pkgs+=,apt
 mmdebstrap --variant=essential --mode=root --include="$pkgs" \
@@ -72,8 +74,10 @@ Restart=always
 WantedBy=multi-user.target
 UNIT
 ln -sf /etc/systemd/system/ovsb-agent.service "$work/root/etc/systemd/system/multi-user.target.wants/ovsb-agent.service"
-# Nothing to wait for in a test VM.
+# Nothing to wait for in a test VM. OVN runs only where scenario 9 starts it: the systemd
+# guest (cloud-init, scenario 4) has no use for it.
 rm -f "$work/root/etc/systemd/system/multi-user.target.wants/ssh.service"
+rm -f "$work/root/etc/systemd/system/multi-user.target.wants/ovn-"*.service
 
 echo "guest image: initramfs"
 ir="$work/initramfs"

@@ -23,6 +23,15 @@ pub struct Fleet {
     pub builder: PathBuf,
 }
 
+/// Scenario 9's OVN hosts: name, underlay address, address on the logical switch (ovn0). The
+/// first three are chassis from the start (gw1 also the central); node3 joins.
+pub const OVN_HOSTS: [(&str, &str, &str); 4] = [
+    ("gw1", "192.0.2.1", "10.40.0.1"),
+    ("node1", "192.0.2.2", "10.40.0.2"),
+    ("node2", "192.0.2.3", "10.40.0.3"),
+    ("node3", "192.0.2.4", "10.40.0.4"),
+];
+
 /// The environment variable of the applier's kill hook (feature test-hooks).
 pub const KILL_HOOK: &str = "OVS_BUNDLE_TEST_KILL_AT";
 
@@ -274,6 +283,50 @@ impl Fleet {
             )?;
         }
         build(&v6, "v6", 6, None)?;
+        // ovn1: scenario 9's OVN fleet on the tiny guests, nothing else in their profiles (the
+        // mesh goes: a host with IPsec certificates can have no PSK tunnel): gw1 the central and
+        // a chassis, node1 and node2 chassis, IPsec between them with certificates of a fleet
+        // CA. ovn2: node3 joins, built as an operator would, with a new serial into the
+        // directory of ovn1's bundles: the builder's verdict per host goes to ovn2-build.txt for
+        // the scenario. ovn2-same-serial: the same at ovn1's serial, whose bytes show that a
+        // join changes no other host's bundle.
+        let pki = work.join("ovn-pki");
+        let _ = std::fs::remove_dir_all(&pki);
+        run(Command::new(&builder).args(["ovn-ca", "--pki"]).arg(&pki))?;
+        let ovn_profiles = |name: &str, chassis: &[(&str, &str, &str)]| -> Result<PathBuf> {
+            let dir = work.join(format!("profiles-{name}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("hosts"))?;
+            let mut fleet = format!(
+                "[ovn]\ncentral = \"gw1\"\nipsec_pki = {:?}\n\n\
+                 [[ovn.switches]]\nname = \"ls0\"\nsubnet = \"10.40.0.0/24\"\n",
+                pki.display().to_string()
+            );
+            for (host, underlay, address) in chassis {
+                std::fs::write(
+                    dir.join(format!("hosts/{host}.toml")),
+                    format!("[host]\nname = \"{host}\"\nunderlay_ip = \"{underlay}\"\n"),
+                )?;
+                fleet.push_str(&format!(
+                    "\n[[ovn.chassis]]\nhost = \"{host}\"\nswitch = \"ls0\"\naddress = \"{address}/24\"\n"
+                ));
+            }
+            std::fs::write(dir.join("fleet.toml"), fleet)?;
+            Ok(dir)
+        };
+        build(&ovn_profiles("ovn1", &OVN_HOSTS[..3])?, "ovn1", 20, None)?;
+        let ovn2 = ovn_profiles("ovn2", &OVN_HOSTS)?;
+        build(&ovn2, "ovn2-same-serial", 20, None)?;
+        copy_dir(&payload.join("ovn1"), &payload.join("ovn2"))?;
+        let verdict = run(Command::new(&builder)
+            .arg("build")
+            .arg(&ovn2)
+            .arg("--out")
+            .arg(payload.join("ovn2"))
+            .arg("--key")
+            .arg(&sk)
+            .args(["--serial", "21"]))?;
+        std::fs::write(work.join("ovn2-build.txt"), verdict)?;
         // img: the shipped example over VXLAN (as v6: scenario 11 also proves the example over
         // VXLAN with IPsec, on the product image), each host's underlay address in its interfaces
         // file (a per-host image has no other source for it: no kernel command line, no DHCP).

@@ -22,6 +22,9 @@ pub struct Ctx {
 }
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+/// What a tiny guest needs before it accepts the test fleet's bundles.
+const TRUST_TEST_KEY: &str = "mkdir -p /etc/ovs-bundle/trusted.d && \
+    cp /payload/test.pub /etc/ovs-bundle/trusted.d/fleet.pub && sync";
 const PRIV: [(&str, &str); 4] = [
     ("gw1", "10.20.20.1"),
     ("node1", "10.20.20.2"),
@@ -72,16 +75,7 @@ impl Ctx {
             return Ok(());
         }
         let (under, uplink) = (self.hub, self.hub + 1);
-        let node = |name: &str, ip: &str| Spec {
-            name: name.into(),
-            nics: vec![(under, Some(format!("{ip}/24")))],
-            systemd: false,
-            extra_disks: vec![],
-            http_cmd: None,
-            disk: None,
-            dump_nic0: false,
-            uefi: false,
-        };
+        let node = |name: &str, ip: &str| self.tiny_guest(name, ip);
         let specs = vec![
             Spec {
                 name: "gw1".into(),
@@ -112,10 +106,23 @@ impl Ctx {
         ];
         self.boot_all(specs)?;
         for name in ["gw1", "node1", "node2", "node3"] {
-            self.g(name)?
-                .ok("mkdir -p /etc/ovs-bundle/trusted.d && cp /payload/test.pub /etc/ovs-bundle/trusted.d/fleet.pub && sync")?;
+            self.g(name)?.ok(TRUST_TEST_KEY)?;
         }
         Ok(())
+    }
+
+    /// A tiny guest (the test kernel and init) on the underlay at `ip`.
+    fn tiny_guest(&self, name: &str, ip: &str) -> Spec {
+        Spec {
+            name: name.into(),
+            nics: vec![(self.hub, Some(format!("{ip}/24")))],
+            systemd: false,
+            extra_disks: vec![],
+            http_cmd: None,
+            disk: None,
+            dump_nic0: false,
+            uefi: false,
+        }
     }
 
     /// Keeps what a person needs to see why a scenario failed.
@@ -203,7 +210,7 @@ fn apply(g: &mut Guest, args: &str) -> Result<String> {
 
 type Scenario = fn(&mut Ctx) -> Result<()>;
 
-const SCENARIOS: [(u32, &str, Scenario); 11] = [
+const SCENARIOS: [(u32, &str, Scenario); 12] = [
     (
         1,
         "original example: gateway + two nodes, GRE over IPsec",
@@ -215,6 +222,11 @@ const SCENARIOS: [(u32, &str, Scenario); 11] = [
     (6, "crash mid-apply, then reboot", crash_and_reboot),
     (7, "three-host full mesh from fleet.toml", full_mesh),
     (8, "applier try: revert, confirm, power loss", try_scenarios),
+    (
+        9,
+        "OVN with IPsec: a central and three chassis, then a fourth joins",
+        ovn_fleet,
+    ),
     (
         11,
         "per-host images (the example over VXLAN with IPsec): built, refused, reproducible, booted by BIOS and UEFI firmware, rebooted",
@@ -230,7 +242,7 @@ const SCENARIOS: [(u32, &str, Scenario); 11] = [
 ];
 
 /// Scenarios 4 and 10 run on a guest of their own (ci1, on a network of its own), in a second
-/// lane beside the tiny fleet's scenarios 2 to 8. Those mostly wait (IKE, timers, polls): in a
+/// lane beside the tiny fleet's scenarios 2 to 9. Those mostly wait (IKE, timers, polls): in a
 /// sequential run they left 59% of the two cores idle, and scenarios 4 and 10 left 51% idle,
 /// ci1 being one emulated CPU. The lane starts once the first scenario of the main lane has
 /// ended (scenario 1: five guests booting, 7% idle, the busiest stretch). Whole scenarios in a
@@ -325,8 +337,13 @@ fn vswitchd_forwards(g: &mut Guest) -> Result<()> {
 }
 
 fn ping_all(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
+    ping_among(ctx, hosts, &PRIV)
+}
+
+/// Every one of `hosts` reaches every other at its address in `addrs`.
+fn ping_among(ctx: &mut Ctx, hosts: &[&str], addrs: &[(&str, &str)]) -> Result<()> {
     for from in hosts {
-        for (to, addr) in PRIV.iter().filter(|(h, _)| hosts.contains(h) && h != from) {
+        for (to, addr) in addrs.iter().filter(|(h, _)| hosts.contains(h) && h != from) {
             let g = ctx.g(from)?;
             until_ok(g, &format!("ping -c 1 -W 2 {addr}"), 30)
                 .with_context(|| format!("{from} cannot reach {to} ({addr})"))?;
@@ -335,38 +352,74 @@ fn ping_all(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Starts, on each of `hosts`, a capture of plain GRE (IP protocol 47) on the underlay and a
-/// ping offering overlay traffic to the next host five times a second, both running until
-/// [`no_plain_gre`]. One ping process, restarted only while it cannot start (no overlay
+/// Plain GRE (IP protocol 47): the hand-declared mesh's tunnels.
+const PLAIN_GRE: Plain = Plain {
+    what: "GRE",
+    filter: "ip proto 47",
+};
+/// Plain Geneve (UDP port 6081): OVN's tunnels.
+const PLAIN_GENEVE: Plain = Plain {
+    what: "Geneve",
+    filter: "udp port 6081",
+};
+
+/// Tunnel packets that must never be seen on the underlay outside ESP.
+#[derive(Clone, Copy)]
+struct Plain {
+    what: &'static str,
+    filter: &'static str,
+}
+
+fn watch_for_plain_gre(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
+    watch_for_plain(ctx, &ring(hosts, &PRIV)?, PLAIN_GRE)
+}
+
+fn no_plain_gre(ctx: &mut Ctx, hosts: &[&str], during: &str) -> Result<()> {
+    no_plain(ctx, hosts, PLAIN_GRE, during)
+}
+
+/// Each of `hosts` with the address (in `addrs`) of the next one, the last with the first's.
+fn ring<'a>(hosts: &[&'a str], addrs: &[(&str, &'a str)]) -> Result<Vec<(&'a str, &'a str)>> {
+    let mut pairs = Vec::new();
+    for (i, name) in hosts.iter().enumerate() {
+        let next = hosts[(i + 1) % hosts.len()];
+        let addr = addrs
+            .iter()
+            .find(|(h, _)| *h == next)
+            .map(|(_, a)| *a)
+            .with_context(|| format!("no overlay address for {next}"))?;
+        pairs.push((*name, addr));
+    }
+    Ok(pairs)
+}
+
+/// Starts, on each host of `pairs`, a capture of `plain` tunnel packets on the underlay and a
+/// ping offering overlay traffic to the pair's address five times a second, both running
+/// until [`no_plain`]. One ping process, restarted only while it cannot start (no overlay
 /// address before the first apply): a new process per packet cost each guest most of its
 /// emulated CPU. The loop's shell is stopped by its pid: the agent runs scripts from standard
 /// input, so no command line holds the loop's text for `pkill -f` to find (the loop this
 /// replaces was never stopped, and pinged on through every later scenario).
-fn watch_for_plain_gre(ctx: &mut Ctx, hosts: &[&str]) -> Result<()> {
-    for (i, name) in hosts.iter().enumerate() {
-        let next = hosts[(i + 1) % hosts.len()];
-        let addr = PRIV
-            .iter()
-            .find(|(h, _)| *h == next)
-            .map(|(_, a)| *a)
-            .unwrap_or("10.20.20.1");
+fn watch_for_plain(ctx: &mut Ctx, pairs: &[(&str, &str)], plain: Plain) -> Result<()> {
+    for (name, addr) in pairs {
         ctx.g(name)?.ok(&format!(
-            "(tcpdump -lni eth0 -Q out 'ip proto 47' >/tmp/plain-gre.cap 2>/tmp/plain-gre.err &); \
-             ( (echo $BASHPID >/tmp/offer.pid; while :; do ping -q -i 0.2 {addr}; sleep 0.5; done) >/dev/null 2>&1 & ); sleep 2"
+            "(tcpdump -lni eth0 -Q out '{}' >/tmp/plain.cap 2>/tmp/plain.err &); \
+             ( (echo $BASHPID >/tmp/offer.pid; while :; do ping -q -i 0.2 {addr}; sleep 0.5; done) >/dev/null 2>&1 & ); sleep 2",
+            plain.filter
         ))?;
     }
     Ok(())
 }
 
-/// Stops what [`watch_for_plain_gre`] started and fails if any plain GRE left any of `hosts`
-/// (the capture sees outgoing packets only: each is counted once, by its sender).
-fn no_plain_gre(ctx: &mut Ctx, hosts: &[&str], during: &str) -> Result<()> {
+/// Stops what [`watch_for_plain`] started and fails if any `plain` tunnel packet left any of
+/// `hosts` (the capture sees outgoing packets only: each is counted once, by its sender).
+fn no_plain(ctx: &mut Ctx, hosts: &[&str], plain: Plain, during: &str) -> Result<()> {
     let mut seen = Vec::new();
     for name in hosts {
         let out = ctx.g(name)?.ok(
             "kill $(cat /tmp/offer.pid) && pkill -f 'ping -q -i 0.2'; pkill -x tcpdump; sleep 1; \
-             echo plain=$(grep -c ' > ' /tmp/plain-gre.cap); head -n 5 /tmp/plain-gre.cap; \
-             echo == tcpdump; cat /tmp/plain-gre.err",
+             echo plain=$(grep -c ' > ' /tmp/plain.cap); head -n 5 /tmp/plain.cap; \
+             echo == tcpdump; cat /tmp/plain.err",
         )?;
         let n: usize = out
             .split_whitespace()
@@ -374,12 +427,16 @@ fn no_plain_gre(ctx: &mut Ctx, hosts: &[&str], during: &str) -> Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(usize::MAX);
         if n != 0 {
-            seen.push(format!("{name}: {n} plain GRE packet(s):\n{out}"));
+            seen.push(format!(
+                "{name}: {n} plain {} packet(s):\n{out}",
+                plain.what
+            ));
         }
     }
     if !seen.is_empty() {
         bail!(
-            "plain GRE on the underlay during {during}:\n{}",
+            "plain {} on the underlay during {during}:\n{}",
+            plain.what,
             seen.join("\n")
         );
     }
@@ -868,6 +925,155 @@ fn try_scenarios(ctx: &mut Ctx) -> Result<()> {
         let (rc, out) = ctx.g(name)?.run("applier status")?;
         if rc != 0 {
             bail!("{name}: drift after the tries:\n{out}");
+        }
+    }
+    Ok(())
+}
+
+/// OVN's packaged scripts, as Debian's ovn-central and ovn-host units run them.
+const OVN_CTL: &str = "/usr/share/ovn/scripts/ovn-ctl";
+
+/// Scenario 9: the tiny fleet moves from the mesh to OVN with IPsec (docs/ovn.md: with PSKs in
+/// the mesh, a cut-over). gw1 runs ovn-central (Debian's packages, started as their units do)
+/// and is a chassis; node1 and node2 are chassis. Each host's `ovn0` address reaches the others
+/// through OVN's Geneve tunnels, which leave only inside ESP: plain Geneve is captured on every
+/// host from before the first OVN apply on. Then node3 joins by applying only its own bundle,
+/// and gw1 the central's (its logical port); node1's and node2's bundles are byte for byte the
+/// ones they have.
+fn ovn_fleet(ctx: &mut Ctx) -> Result<()> {
+    use crate::fleet::OVN_HOSTS;
+    ctx.boot_fleet()?;
+    // node3 joins later, on a fresh disk.
+    ctx.stop(&["node3", "up1"]);
+    let three = ["gw1", "node1", "node2"];
+    let addrs: Vec<(&str, &str)> = OVN_HOSTS.iter().map(|(h, _, a)| (*h, *a)).collect();
+    watch_for_plain(ctx, &ring(&three, &addrs)?, PLAIN_GENEVE)?;
+    // The central first: its databases, the southbound one listening on the underlay (the
+    // operator's step, docs/ovn.md), then its bundle (logical switch and ports, NB_Global
+    // ipsec, and its own chassis keys), then its ovn-controller.
+    ctx.g("gw1")?.ok(&format!(
+        "{OVN_CTL} start_northd >/var/log/ovn-ctl.log 2>&1 && \
+         ovn-sbctl --timeout=30 set-connection ptcp:6642:192.0.2.1"
+    ))?;
+    for name in three {
+        let out = apply(ctx.g(name)?, &format!("/payload/ovn1/{name}.tgz"))?;
+        if !out.contains("is current") {
+            bail!("{name}: unexpected apply output:\n{out}");
+        }
+        ctx.g(name)?.ok(&format!(
+            "{OVN_CTL} start_controller >>/var/log/ovn-ctl.log 2>&1"
+        ))?;
+    }
+    let ipsec = ctx
+        .g("gw1")?
+        .ok("ovn-nbctl --timeout=10 get NB_Global . ipsec")?;
+    if ipsec.trim() != "true" {
+        bail!("gw1: NB_Global ipsec is {ipsec:?}, not true");
+    }
+    ovn_connected(ctx, &three, &addrs)?;
+    // The join: node3's bundle on a fresh node3, the central's on gw1; nothing on the others.
+    // The builder says so when the join is built (a new serial, into ovn1's directory), and at
+    // ovn1's serial their bundles are the same bytes.
+    let verdict = std::fs::read_to_string(ctx.work.join("ovn2-build.txt"))?;
+    for (name, want) in [
+        ("gw1", "changed: needs a full `applier apply`"),
+        ("node1", "contents unchanged"),
+        ("node2", "contents unchanged"),
+        ("node3", "new"),
+    ] {
+        let line = verdict
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}: ")))
+            .unwrap_or_default();
+        if !line.ends_with(want) {
+            bail!("builder build of node3's join, {name}: expected {want:?}:\n{verdict}");
+        }
+    }
+    let payload = ctx.work.join("payload");
+    for name in ["node1", "node2"] {
+        let (a, b) = (
+            std::fs::read(payload.join(format!("ovn1/{name}.tgz")))?,
+            std::fs::read(payload.join(format!("ovn2-same-serial/{name}.tgz")))?,
+        );
+        if a != b {
+            bail!("{name}'s bundle changed when node3 joined (same serial, other bytes)");
+        }
+    }
+    let spec = ctx.tiny_guest("node3", "192.0.2.4");
+    ctx.boot_all(vec![spec])?;
+    ctx.g("node3")?.ok(TRUST_TEST_KEY)?;
+    let four = ["gw1", "node1", "node2", "node3"];
+    let out = apply(ctx.g("gw1")?, "/payload/ovn2/gw1.tgz")?;
+    if !out.contains("is current") {
+        bail!("gw1: unexpected apply output:\n{out}");
+    }
+    // node3's own capture, from before its first OVN apply.
+    watch_for_plain(ctx, &[("node3", "10.40.0.1")], PLAIN_GENEVE)?;
+    let out = apply(ctx.g("node3")?, "/payload/ovn2/node3.tgz")?;
+    if !out.contains("is current") {
+        bail!("node3: unexpected apply output:\n{out}");
+    }
+    ctx.g("node3")?.ok(&format!(
+        "{OVN_CTL} start_controller >>/var/log/ovn-ctl.log 2>&1"
+    ))?;
+    ovn_connected(ctx, &four, &addrs)?;
+    no_plain(
+        ctx,
+        &four,
+        PLAIN_GENEVE,
+        "the move to OVN with IPsec and node3's join",
+    )
+}
+
+/// `hosts` are chassis of the central (gw1's southbound database lists each), every `ovn0`
+/// address reaches every other, each host has an IPsec SA with every other, the tunnels
+/// carry ESP, and no host's `applier status` reports drift.
+fn ovn_connected(ctx: &mut Ctx, hosts: &[&str], addrs: &[(&str, &str)]) -> Result<()> {
+    let names = hosts.join(" ");
+    until_ok(
+        ctx.g("gw1")?,
+        &format!(
+            "c=$(ovn-sbctl --timeout=5 --bare --columns=name list Chassis); \
+             for h in {names}; do echo \"$c\" | grep -qx \"$h\" || exit 1; done"
+        ),
+        60,
+    )
+    .context("gw1: not every chassis registered in the southbound database")?;
+    ping_among(ctx, hosts, addrs)?;
+    for name in hosts {
+        wait_for_sas(ctx, name, hosts.len() - 1)?;
+    }
+    ctx.g("gw1")?.ok(
+        "(timeout 10 tcpdump -lni eth0 'ip proto 50 or udp port 6081' >/tmp/ovn.cap 2>/dev/null &); sleep 2",
+    )?;
+    for name in &hosts[1..] {
+        ctx.g(name)?.ok("ping -c 5 -i 0.3 10.40.0.1 >/dev/null")?;
+    }
+    let out = ctx.g("gw1")?.ok(
+        "while pgrep -f 'timeout 10 tcpdump' >/dev/null; do sleep 0.5; done; \
+         echo esp=$(grep -c ESP /tmp/ovn.cap) geneve=$(grep -c '\\.6081: ' /tmp/ovn.cap)",
+    )?;
+    let count = |k: &str| -> usize {
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::MAX)
+    };
+    if count("esp=") < 5 * (hosts.len() - 1) || count("geneve=") != 0 {
+        bail!("underlay capture on gw1 (OVN): {out}");
+    }
+    for name in hosts {
+        let (rc, out) = ctx.g(name)?.run("applier status")?;
+        if rc != 0 {
+            bail!("{name}: status reports drift:\n{out}");
+        }
+        // The firewall's guard against plaintext Geneve.
+        let (rc, out) = ctx.g(name)?.run(
+            "iptables -S OVSB-OUTPUT; \
+             iptables -S OVSB-OUTPUT | grep -qx -- '-A OVSB-OUTPUT -j OVSB-GUARD-GENEVE'",
+        )?;
+        if rc != 0 {
+            bail!("{name}: no guard against plaintext Geneve:\n{out}");
         }
     }
     Ok(())

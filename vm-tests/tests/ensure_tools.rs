@@ -58,7 +58,7 @@ impl Fake {
         f.script("apt-cache", FAKE_APT_CACHE);
         // What the scripts themselves run, from the real machine.
         for t in [
-            "bash", "env", "grep", "awk", "dirname", "cat", "rm", "chmod",
+            "bash", "env", "grep", "awk", "dirname", "cat", "rm", "chmod", "mktemp", "nice", "git",
         ] {
             let real = ["/usr/bin", "/bin"]
                 .iter()
