@@ -8,12 +8,13 @@
 # work that computes (the builds), in this order:
 #
 #   1. the test build, while apt installs what is missing; then formatting;
-#   2. in the background: the guest image, and fuzzing (to the end, at the lowest priority);
-#   3. the unit, golden, CLI and namespace tests, with clippy, the first package build (and its
-#      lintian and systemd-analyze checks, then scenario 11's base image from that package)
-#      beside them at a lower priority;
+#   2. in the background: the guest image, and fuzzing and clippy (to the end, at the lowest
+#      priority: nothing waits for them);
+#   3. the unit, golden, CLI and namespace tests, with the first package build (and its lintian
+#      and systemd-analyze checks) beside them;
 #   4. the VM tests, on the package just checked (when the tree is committed), with the second
-#      package build (reproducibility) beside them at the lowest priority;
+#      package build (reproducibility) beside them at the lowest priority (vm-tests/run builds
+#      scenario 11's base image beside the first scenarios the same way);
 #   5. the results of what ran in the background.
 #
 # Each background job's output is printed whole when it is collected. Exit status: 0 when
@@ -81,16 +82,15 @@ debs=$PWD/target/packaging/checked
 vm_env=()
 if [[ -n $committed ]]; then
   vm_env=(OVSB_DEB_DIR="$debs")
-  start package 10 bash -c 'packaging/test --first "$1" && OVSB_DEB_DIR="$1" vm-tests/run --prepare-base' _ "$debs"
 else
   echo "test.sh: uncommitted changes: the VM tests build the working tree's package"
-  start package 10 packaging/test --first "$debs"
 fi
-start clippy 10 cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
-echo "test.sh: unit, golden, CLI and namespace tests (every test binary at once); clippy and the package beside them"
+# The package is what the VM tests wait for; clippy, whose result nothing waits for, takes what
+# the tests and the VM tests leave idle and is collected at the end.
+start package 0 packaging/test --first "$debs"
+start clippy 19 cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
+echo "test.sh: unit, golden, CLI and namespace tests (every test binary at once); the package beside them"
 scripts/run-tests --built "$logs/artifacts.json" "${features[@]}"
-echo "test.sh: clippy"
-collect clippy
 echo "test.sh: Debian packages (first build of HEAD, lintian, systemd-analyze)"
 collect package
 echo "test.sh: the guest image"
@@ -99,6 +99,8 @@ collect guest-image
 start package-again 19 packaging/test --second "$debs"
 echo "test.sh: VM tests"
 env "${vm_env[@]}" vm-tests/run
+echo "test.sh: clippy"
+collect clippy
 echo "test.sh: Debian packages (second build of HEAD: the same bytes)"
 collect package-again
 echo "test.sh: fuzzing"
