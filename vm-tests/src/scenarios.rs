@@ -77,32 +77,17 @@ impl Ctx {
         let (under, uplink) = (self.hub, self.hub + 1);
         let node = |name: &str, ip: &str| self.tiny_guest(name, ip);
         let specs = vec![
-            Spec {
-                name: "gw1".into(),
-                nics: vec![
+            tiny_spec(
+                "gw1",
+                vec![
                     (under, Some("192.0.2.1/24".into())),
                     (uplink, Some("198.51.100.1/24".into())),
                 ],
-                systemd: false,
-                extra_disks: vec![],
-                http_cmd: None,
-                disk: None,
-                dump_nic0: false,
-                uefi: false,
-            },
+            ),
             node("node1", "192.0.2.2"),
             node("node2", "192.0.2.3"),
             node("node3", "192.0.2.4"),
-            Spec {
-                name: "up1".into(),
-                nics: vec![(uplink, Some("198.51.100.2/24".into()))],
-                systemd: false,
-                extra_disks: vec![],
-                http_cmd: None,
-                disk: None,
-                dump_nic0: false,
-                uefi: false,
-            },
+            tiny_spec("up1", vec![(uplink, Some("198.51.100.2/24".into()))]),
         ];
         self.boot_all(specs)?;
         for name in ["gw1", "node1", "node2", "node3"] {
@@ -111,18 +96,9 @@ impl Ctx {
         Ok(())
     }
 
-    /// A tiny guest (the test kernel and init) on the underlay at `ip`.
+    /// A tiny guest on the underlay at `ip`.
     fn tiny_guest(&self, name: &str, ip: &str) -> Spec {
-        Spec {
-            name: name.into(),
-            nics: vec![(self.hub, Some(format!("{ip}/24")))],
-            systemd: false,
-            extra_disks: vec![],
-            http_cmd: None,
-            disk: None,
-            dump_nic0: false,
-            uefi: false,
-        }
+        tiny_spec(name, vec![(self.hub, Some(format!("{ip}/24")))])
     }
 
     /// Keeps what a person needs to see why a scenario failed.
@@ -173,6 +149,20 @@ impl Ctx {
             g.stop();
         }
         self.guests.clear();
+    }
+}
+
+/// A tiny guest (the test kernel and init) with these NICs (hub port, address).
+fn tiny_spec(name: &str, nics: Vec<(u16, Option<String>)>) -> Spec {
+    Spec {
+        name: name.into(),
+        nics,
+        systemd: false,
+        extra_disks: vec![],
+        http_cmd: None,
+        disk: None,
+        dump_nic0: false,
+        uefi: false,
     }
 }
 

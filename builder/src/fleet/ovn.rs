@@ -308,50 +308,37 @@ pub(super) fn expand(
         }
         // br-int is OVN's: a host that declares it (a mesh or hand tunnels on it) would have two
         // owners for one bridge.
-        // ovs-monitor-ipsec takes PSKs or certificates, not both: with certificates configured
-        // it refuses every PSK tunnel of the host ("must be unset with PSK"), whose guard then
-        // drops all its traffic.
-        if let (Some(pki), Some(g)) = (
-            &o.ipsec_pki,
-            host.bridges
-                .iter()
-                .flat_map(|b| &b.gre)
-                .find(|g| g.psk.is_some()),
-        ) {
+        // A chassis with IPsec certificates has no tunnel of its own that they would cut off:
+        // - no PSK tunnel: ovs-monitor-ipsec takes PSKs or certificates, not both; with
+        //   certificates it refuses every PSK tunnel of the host ("must be unset with PSK"),
+        //   whose guard then drops all its traffic;
+        // - no plain Geneve tunnel: the chassis' guard drops every Geneve packet outside IPsec
+        //   (OVN's tunnels go to chassis no bundle lists, so it cannot name its peers).
+        let conflict = o.ipsec_pki.as_ref().and_then(|pki| {
+            host.bridges.iter().flat_map(|b| &b.gre).find_map(|g| {
+                if g.psk.is_some() {
+                    Some((pki, g, "a PSK tunnel", "ovs-monitor-ipsec takes PSKs or certificates on a host, not both",
+                        "move the host in two steps (docs/ovn.md): OVN without ipsec_pki beside the PSK mesh, or the mesh's PSKs gone before ipsec_pki"))
+                } else if g.kind == bundle::tunnel::TunnelKind::Geneve {
+                    Some((pki, g, "a plain Geneve tunnel", "the chassis' guard drops every Geneve packet outside IPsec",
+                        "make that tunnel GRE or VXLAN (type = \"gre\" or \"vxlan\"), or keep the host out of OVN with IPsec"))
+                } else {
+                    None
+                }
+            })
+        });
+        if let Some((pki, g, what, why, hint)) = conflict {
             diags.push(
                 Diagnostic::error(
                     at(r.host.span()),
                     format!(
-                        "host {host_name} would be an OVN chassis with IPsec certificates ({}) and has a PSK tunnel to {} ({}): ovs-monitor-ipsec takes PSKs or certificates on a host, not both",
+                        "host {host_name} would be an OVN chassis with IPsec certificates ({}) and has {what} to {} ({}): {why}",
                         map.span_loc(&pki.span()),
                         g.remote_ip,
                         g.loc
                     ),
                 )
-                .hint("move the host in two steps (docs/ovn.md): OVN without ipsec_pki beside the PSK mesh, or the mesh's PSKs gone before ipsec_pki"),
-            );
-            continue;
-        }
-        // Its guard drops every Geneve packet that leaves outside IPsec (OVN's tunnels go to
-        // chassis no bundle lists), so a plain Geneve tunnel of its own would be cut off.
-        if let (Some(pki), Some(g)) = (
-            &o.ipsec_pki,
-            host.bridges
-                .iter()
-                .flat_map(|b| &b.gre)
-                .find(|g| g.kind == bundle::tunnel::TunnelKind::Geneve),
-        ) {
-            diags.push(
-                Diagnostic::error(
-                    at(r.host.span()),
-                    format!(
-                        "host {host_name} would be an OVN chassis with IPsec certificates ({}) and has a plain Geneve tunnel to {} ({}): the chassis' guard drops every Geneve packet outside IPsec",
-                        map.span_loc(&pki.span()),
-                        g.remote_ip,
-                        g.loc
-                    ),
-                )
-                .hint("make that tunnel GRE or VXLAN (type = \"gre\" or \"vxlan\"), or keep the host out of OVN with IPsec"),
+                .hint(hint),
             );
             continue;
         }
