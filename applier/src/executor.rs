@@ -279,20 +279,19 @@ impl Applier<'_> {
             }
             self.sys.write_file(&file, data, 0o600).map_err(step)?;
         }
-        self.ipsec_reread_cacerts(plan, '+').map_err(step)?;
-        self.ipsec_reread_cacerts(plan, '~').map_err(step)
+        // A new or changed CA: told now that it is there.
+        if files.contains_key("ca_cert") {
+            self.ipsec_reread_cacerts(plan).map_err(step)?;
+        }
+        Ok(())
     }
 
-    /// When the plan's `sign` line (`+`, `~` or `-`) names the CA file: a running charon loads
-    /// CA certificates only when it starts or is told to, and trusts no chassis without it.
-    /// Only on the live host (not an image's root).
-    fn ipsec_reread_cacerts(&mut self, plan: &HostPlan, sign: char) -> Result<(), SysError> {
-        let (_, ca) = bundle::ovn::IPSEC_FILES[0];
-        let named = plan
-            .ovn_ipsec
-            .as_ref()
-            .is_some_and(|c| c.lines.iter().any(|l| l == &format!("{sign} /{ca}")));
-        if named && self.loc.paths.root() == std::path::Path::new("/") {
+    /// When the plan writes, changes or removes the CA file: a running charon loads CA
+    /// certificates only when it starts or is told to, and trusts no chassis without it. Only
+    /// on the live host (not an image's root).
+    fn ipsec_reread_cacerts(&mut self, plan: &HostPlan) -> Result<(), SysError> {
+        let changed = plan.ovn_ipsec.as_ref().is_some_and(|c| c.ca_changed);
+        if changed && self.loc.paths.root() == std::path::Path::new("/") {
             self.sys.ipsec_reread_cacerts()?;
         }
         Ok(())
@@ -318,7 +317,15 @@ impl Applier<'_> {
                 }
             }
         }
-        self.ipsec_reread_cacerts(plan, '-').map_err(step)
+        // A removed CA: told once it is gone.
+        if !change
+            .files
+            .as_ref()
+            .is_some_and(|f| f.contains_key("ca_cert"))
+        {
+            self.ipsec_reread_cacerts(plan).map_err(step)?;
+        }
+        Ok(())
     }
 
     fn sysctl_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {

@@ -66,6 +66,9 @@ pub struct OvnIpsecChange {
     pub files: Option<crate::state::IpsecFiles>,
     /// For people: `+ PATH`, `~ PATH`, `- PATH` (paths only: one is a private key).
     pub lines: Vec<String>,
+    /// The CA certificate is written, changed or removed: a running strongSwan must reload its
+    /// CA certificates (it reads them only when it starts or is told to).
+    pub ca_changed: bool,
 }
 
 /// A new interfaces file, and the interfaces cycled around writing it.
@@ -374,7 +377,11 @@ pub fn make_plan(
         plan.ovs_system_id = Some(desired.ovs_system_id.clone());
     }
     if now.ovn_ipsec_files != desired.ovn_ipsec_files {
+        let ca = |f: &Option<crate::state::IpsecFiles>| {
+            f.as_ref().and_then(|f| f.get("ca_cert").cloned())
+        };
         plan.ovn_ipsec = Some(OvnIpsecChange {
+            ca_changed: ca(&now.ovn_ipsec_files) != ca(&desired.ovn_ipsec_files),
             files: desired.ovn_ipsec_files.clone(),
             lines: ovn_ipsec_lines(
                 now.ovn_ipsec_files.as_ref(),

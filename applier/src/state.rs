@@ -159,7 +159,9 @@ impl HostState {
             }
         }
         // Its Geneve guard drops every Geneve packet outside IPsec: a plain Geneve tunnel of the
-        // bundle's own would be cut off by it.
+        // bundle's own would be cut off by it. Nor does a chassis with IPsec go without that
+        // guard (signed or not, a bundle that would let OVN's tunnels leave in plaintext before
+        // their SAs is refused).
         if ovn.ipsec.is_some() {
             if let Some(p) = ovs
                 .ports()
@@ -172,20 +174,11 @@ impl HostState {
                     p.name
                 ));
             }
-        }
-        // Nor does a chassis with IPsec go without its Geneve guard (signed or not, a bundle
-        // that would let OVN's tunnels leave in plaintext before their SAs is refused).
-        if ovn.ipsec.is_some() {
             let guard = bundle::firewall::guard_all_geneve_rule();
             let drop = bundle::firewall::guard_drop_rule(TunnelKind::Geneve);
-            if !chains
-                .chain(bundle::firewall::GUARD_CHAIN)
-                .rules
-                .contains(&guard)
-                || !chains
-                    .chain(TunnelKind::Geneve.guard_chain())
-                    .rules
-                    .contains(&drop)
+            let has = |chain: &str, rule: &String| chains.chain(chain).rules.contains(rule);
+            if !has(bundle::firewall::GUARD_CHAIN, &guard)
+                || !has(TunnelKind::Geneve.guard_chain(), &drop)
             {
                 return Err(format!(
                     "{}: an OVN chassis with IPsec but without the rule {guard:?}: its Geneve tunnels could leave in plaintext (rebuild: the builder writes it)",
