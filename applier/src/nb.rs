@@ -50,7 +50,45 @@ pub struct NbPort {
     pub uuid: String,
     pub name: String,
     pub addresses: Vec<String>,
+    /// `type`: empty for a VIF, `localnet` for a switch's uplink.
+    pub kind: String,
+    pub options: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
+}
+
+/// `type` of a localnet port.
+pub const LOCALNET: &str = "localnet";
+/// `options` key of a localnet port naming its physical network.
+pub const NETWORK_NAME: &str = "network_name";
+
+/// The columns a bundle's port sets: `addresses`, `type` and `options`.
+pub fn port_columns(p: &LogicalPort) -> (Vec<String>, &'static str, BTreeMap<String, String>) {
+    match &p.network {
+        None => (vec![p.address.clone()], "", BTreeMap::new()),
+        Some(net) => (
+            vec![p.address.clone()],
+            LOCALNET,
+            BTreeMap::from([(NETWORK_NAME.to_string(), net.clone())]),
+        ),
+    }
+}
+
+impl NbPort {
+    /// Whether the row has the columns `p` sets.
+    fn is(&self, p: &LogicalPort) -> bool {
+        let (addresses, kind, options) = port_columns(p);
+        self.addresses == addresses && self.kind == kind && self.options == options
+    }
+
+    /// The row as a bundle lists it.
+    fn as_logical_port(&self) -> LogicalPort {
+        LogicalPort {
+            name: self.name.clone(),
+            address: self.addresses.first().cloned().unwrap_or_default(),
+            network: (self.kind == LOCALNET)
+                .then(|| self.options.get(NETWORK_NAME).cloned().unwrap_or_default()),
+        }
+    }
 }
 
 /// One change to NB rows.
@@ -101,18 +139,28 @@ impl NbChange {
             NbChange::DeleteSwitch { name, .. } => {
                 format!("- logical switch {name} (and its ports)")
             }
-            NbChange::AddPort { switch, port, .. } => {
-                format!("+ logical port {switch}/{} {}", port.name, port.address)
-            }
+            NbChange::AddPort { switch, port, .. } => match &port.network {
+                None => format!("+ logical port {switch}/{} {}", port.name, port.address),
+                Some(_) => format!("+ logical port {switch}/{} {}", port.name, port_label(port)),
+            },
             NbChange::UpdatePort { switch, port, .. } => {
                 format!(
-                    "~ logical port {switch}/{}: addresses {}",
-                    port.name, port.address
+                    "~ logical port {switch}/{}: {}",
+                    port.name,
+                    port_label(port)
                 )
             }
             NbChange::DeletePort { switch, name, .. } => format!("- logical port {switch}/{name}"),
             NbChange::Ipsec { to, .. } => format!("~ NB_Global ipsec={to} (IPsec between chassis)"),
         }
+    }
+}
+
+/// What a port is, for people: its address, or the network a localnet port bridges.
+fn port_label(p: &LogicalPort) -> String {
+    match &p.network {
+        None => format!("addresses {}", p.address),
+        Some(net) => format!("localnet to physical network {net}"),
     }
 }
 
@@ -138,10 +186,7 @@ impl NbLive {
                     .iter()
                     .filter_map(|u| self.ports.get(u))
                     .filter(|p| owned(&p.external_ids))
-                    .map(|p| LogicalPort {
-                        name: p.name.clone(),
-                        address: p.addresses.first().cloned().unwrap_or_default(),
-                    })
+                    .map(NbPort::as_logical_port)
                     .collect();
                 ports.sort_by(|a, b| a.name.cmp(&b.name));
                 LogicalSwitch {
@@ -161,7 +206,7 @@ impl NbLive {
             json!({"op": "select", "table": "Logical_Switch", "where": [],
                    "columns": ["_uuid", "name", "ports", "external_ids"]}),
             json!({"op": "select", "table": "Logical_Switch_Port", "where": [],
-                   "columns": ["_uuid", "name", "addresses", "external_ids"]}),
+                   "columns": ["_uuid", "name", "addresses", "type", "options", "external_ids"]}),
             json!({"op": "select", "table": "NB_Global", "where": [],
                    "columns": ["_uuid", "ipsec", "external_ids"]}),
         ]
@@ -185,6 +230,9 @@ impl NbLive {
             _uuid: crate::ovsdb::value::Uuid,
             name: String,
             addresses: StrSet,
+            #[serde(rename = "type")]
+            kind: String,
+            options: StrMap,
             external_ids: StrMap,
         }
         #[derive(Deserialize)]
@@ -232,6 +280,8 @@ impl NbLive {
                             uuid: p._uuid.0,
                             name: p.name,
                             addresses: p.addresses.0,
+                            kind: p.kind,
+                            options: p.options.0,
                             external_ids: p.external_ids.0,
                         },
                     )
@@ -349,7 +399,7 @@ pub fn plan(
                         .map(|s| s.uuid.as_str())
                         == Some(ls.uuid.as_str()) =>
                 {
-                    if lp.addresses != [p.address.clone()] {
+                    if !lp.is(p) {
                         changes.push(NbChange::UpdatePort {
                             uuid: lp.uuid.clone(),
                             switch: d.name.clone(),
@@ -414,8 +464,9 @@ pub fn transaction(changes: &[NbChange], base: &NbLive, owner: &str, comment: &s
                 format!("lsp {uuid}"),
                 base.ports.get(uuid).map(|p| {
                     json!({"op": "wait", "timeout": 0, "table": "Logical_Switch_Port",
-                        "where": at(uuid), "columns": ["name", "addresses", "external_ids"], "until": "==",
-                        "rows": [{"name": p.name, "addresses": ["set", p.addresses], "external_ids": encode_map(&p.external_ids)}]})
+                        "where": at(uuid), "columns": ["name", "addresses", "type", "options", "external_ids"], "until": "==",
+                        "rows": [{"name": p.name, "addresses": ["set", p.addresses], "type": p.kind,
+                            "options": encode_map(&p.options), "external_ids": encode_map(&p.external_ids)}]})
                 }),
             ),
             NbChange::Ipsec { uuid: Some(uuid), .. } => (
@@ -444,9 +495,11 @@ pub fn transaction(changes: &[NbChange], base: &NbLive, owner: &str, comment: &s
     let mut insert_port = |ops: &mut Vec<Value>, p: &LogicalPort| {
         seq += 1;
         let name = format!("lsp{seq}");
+        let (addresses, kind, options) = port_columns(p);
         ops.push(
             json!({"op": "insert", "table": "Logical_Switch_Port", "uuid-name": name,
-            "row": {"name": p.name, "addresses": ["set", [p.address]], "external_ids": ids(None)}}),
+            "row": {"name": p.name, "addresses": ["set", addresses], "type": kind,
+                "options": encode_map(&options), "external_ids": ids(None)}}),
         );
         json!(["named-uuid", name])
     };
@@ -482,9 +535,11 @@ pub fn transaction(changes: &[NbChange], base: &NbLive, owner: &str, comment: &s
                 );
             }
             NbChange::UpdatePort { uuid, port, .. } => {
+                let (addresses, kind, options) = port_columns(port);
                 ops.push(
                     json!({"op": "update", "table": "Logical_Switch_Port", "where": at(uuid),
-                    "row": {"addresses": ["set", [port.address]]}}),
+                    "row": {"addresses": ["set", addresses], "type": kind,
+                        "options": encode_map(&options)}}),
                 );
             }
             NbChange::DeletePort {

@@ -11,6 +11,7 @@ fn ls(name: &str, ports: &[(&str, &str)]) -> LogicalSwitch {
             .map(|(n, a)| LogicalPort {
                 name: n.to_string(),
                 address: a.to_string(),
+                network: None,
             })
             .collect(),
     }
@@ -24,10 +25,10 @@ fn live() -> NbLive {
             {"_uuid": ["uuid", "s2"], "name": "theirs", "ports": ["uuid", "p3"], "external_ids": ["map", []]},
             {"_uuid": ["uuid", "s3"], "name": "old", "ports": ["set", []], "external_ids": ["map", [[OWNER_KEY, "c1"]]]}]}),
         json!({"rows": [
-            {"_uuid": ["uuid", "p1"], "name": "ovsb-h1", "addresses": "0a:00:00:00:00:01 10.30.0.1", "external_ids": ["map", [[OWNER_KEY, "c1"]]]},
-            {"_uuid": ["uuid", "p2"], "name": "ovsb-h2", "addresses": ["set", ["0a:00:00:00:00:02 10.30.0.2"]], "external_ids": ["map", [[OWNER_KEY, "c1"]]]},
-            {"_uuid": ["uuid", "p9"], "name": "vm9", "addresses": ["set", []], "external_ids": ["map", []]},
-            {"_uuid": ["uuid", "p3"], "name": "lsp-theirs", "addresses": ["set", []], "external_ids": ["map", []]}]}),
+            {"_uuid": ["uuid", "p1"], "name": "ovsb-h1", "addresses": "0a:00:00:00:00:01 10.30.0.1", "type": "", "options": ["map", []], "external_ids": ["map", [[OWNER_KEY, "c1"]]]},
+            {"_uuid": ["uuid", "p2"], "name": "ovsb-h2", "addresses": ["set", ["0a:00:00:00:00:02 10.30.0.2"]], "type": "", "options": ["map", []], "external_ids": ["map", [[OWNER_KEY, "c1"]]]},
+            {"_uuid": ["uuid", "p9"], "name": "vm9", "addresses": ["set", []], "type": "", "options": ["map", []], "external_ids": ["map", []]},
+            {"_uuid": ["uuid", "p3"], "name": "lsp-theirs", "addresses": ["set", []], "type": "", "options": ["map", []], "external_ids": ["map", []]}]}),
         json!({"rows": [{"_uuid": ["uuid", "g1"], "ipsec": false, "external_ids": ["map", []]}]}),
     ];
     NbLive::from_results(&reply).unwrap()
@@ -210,4 +211,88 @@ fn the_transaction_marks_every_row_it_writes() {
     assert!(t.iter().position(|o| o["op"] == "wait").unwrap() == 0);
     assert!(waits.iter().any(|w| w["table"] == "Logical_Switch_Port"
         && w["rows"][0]["addresses"] == json!(["set", ["0a:00:00:00:00:01 10.30.0.1"]])));
+}
+
+#[test]
+fn a_localnet_port_is_written_read_back_and_changed_like_our_other_ports() {
+    let localnet = |net: &str| LogicalPort {
+        name: bundle::ovn::localnet_port_name("ls0"),
+        address: bundle::ovn::LOCALNET_ADDRESS.into(),
+        network: Some(net.into()),
+    };
+    let mut want = ls("ls0", &[("ovsb-h1", "0a:00:00:00:00:01 10.30.0.1")]);
+    // In name order, as the builder writes them.
+    want.ports.push(localnet("physnet"));
+    // Added beside h1's: a port of type localnet naming its network.
+    let l = live();
+    let changes = plan(std::slice::from_ref(&want), false, &l).unwrap();
+    let got: Vec<String> = changes.iter().map(NbChange::describe).collect();
+    assert!(
+        got.contains(&"+ logical port ls0/ovsb-ln-ls0 localnet to physical network physnet".into()),
+        "{got:?}"
+    );
+    let t = transaction(&changes, &l, "c1", "test");
+    let insert = t
+        .iter()
+        .find(|o| o["op"] == "insert" && o["table"] == "Logical_Switch_Port")
+        .unwrap();
+    assert_eq!(
+        insert["row"],
+        json!({"name": "ovsb-ln-ls0", "addresses": ["set", ["unknown"]], "type": "localnet",
+               "options": ["map", [["network_name", "physnet"]]],
+               "external_ids": ["map", [[OWNER_KEY, "c1"]]]})
+    );
+    // As the database has it after that transaction: read back as the bundle lists it, and
+    // nothing more to do.
+    let mut reply = vec![
+        json!({"rows": [{"_uuid": ["uuid", "s1"], "name": "ls0", "ports": ["set", [["uuid", "p1"], ["uuid", "pl"]]],
+            "external_ids": ["map", [[OWNER_KEY, "c1"], [SUBNET_KEY, "10.30.0.0/24"]]]}]}),
+        json!({"rows": [
+            {"_uuid": ["uuid", "p1"], "name": "ovsb-h1", "addresses": "0a:00:00:00:00:01 10.30.0.1", "type": "", "options": ["map", []], "external_ids": ["map", [[OWNER_KEY, "c1"]]]},
+            {"_uuid": ["uuid", "pl"], "name": "ovsb-ln-ls0", "addresses": "unknown", "type": "localnet", "options": ["map", [["network_name", "physnet"]]], "external_ids": ["map", [[OWNER_KEY, "c1"]]]}]}),
+        json!({"rows": []}),
+    ];
+    let l = NbLive::from_results(&reply).unwrap();
+    assert_eq!(l.owned_state(), [want.clone()]);
+    assert_eq!(plan(std::slice::from_ref(&want), false, &l), Ok(vec![]));
+    // Another network, or the row's type changed by hand: one update of all three columns,
+    // guarded on the row as read.
+    let mut moved = want.clone();
+    moved.ports[1] = localnet("dc2");
+    let changes = plan(std::slice::from_ref(&moved), false, &l).unwrap();
+    assert_eq!(
+        changes.iter().map(NbChange::describe).collect::<Vec<_>>(),
+        ["~ logical port ls0/ovsb-ln-ls0: localnet to physical network dc2"]
+    );
+    let t = transaction(&changes, &l, "c1", "test");
+    assert_eq!(t[0]["op"], "wait");
+    assert_eq!(t[0]["rows"][0]["type"], "localnet");
+    assert_eq!(
+        t[1]["row"],
+        json!({"addresses": ["set", ["unknown"]], "type": "localnet",
+               "options": ["map", [["network_name", "dc2"]]]})
+    );
+    reply[1]["rows"][1]["type"] = json!("");
+    let l = NbLive::from_results(&reply).unwrap();
+    let changes = plan(std::slice::from_ref(&want), false, &l).unwrap();
+    assert_eq!(
+        changes.iter().map(NbChange::describe).collect::<Vec<_>>(),
+        ["~ logical port ls0/ovsb-ln-ls0: localnet to physical network physnet"]
+    );
+    // A VIF's row keeps no options: an update of h1 clears what someone added.
+    let t = transaction(
+        &plan(
+            &[ls("ls0", &[("ovsb-h1", "0a:00:00:00:00:01 10.30.0.9")])],
+            false,
+            &l,
+        )
+        .unwrap(),
+        &l,
+        "c1",
+        "test",
+    );
+    assert!(t.iter().any(|o| o["op"] == "update"
+        && o["row"]
+            == json!({"addresses": ["set", ["0a:00:00:00:00:01 10.30.0.9"]], "type": "",
+                      "options": ["map", []]})));
 }

@@ -261,6 +261,8 @@ pub(crate) fn with_nb(sys: &mut FakeSystem) {
             uuid: "their-lsp".into(),
             name: "vm1".into(),
             addresses: vec!["unknown".into()],
+            kind: String::new(),
+            options: BTreeMap::new(),
             external_ids: BTreeMap::new(),
         },
     );

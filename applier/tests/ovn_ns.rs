@@ -5,6 +5,9 @@
 //! then the chassis are in the southbound database, their ports are bound, and their
 //! attachment addresses ping each other over Geneve. A third chassis joins by applying its own
 //! bundle (and the central its new one): no other chassis' bundle changes, and it is reachable.
+//! A second fleet bridges its switch to a physical network (a localnet port, each chassis'
+//! `ovn-bridge-mappings` naming its uplink bridge): its chassis reach a host on that network and
+//! each other through their uplinks.
 
 mod common;
 use common::{check, host, text, TestHost};
@@ -19,11 +22,13 @@ const CENTRAL_IP: &str = "10.97.0.100";
 /// The hub namespace with its Linux bridge: removed (and every veth end in it) on drop.
 struct Hub {
     ns: String,
+    /// Prefix of the veth ends in the hub (each test's hubs have their own).
+    tag: &'static str,
 }
 
 impl Hub {
-    fn new() -> Hub {
-        let ns = format!("ovsbhub{}", std::process::id());
+    fn new(tag: &'static str) -> Hub {
+        let ns = format!("ovsb{tag}{}", std::process::id());
         check(
             Command::new("ip")
                 .args(["netns", "add", &ns])
@@ -31,7 +36,7 @@ impl Hub {
                 .unwrap(),
             "ip netns add hub",
         );
-        let hub = Hub { ns };
+        let hub = Hub { ns, tag };
         hub.ip(&["link", "add", "hub0", "type", "bridge"]);
         hub.ip(&["link", "set", "hub0", "up"]);
         hub
@@ -48,7 +53,7 @@ impl Hub {
 
     /// A veth from the hub to `h`, its host end named `veth` (in the host's namespace).
     fn plug(&self, h: &TestHost, veth: &str, n: usize) {
-        let hub_end = format!("hv{n}-{}", std::process::id() % 100000);
+        let hub_end = format!("{}{n}-{}", self.tag, std::process::id() % 100000);
         check(
             Command::new("ip")
                 .args([
@@ -144,6 +149,118 @@ fn underlay(h: &TestHost, veth: &str, ip: &str) {
     check(h.exec("ip", &["link", "set", veth, "up"]), "ip link veth");
 }
 
+/// The central's NB and SB databases (SB also on `ip`, for ovn-controller) and ovn-northd,
+/// started in `c`'s namespace: the NB remote for the applier, and the SB's socket.
+fn start_central(c1: &TestHost, daemons: &mut Daemons, ip: &str) -> (String, PathBuf) {
+    let cdir = c1.dir.path().join("ovn");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let (nb_sock, sb_sock) = (cdir.join("nb.sock"), cdir.join("sb.sock"));
+    for (db, schema) in [("nb", "ovn-nb"), ("sb", "ovn-sb")] {
+        check(
+            Command::new("ovsdb-tool")
+                .arg("create")
+                .arg(cdir.join(format!("{db}.db")))
+                .arg(format!("/usr/share/ovn/{schema}.ovsschema"))
+                .output()
+                .unwrap(),
+            "ovsdb-tool create",
+        );
+    }
+    let db = |n: &str| cdir.join(format!("{n}.db")).display().to_string();
+    daemons.start(
+        c1,
+        &cdir,
+        "ovsdb-nb",
+        "ovsdb-server",
+        &[db("nb"), format!("--remote=punix:{}", nb_sock.display())],
+    );
+    daemons.start(
+        c1,
+        &cdir,
+        "ovsdb-sb",
+        "ovsdb-server",
+        &[
+            db("sb"),
+            format!("--remote=punix:{}", sb_sock.display()),
+            format!("--remote=ptcp:6642:{ip}"),
+        ],
+    );
+    daemons.start(
+        c1,
+        &cdir,
+        "ovn-northd",
+        "ovn-northd",
+        &[
+            format!("--ovnnb-db=unix:{}", nb_sock.display()),
+            format!("--ovnsb-db=unix:{}", sb_sock.display()),
+        ],
+    );
+    (format!("unix:{}", nb_sock.display()), sb_sock)
+}
+
+/// `ovn-sbctl` on the SB database at `sb_sock`: its output.
+fn sbctl(sb_sock: &Path, args: &[&str]) -> String {
+    let o = Command::new("ovn-sbctl")
+        .arg(format!("--db=unix:{}", sb_sock.display()))
+        .arg("--timeout=10")
+        .args(args)
+        .output()
+        .unwrap();
+    check(o, &format!("ovn-sbctl {args:?}"))
+}
+
+/// Starts ovn-controller in `h`'s namespace, its files under `h`'s `ovn/`.
+fn start_controller(daemons: &mut Daemons, h: &TestHost) {
+    let dir = h.dir.path().join("ovn");
+    std::fs::create_dir_all(&dir).unwrap();
+    daemons.start(
+        h,
+        &dir,
+        "ovn-controller",
+        "ovn-controller",
+        &[format!("unix:{}", h.sock().display())],
+    );
+}
+
+/// Waits until logical port `port` is bound to a chassis.
+fn bound(sb_sock: &Path, port: &str, hs: &[TestHost]) {
+    until(30, &format!("binding of {port}"), || {
+        let c = sbctl(
+            sb_sock,
+            &[
+                "--bare",
+                "--columns=chassis",
+                "find",
+                "Port_Binding",
+                &format!("logical_port={port}"),
+            ],
+        );
+        if c.trim().is_empty() {
+            Err(format!(
+                "{}\n{}\n{}\n{}",
+                sbctl(sb_sock, &["show"]),
+                sbctl(sb_sock, &["list", "Port_Binding"]),
+                hs[0].vsctl_ok(&["show"]),
+                logs(hs)
+            ))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Waits until `from` pings `to`.
+fn ping(from: &TestHost, to: &str, hs: &[TestHost]) {
+    until(30, &format!("ping {to} from {}", from.name), || {
+        let o = from.exec("ping", &["-c", "1", "-W", "1", to]);
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}\n{}", out(o), logs(hs)))
+        }
+    })
+}
+
 /// Writes the fleet's profiles (central c1, chassis `chassis` on ls0, IPsec between them with
 /// the PKI in `dir/../pki`) under `dir`.
 fn write_fleet(dir: &Path, chassis: &[(&str, &str, &str)]) {
@@ -236,7 +353,7 @@ fn out(o: Output) -> String {
 #[test]
 fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host_joins() {
     let started = Instant::now();
-    let hub = Hub::new();
+    let hub = Hub::new("hv");
     let c1 = host("c1");
     let hs: Vec<TestHost> = ["h1", "h2", "h3"].iter().map(|n| host(n)).collect();
     let mut daemons = Daemons { pids: Vec::new() };
@@ -249,61 +366,9 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
         hub.plug(h, "u0", i + 1);
         underlay(h, "u0", &format!("10.97.0.{}/24", i + 1));
     }
-    // The central: NB and SB databases (SB also on the underlay for ovn-controller), northd.
-    let cdir = c1.dir.path().join("ovn");
-    std::fs::create_dir_all(&cdir).unwrap();
-    let (nb_sock, sb_sock) = (cdir.join("nb.sock"), cdir.join("sb.sock"));
-    for (db, schema) in [("nb", "ovn-nb"), ("sb", "ovn-sb")] {
-        check(
-            Command::new("ovsdb-tool")
-                .arg("create")
-                .arg(cdir.join(format!("{db}.db")))
-                .arg(format!("/usr/share/ovn/{schema}.ovsschema"))
-                .output()
-                .unwrap(),
-            "ovsdb-tool create",
-        );
-    }
-    let db = |n: &str| cdir.join(format!("{n}.db")).display().to_string();
-    daemons.start(
-        &c1,
-        &cdir,
-        "ovsdb-nb",
-        "ovsdb-server",
-        &[db("nb"), format!("--remote=punix:{}", nb_sock.display())],
-    );
-    daemons.start(
-        &c1,
-        &cdir,
-        "ovsdb-sb",
-        "ovsdb-server",
-        &[
-            db("sb"),
-            format!("--remote=punix:{}", sb_sock.display()),
-            format!("--remote=ptcp:6642:{CENTRAL_IP}"),
-        ],
-    );
-    daemons.start(
-        &c1,
-        &cdir,
-        "ovn-northd",
-        "ovn-northd",
-        &[
-            format!("--ovnnb-db=unix:{}", nb_sock.display()),
-            format!("--ovnsb-db=unix:{}", sb_sock.display()),
-        ],
-    );
-    let nb = format!("unix:{}", nb_sock.display());
+    let (nb, sb_sock) = start_central(&c1, &mut daemons, CENTRAL_IP);
     let no_nb = |h: &TestHost| format!("unix:{}", h.dir.path().join("no-nb.sock").display());
-    let sbctl = |args: &[&str]| {
-        let o = Command::new("ovn-sbctl")
-            .arg(format!("--db=unix:{}", sb_sock.display()))
-            .arg("--timeout=10")
-            .args(args)
-            .output()
-            .unwrap();
-        check(o, &format!("ovn-sbctl {args:?}"))
-    };
+    let sbctl = |args: &[&str]| sbctl(&sb_sock, args);
 
     // Two chassis and the central, from one fleet, with IPsec between the chassis.
     let fleet_dir = c1.dir.path().join("fleet");
@@ -332,17 +397,6 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
         lsps.contains("ovsb-h1") && lsps.contains("ovsb-h2"),
         "{lsps}"
     );
-    let start_controller = |daemons: &mut Daemons, h: &TestHost| {
-        let dir = h.dir.path().join("ovn");
-        std::fs::create_dir_all(&dir).unwrap();
-        daemons.start(
-            h,
-            &dir,
-            "ovn-controller",
-            "ovn-controller",
-            &[format!("unix:{}", h.sock().display())],
-        );
-    };
     for h in &hs[..2] {
         apply(h, &first[&h.name], "1", &no_nb(h));
         // The chassis keys, as ovn-controller will read them.
@@ -378,40 +432,10 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
         show.contains("geneve") && show.contains("10.97.0.1"),
         "{show}"
     );
-    let bound = |port: &str| {
-        until(30, &format!("binding of {port}"), || {
-            let c = sbctl(&[
-                "--bare",
-                "--columns=chassis",
-                "find",
-                "Port_Binding",
-                &format!("logical_port={port}"),
-            ]);
-            if c.trim().is_empty() {
-                Err(format!(
-                    "{}\n{}\n{}\n{}",
-                    sbctl(&["show"]),
-                    sbctl(&["list", "Port_Binding"]),
-                    hs[0].vsctl_ok(&["show"]),
-                    logs(&hs)
-                ))
-            } else {
-                Ok(())
-            }
-        })
-    };
+    let bound = |port: &str| bound(&sb_sock, port, &hs);
+    let ping = |from: &TestHost, to: &str| ping(from, to, &hs);
     bound("ovsb-h1");
     bound("ovsb-h2");
-    let ping = |from: &TestHost, to: &str| {
-        until(30, &format!("ping {to} from {}", from.name), || {
-            let o = from.exec("ping", &["-c", "1", "-W", "1", to]);
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(format!("{}\n{}", out(o), logs(&hs)))
-            }
-        })
-    };
     ping(&hs[0], "10.30.0.2");
     ping(&hs[1], "10.30.0.1");
     // IPsec is on between the chassis: ovn-controller names the peer of each tunnel (the CN
@@ -472,4 +496,182 @@ fn chassis_register_bind_their_ports_and_reach_each_other_over_geneve_and_a_host
         "{switches}"
     );
     eprintln!("ovn_ns: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn a_switch_bridged_to_a_physical_network_reaches_it_through_each_chassis_uplink() {
+    let started = Instant::now();
+    // The underlay, as above, and a second L2 network: the "physical" one, with a host of its
+    // own (the hub's bridge, 10.31.0.50) that OVN knows nothing about.
+    let underlay_hub = Hub::new("lv");
+    let phys = Hub::new("pv");
+    phys.ip(&["addr", "add", "10.31.0.50/24", "dev", "hub0"]);
+    let c = host("lc");
+    let ms: Vec<TestHost> = ["m1", "m2"].iter().map(|n| host(n)).collect();
+    let mut daemons = Daemons { pids: Vec::new() };
+    underlay_hub.plug(&c, "u0", 0);
+    underlay(&c, "u0", "10.98.0.100/24");
+    for (i, m) in ms.iter().enumerate() {
+        underlay_hub.plug(m, "u0", i + 1);
+        underlay(m, "u0", &format!("10.98.0.{}/24", i + 1));
+        phys.plug(m, "x0", i + 1);
+        check(m.exec("ip", &["link", "set", "x0", "up"]), "ip link x0");
+    }
+    let (nb, sb_sock) = start_central(&c, &mut daemons, "10.98.0.100");
+
+    // The fleet: ls-ext bridged to physnet; each chassis' uplink br-ex holds its x0.
+    let dir = c.dir.path().join("fleet");
+    std::fs::create_dir_all(dir.join("hosts")).unwrap();
+    let mut fleet = "[ovn]\ncentral = \"lc\"\ndatapath = \"netdev\"\n\n[[ovn.switches]]\n\
+                     name = \"ls-ext\"\nsubnet = \"10.31.0.0/24\"\nnetwork = \"physnet\"\n"
+        .to_string();
+    std::fs::write(
+        dir.join("hosts/lc.toml"),
+        "[host]\nname = \"lc\"\nunderlay_ip = \"10.98.0.100\"\n",
+    )
+    .unwrap();
+    for (i, m) in ms.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("hosts/{}.toml", m.name)),
+            format!(
+                "[host]\nname = \"{}\"\nunderlay_ip = \"10.98.0.{}\"\n\n[[bridges]]\nname = \"br-ex\"\n\
+                 datapath = \"netdev\"\nphysical_interfaces = [\"x0\"]\n",
+                m.name,
+                i + 1
+            ),
+        )
+        .unwrap();
+        fleet.push_str(&format!(
+            "\n[[ovn.chassis]]\nhost = \"{}\"\nswitch = \"ls-ext\"\naddress = \"10.31.0.{}/24\"\nuplink = \"br-ex\"\n",
+            m.name,
+            i + 1
+        ));
+    }
+    std::fs::write(dir.join("fleet.toml"), fleet).unwrap();
+    let all: Vec<&TestHost> = std::iter::once(&c).chain(ms.iter()).collect();
+    let bundles = build(&dir, &all, 1);
+
+    apply(&c, &bundles["lc"], "1", &nb);
+    let o = Command::new("ovn-nbctl")
+        .arg(format!("--db={nb}"))
+        .args([
+            "--bare",
+            "--columns=type,options",
+            "find",
+            "Logical_Switch_Port",
+            "name=ovsb-ln-ls-ext",
+        ])
+        .output()
+        .unwrap();
+    let lsp = check(o, "ovn-nbctl find");
+    assert!(
+        lsp.contains("localnet") && lsp.contains("network_name=physnet"),
+        "{lsp}"
+    );
+    for m in &ms {
+        let no_nb = format!("unix:{}", m.dir.path().join("no-nb.sock").display());
+        apply(m, &bundles[&m.name], "1", &no_nb);
+        assert_eq!(
+            m.vsctl_ok(&[
+                "get",
+                "Open_vSwitch",
+                ".",
+                "external_ids:ovn-bridge-mappings"
+            ]),
+            "\"physnet:br-ex\""
+        );
+        start_controller(&mut daemons, m);
+    }
+    bound(&sb_sock, "ovsb-m1", &ms);
+    bound(&sb_sock, "ovsb-m2", &ms);
+    // ovn-controller patched each uplink to br-int for the localnet port.
+    for m in &ms {
+        until(30, &format!("patch port on {}'s br-ex", m.name), || {
+            let ports = m.vsctl_ok(&["list-ports", "br-ex"]);
+            if ports.contains("patch-ovsb-ln-ls-ext-to-br-int") {
+                Ok(())
+            } else {
+                Err(format!("{ports}\n{}", logs(&ms)))
+            }
+        });
+    }
+    // What the mapping is for: the physical network's host reaches the chassis' attachments,
+    // and they reach it and each other through their uplinks.
+    ping(&ms[0], "10.31.0.50", &ms);
+    ping(&ms[1], "10.31.0.50", &ms);
+    ping(&ms[0], "10.31.0.2", &ms);
+    until(30, "ping 10.31.0.1 from the physical network", || {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &phys.ns,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "10.31.0.1",
+            ])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}\n{}", out(o), logs(&ms)))
+        }
+    });
+    // ovn-controller's patch port on our br-ex is not drift; the chassis and the central see
+    // none.
+    for (h, nb) in [
+        (
+            &ms[0],
+            format!("unix:{}", ms[0].dir.path().join("no-nb.sock").display()),
+        ),
+        (&c, nb.clone()),
+    ] {
+        let status = h.applier(&["--ovn-nb", &nb, "status"]);
+        assert_eq!(status.status.code(), Some(0), "{}: {}", h.name, out(status));
+    }
+    // A bundle without the uplink (the fleet back to a plain switch): the mapping goes, and
+    // with it ovn-controller's patch port; the central's localnet port goes too.
+    let plain = std::fs::read_to_string(dir.join("fleet.toml"))
+        .unwrap()
+        .replace("network = \"physnet\"\n", "")
+        .replace("uplink = \"br-ex\"\n", "");
+    std::fs::write(dir.join("fleet.toml"), plain).unwrap();
+    let second = build(&dir, &all, 2);
+    apply(&c, &second["lc"], "2", &nb);
+    let o = Command::new("ovn-nbctl")
+        .arg(format!("--db={nb}"))
+        .args(["lsp-list", "ls-ext"])
+        .output()
+        .unwrap();
+    let lsps = check(o, "ovn-nbctl lsp-list");
+    assert!(
+        !lsps.contains("ovsb-ln-ls-ext") && lsps.contains("ovsb-m1"),
+        "{lsps}"
+    );
+    for m in &ms {
+        let no_nb = format!("unix:{}", m.dir.path().join("no-nb.sock").display());
+        apply(m, &second[&m.name], "2", &no_nb);
+        let ids = m.vsctl_ok(&["get", "Open_vSwitch", ".", "external_ids"]);
+        assert!(!ids.contains("ovn-bridge-mappings"), "{ids}");
+    }
+    // The switch is a Geneve one now: the chassis still reach each other, the physical
+    // network's host no longer. (ovn-controller removes its patch ports from br-ex too, but
+    // in 2 of about 12 runs had not within 30 s; no flow leads to them once the localnet port
+    // is gone, which is what the last ping shows.)
+    ping(&ms[0], "10.31.0.2", &ms);
+    ping(&ms[1], "10.31.0.1", &ms);
+    let o = ms[0].exec("ping", &["-c", "2", "-W", "1", "10.31.0.50"]);
+    assert!(
+        !o.status.success(),
+        "still reached the physical network: {}",
+        out(o)
+    );
+    eprintln!(
+        "ovn_ns (localnet): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

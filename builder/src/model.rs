@@ -80,6 +80,9 @@ pub struct Bridge {
     /// The OVN logical switch this bridge (`br-int`, made from `fleet.toml`'s `[ovn]`) attaches
     /// to: bridges on one logical switch are one L2 network for the address checks.
     pub ovn_switch: Option<String>,
+    /// The host's bridge OVN joins to this one (`br-int`) through the switch's localnet port
+    /// (`ovn-bridge-mappings`): one L2 network for the address checks.
+    pub ovn_uplink: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -39,6 +39,9 @@ cases! {
     ovn_ipsec_no_pki => "ovn-ipsec-no-pki",
     ovn_ipsec_psk => "ovn-ipsec-psk",
     ovn_ipsec_geneve => "ovn-ipsec-geneve",
+    ovn_uplink => "ovn-uplink",
+    ovn_localnet_ipsec => "ovn-localnet-ipsec",
+    ovn_localnet_name => "ovn-localnet-name",
     dhcp_values => "dhcp-values",
     dhcp_unknown_key => "dhcp-unknown-key",
     dhcp_fleet => "dhcp-fleet",
@@ -94,7 +97,7 @@ cases! {
 fn every_error_case_has_a_test() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/errors");
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 54, "add the new case to the cases! list above");
+    assert_eq!(count, 57, "add the new case to the cases! list above");
 }
 
 /// A forwarder may NAT out of another bridge's own interface: on a userspace-datapath host the

@@ -1,8 +1,9 @@
 //! `ovn.json`: what a host's bundle says about OVN. A chassis carries the `Open_vSwitch`
 //! `external_ids` keys ovn-controller reads (`system-id`, `ovn-remote`, `ovn-encap-type`,
-//! `ovn-encap-ip`, `hostname`); the central host carries the northbound state (logical switches
-//! and their ports) that its applier writes to the NB database. Its `br-int` and internal port
-//! are ordinary rows of `ovs.json`.
+//! `ovn-encap-ip`, `hostname`, and `ovn-bridge-mappings` where an uplink is bridged into a
+//! logical switch); the central host carries the northbound state (logical switches and their
+//! ports, a switch's `localnet` port among them) that its applier writes to the NB database. Its
+//! `br-int`, internal port and uplink bridge are ordinary rows of `ovs.json`.
 //!
 //! Every value here reaches OVSDB. A signed bundle is still checked ([`OvnState::from_bytes`]):
 //! only the known keys, names and values of a narrow alphabet, addresses that parse.
@@ -12,8 +13,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// The `Open_vSwitch` `external_ids` keys a chassis bundle may set, and no other.
-pub const CHASSIS_KEYS: [&str; 5] = [
+pub const CHASSIS_KEYS: [&str; 6] = [
     "hostname",
+    "ovn-bridge-mappings",
     "ovn-encap-ip",
     "ovn-encap-type",
     "ovn-remote",
@@ -101,8 +103,51 @@ pub struct LogicalSwitch {
 pub struct LogicalPort {
     /// The port's name, which the chassis' interface names in `external_ids:iface-id`.
     pub name: String,
-    /// `MAC IP`: the one entry of the port's `addresses`.
+    /// `MAC IP`: the one entry of the port's `addresses`; [`LOCALNET_ADDRESS`] for a localnet
+    /// port.
     pub address: String,
+    /// A `localnet` port bridging the switch to this physical network (`type=localnet`,
+    /// `options:network_name`); each chassis maps the name to one of its bridges in
+    /// `ovn-bridge-mappings`. `None`: a chassis' attachment (a VIF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// The `addresses` of a localnet port: frames to any MAC not on the switch go to the physical
+/// network.
+pub const LOCALNET_ADDRESS: &str = "unknown";
+
+/// The name of the localnet port of logical switch `switch`.
+pub fn localnet_port_name(switch: &str) -> String {
+    format!("ovsb-ln-{switch}")
+}
+
+/// `ovn-bridge-mappings`' value: `NETWORK:BRIDGE` pairs, comma-separated, in the given order.
+pub fn bridge_mappings(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(n, b)| format!("{n}:{b}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The pairs of an `ovn-bridge-mappings` value, `None` if it is not one ovs-bundle writes:
+/// every network and bridge a name ([`name_problem`]; a bridge at most 15 bytes, a device name),
+/// each network once.
+pub fn parse_bridge_mappings(v: &str) -> Option<Vec<(&str, &str)>> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for pair in v.split(',') {
+        let (net, br) = pair.split_once(':')?;
+        if name_problem(net).is_some()
+            || name_problem(br).is_some()
+            || br.len() > 15
+            || out.iter().any(|(n, _)| *n == net)
+        {
+            return None;
+        }
+        out.push((net, br));
+    }
+    Some(out)
 }
 
 /// Why an `ovn.json` is refused.
@@ -175,6 +220,7 @@ impl OvnState {
                 "ovn-encap-type" => v == "geneve",
                 "ovn-encap-ip" => v.parse::<IpAddr>().is_ok(),
                 "ovn-remote" => remote_ok(v),
+                "ovn-bridge-mappings" => parse_bridge_mappings(v).is_some(),
                 _ => name_problem(v).is_none(),
             };
             if !ok {
@@ -215,9 +261,32 @@ impl OvnState {
                 if let Some(why) = name_problem(&p.name) {
                     return Err(bad("logical port", &p.name, why));
                 }
-                if !address_ok(&p.address) {
-                    return Err(bad("address", &p.address, "is not \"MAC IPv4\""));
+                match &p.network {
+                    None if !address_ok(&p.address) => {
+                        return Err(bad("address", &p.address, "is not \"MAC IPv4\""));
+                    }
+                    None => {}
+                    Some(net) => {
+                        if let Some(why) = name_problem(net) {
+                            return Err(bad("network", net, why));
+                        }
+                        if p.address != LOCALNET_ADDRESS {
+                            return Err(bad(
+                                "address",
+                                &p.address,
+                                "of a localnet port is not \"unknown\"",
+                            ));
+                        }
+                    }
                 }
+            }
+            // OVN bridges a switch to at most one physical network.
+            if ls.ports.iter().filter(|p| p.network.is_some()).count() > 1 {
+                return Err(bad(
+                    "logical switch",
+                    &ls.name,
+                    "has more than one localnet port",
+                ));
             }
         }
         Ok(())
@@ -327,6 +396,7 @@ mod tests {
                 ports: vec![LogicalPort {
                     name: "ovsb-h1".into(),
                     address: "0a:00:00:00:00:01 10.30.0.11".into(),
+                    network: None,
                 }],
             }],
             ..Default::default()
@@ -434,5 +504,58 @@ mod tests {
             "tcp:[2001:db8::1]:6642"
         );
         assert!(OvnState::from_bytes(b"{\"chassis\":{},\"x\":1}").is_err());
+    }
+
+    #[test]
+    fn bridge_mappings_and_localnet_ports_are_checked() {
+        let mut s = chassis();
+        s.chassis.insert(
+            "ovn-bridge-mappings".into(),
+            bridge_mappings(&[("physnet", "br-ex"), ("lab", "br-lab")]),
+        );
+        s.northbound[0].ports.push(LogicalPort {
+            name: localnet_port_name("ls0"),
+            address: LOCALNET_ADDRESS.into(),
+            network: Some("physnet".into()),
+        });
+        assert_eq!(OvnState::from_bytes(&s.to_bytes()).unwrap(), s);
+        assert_eq!(
+            parse_bridge_mappings("physnet:br-ex,lab:br-lab").unwrap(),
+            [("physnet", "br-ex"), ("lab", "br-lab")]
+        );
+        let refused = |f: &dyn Fn(&mut OvnState)| {
+            let mut s = s.clone();
+            f(&mut s);
+            OvnState::from_bytes(&s.to_bytes()).unwrap_err().to_string()
+        };
+        // What ovn-controller would split differently, a network twice, a bridge name no device
+        // can have, a value that is no pair.
+        for bad in [
+            "physnet:br-ex,physnet:br-2",
+            "physnet:br-ex:x",
+            "physnet:br-0123456789abcdef",
+            "physnet",
+            "physnet:br ex",
+            "",
+        ] {
+            let e = refused(&|s| {
+                s.chassis.insert("ovn-bridge-mappings".into(), bad.into());
+            });
+            assert!(e.contains("ovn-bridge-mappings"), "{bad}: {e}");
+        }
+        let e =
+            refused(&|s| s.northbound[0].ports[1].address = "0a:00:00:00:00:02 10.30.0.1".into());
+        assert!(e.contains("of a localnet port is not \"unknown\""), "{e}");
+        let e = refused(&|s| s.northbound[0].ports[1].network = Some("a b".into()));
+        assert!(e.contains("network \"a b\""), "{e}");
+        let e = refused(&|s| {
+            let mut p = s.northbound[0].ports[1].clone();
+            p.name = "ovsb-ln-2".into();
+            s.northbound[0].ports.push(p);
+        });
+        assert!(e.contains("more than one localnet port"), "{e}");
+        // A VIF's address stays "MAC IPv4": "unknown" is only a localnet port's.
+        let e = refused(&|s| s.northbound[0].ports[0].address = LOCALNET_ADDRESS.into());
+        assert!(e.contains("is not \"MAC IPv4\""), "{e}");
     }
 }

@@ -52,8 +52,8 @@ pub struct FakeSystem {
     firewall_pending: Option<Chains>,
 }
 
-/// A northbound port as seen: (name, addresses, ours).
-pub type NbPortView = (String, Vec<String>, bool);
+/// A northbound port as seen: (name, addresses, ours, type, options).
+pub type NbPortView = (String, Vec<String>, bool, String, BTreeMap<String, String>);
 
 /// What a person could observe on the host (row UUIDs aside): what tests compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +196,15 @@ impl FakeSystem {
                     .ports
                     .iter()
                     .filter_map(|u| self.nb.ports.get(u))
-                    .map(|p| (p.name.clone(), p.addresses.clone(), ours(&p.external_ids)))
+                    .map(|p| {
+                        (
+                            p.name.clone(),
+                            p.addresses.clone(),
+                            ours(&p.external_ids),
+                            p.kind.clone(),
+                            p.options.clone(),
+                        )
+                    })
                     .collect();
                 ports.sort();
                 (s.name.clone(), ours(&s.external_ids), ports)
@@ -494,12 +502,15 @@ impl System for FakeSystem {
         let add_port = |nb: &mut crate::nb::NbLive, seq: &mut u64, p: &bundle::ovn::LogicalPort| {
             *seq += 1;
             let uuid = format!("nb{seq}");
+            let (addresses, kind, options) = crate::nb::port_columns(p);
             nb.ports.insert(
                 uuid.clone(),
                 NbPort {
                     uuid: uuid.clone(),
                     name: p.name.clone(),
-                    addresses: vec![p.address.clone()],
+                    addresses,
+                    kind: kind.into(),
+                    options,
                     external_ids: ours.clone(),
                 },
             );
@@ -552,7 +563,11 @@ impl System for FakeSystem {
                     s.ports.push(u);
                 }
                 NbChange::UpdatePort { uuid, port, .. } => {
-                    nb.ports.get_mut(uuid).expect("read").addresses = vec![port.address.clone()];
+                    let (addresses, kind, options) = crate::nb::port_columns(port);
+                    let p = nb.ports.get_mut(uuid).expect("read");
+                    p.addresses = addresses;
+                    p.kind = kind.into();
+                    p.options = options;
                 }
                 NbChange::Ipsec { to, .. } => {
                     let g = nb.global.get_or_insert_with(|| crate::nb::NbGlobal {

@@ -167,6 +167,22 @@ pub fn check_fleet(hosts: &[Host], diags: &mut Vec<Diagnostic>) {
                     first_on_switch.insert(ls, end);
                 }
             }
+            // Its uplink, joined to it by OVN's patch port (the uplink has no tunnel: the
+            // OVN expansion refuses one, so this adds no crossing either).
+            if let Some(up) = bridge
+                .ovn_uplink
+                .as_ref()
+                .and_then(|u| host.bridges.iter().position(|x| &x.name == u))
+            {
+                links.push((
+                    end,
+                    End {
+                        host: h,
+                        bridge: up,
+                        protected: true,
+                    },
+                ));
+            }
         }
     }
     check_addresses(hosts, &links, diags);

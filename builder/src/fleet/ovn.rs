@@ -2,7 +2,8 @@
 //! which switch. Each chassis gets its `Open_vSwitch` `external_ids` (system-id, ovn-remote,
 //! ovn-encap-type, ovn-encap-ip, hostname), a `br-int` with one internal port bound to its
 //! logical switch port (`external_ids:iface-id`) and an address stanza; the central gets the
-//! northbound state. A host's chassis settings depend only on itself and the central, so adding
+//! northbound state. A switch bridged to a physical network (`network`) gets a localnet port,
+//! and each of its chassis maps that network to its `uplink` bridge (`ovn-bridge-mappings`). A host's chassis settings depend only on itself and the central, so adding
 //! a host changes no other chassis' bundle (only the central's, by one logical port).
 
 use crate::diag::{Diagnostic, Loc, SourceMap};
@@ -33,6 +34,7 @@ pub(super) const OVN: &[Field] = &[
 const SWITCH: &[Field] = &[
     Field::req("name", Kind::Str),
     Field::req("subnet", Kind::Str),
+    Field::opt("network", Kind::Str),
 ];
 const CHASSIS: &[Field] = &[
     Field::req("host", Kind::Str),
@@ -40,6 +42,7 @@ const CHASSIS: &[Field] = &[
     Field::req("switch", Kind::Str),
     Field::opt("interface", Kind::Str),
     Field::req("address", Kind::Str),
+    Field::opt("uplink", Kind::Str),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +65,9 @@ pub(super) struct RawOvn {
 struct RawSwitch {
     name: Spanned<String>,
     subnet: Spanned<String>,
+    /// The physical network the switch is bridged to (a localnet port): OVN then carries the
+    /// switch's traffic between chassis over that network, not over Geneve.
+    network: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +78,8 @@ struct RawChassis {
     switch: Spanned<String>,
     interface: Option<Spanned<String>>,
     address: Spanned<String>,
+    /// The host's bridge (declared in its profile) on the switch's physical network.
+    uplink: Option<Spanned<String>>,
 }
 
 /// The logical switch port of `host`: also the `iface-id` of its interface.
@@ -136,8 +144,8 @@ pub(super) fn expand(
             Datapath::System
         }
     };
-    // Switches: name -> (subnet, where).
-    let mut switches: BTreeMap<String, (Ipv4Cidr, Loc)> = BTreeMap::new();
+    // Switches: name -> (subnet, where, physical network).
+    let mut switches: BTreeMap<String, (Ipv4Cidr, Loc, Option<String>)> = BTreeMap::new();
     for s in &o.switches {
         let (name, loc) = (s.get_ref().name.get_ref(), map.loc(s.span().start));
         if let Some(why) = name_problem(name) {
@@ -173,7 +181,48 @@ pub(super) fn expand(
                 continue;
             }
         };
-        if let Some((_, first)) = switches.get(name) {
+        let network = match &s.get_ref().network {
+            None => None,
+            Some(n) => {
+                let port = bundle::ovn::localnet_port_name(name);
+                if let Some(why) = name_problem(n.get_ref()) {
+                    diags.push(
+                        Diagnostic::error(
+                            at(n.span()),
+                            format!("physical network name {:?} {why}", n.get_ref()),
+                        )
+                        .hint("name it like physnet or dc1-vlan20: the name each chassis maps to its uplink bridge"),
+                    );
+                    continue;
+                }
+                if name_problem(&port).is_some() {
+                    diags.push(
+                        Diagnostic::error(
+                            at(s.get_ref().name.span()),
+                            format!("logical switch name {name:?} is too long for its localnet port {port:?} (64 bytes at most)"),
+                        )
+                        .hint("shorten the switch's name to 56 bytes or less"),
+                    );
+                    continue;
+                }
+                if let Some(pki) = &o.ipsec_pki {
+                    diags.push(
+                        Diagnostic::error(
+                            at(n.span()),
+                            format!(
+                                "logical switch {name} is bridged to physical network {:?}, and [ovn] has ipsec_pki ({}): OVN carries a bridged switch's traffic between chassis over the physical network, outside Geneve and IPsec",
+                                n.get_ref(),
+                                map.span_loc(&pki.span())
+                            ),
+                        )
+                        .hint("keep traffic that must be encrypted on a switch without network, in a fleet with ipsec_pki; bridge uplinks in a fleet without it"),
+                    );
+                    continue;
+                }
+                Some(n.get_ref().clone())
+            }
+        };
+        if let Some((_, first, _)) = switches.get(name) {
             diags.push(
                 Diagnostic::error(
                     Some(loc),
@@ -183,7 +232,7 @@ pub(super) fn expand(
             );
             continue;
         }
-        switches.insert(name.clone(), (subnet, loc));
+        switches.insert(name.clone(), (subnet, loc, network));
     }
     let ipsec = ipsec_pki(dir, o, &at, diags);
     let switch_names: Vec<&str> = switches.keys().map(String::as_str).collect();
@@ -194,6 +243,8 @@ pub(super) fn expand(
         switch: String,
         iface: String,
         address: Ipv4Cidr,
+        /// (physical network, the host's bridge on it).
+        uplink: Option<(String, String)>,
         loc: Loc,
     }
     let mut planned: Vec<Planned> = Vec::new();
@@ -280,7 +331,7 @@ pub(super) fn expand(
                 continue;
             }
         }
-        let Some((subnet, _)) = switches.get(r.switch.get_ref()) else {
+        let Some((subnet, _, network)) = switches.get(r.switch.get_ref()) else {
             diags.push(
                 Diagnostic::error(
                     at(r.switch.span()),
@@ -397,12 +448,87 @@ pub(super) fn expand(
             );
             continue;
         }
+        let uplink = match (network, &r.uplink) {
+            (None, None) => None,
+            (Some(net), None) => {
+                diags.push(
+                    Diagnostic::error(
+                        Some(loc.clone()),
+                        format!(
+                            "chassis {host_name} is on logical switch {}, which is bridged to physical network {net:?}: OVN sends that switch's traffic between chassis over the physical network, and {host_name} has no bridge on it",
+                            r.switch.get_ref()
+                        ),
+                    )
+                    .hint("add uplink = \"BRIDGE\" naming the host's bridge that holds its NIC on that network (declared in its profile)"),
+                );
+                continue;
+            }
+            (None, Some(u)) => {
+                diags.push(
+                    Diagnostic::error(
+                        at(u.span()),
+                        format!(
+                            "chassis {host_name} has uplink {:?}, but logical switch {} is bridged to no physical network",
+                            u.get_ref(),
+                            r.switch.get_ref()
+                        ),
+                    )
+                    .hint(format!(
+                        "add network = \"NAME\" to the [[ovn.switches]] named {}, or remove uplink",
+                        r.switch.get_ref()
+                    )),
+                );
+                continue;
+            }
+            (Some(net), Some(u)) => {
+                let Some(b) = host.bridges.iter().find(|b| &b.name == u.get_ref()) else {
+                    let names: Vec<&str> = host.bridges.iter().map(|b| b.name.as_str()).collect();
+                    diags.push(
+                        Diagnostic::error(
+                            at(u.span()),
+                            format!(
+                                "uplink {:?} of chassis {host_name} is not a bridge of its profile ({})",
+                                u.get_ref(),
+                                host.loc.file
+                            ),
+                        )
+                        .hint(did_you_mean(
+                            u.get_ref(),
+                            &names,
+                            "declare the bridge in the host's profile, with its NIC on the physical network in physical_interfaces",
+                        )),
+                    );
+                    continue;
+                };
+                // A tunnel on the uplink would join the physical network to the hand mesh,
+                // and OVN's localnet port joins both to the logical switch: frames could go
+                // round.
+                if let Some(g) = b.gre.first() {
+                    diags.push(
+                        Diagnostic::error(
+                            at(u.span()),
+                            format!(
+                                "uplink {} of chassis {host_name} carries a tunnel to {} ({}): bridged into logical switch {} as well, frames could come back over the mesh",
+                                b.name,
+                                g.remote_ip,
+                                g.loc,
+                                r.switch.get_ref()
+                            ),
+                        )
+                        .hint("bridge the uplink NIC on a bridge of its own, without tunnels"),
+                    );
+                    continue;
+                }
+                Some((net.clone(), b.name.clone()))
+            }
+        };
         planned.push(Planned {
             host: h,
             system_id,
             switch: r.switch.get_ref().clone(),
             iface,
             address,
+            uplink,
             loc,
         });
     }
@@ -413,12 +539,41 @@ pub(super) fn expand(
     let remote = remote("tcp", hosts[central].underlay_ip, SB_PORT);
     let mut northbound: Vec<LogicalSwitch> = switches
         .iter()
-        .map(|(name, (subnet, _))| LogicalSwitch {
+        .map(|(name, (subnet, _, network))| LogicalSwitch {
             name: name.clone(),
             subnet: subnet.to_string(),
-            ports: Vec::new(),
+            ports: network
+                .iter()
+                .map(|net| LogicalPort {
+                    name: bundle::ovn::localnet_port_name(name),
+                    address: bundle::ovn::LOCALNET_ADDRESS.into(),
+                    network: Some(net.clone()),
+                })
+                .collect(),
         })
         .collect();
+    // A chassis' port name a localnet port has (a host named `ln-SWITCH`).
+    for p in &planned {
+        let port = port_name(&hosts[p.host].name);
+        if let Some(ls) = northbound
+            .iter()
+            .find(|ls| ls.ports.iter().any(|lp| lp.name == port))
+        {
+            diags.push(
+                Diagnostic::error(
+                    Some(p.loc.clone()),
+                    format!(
+                        "chassis {}'s logical port {port:?} is also the name of logical switch {}'s localnet port",
+                        hosts[p.host].name, ls.name
+                    ),
+                )
+                .hint("rename the host or the switch"),
+            );
+        }
+    }
+    if diags.len() > before {
+        return;
+    }
     for p in planned {
         let host = &mut hosts[p.host];
         let port = port_name(&host.name);
@@ -430,6 +585,7 @@ pub(super) fn expand(
         ls.ports.push(LogicalPort {
             name: port.clone(),
             address: format!("{mac} {}", p.address.addr),
+            network: None,
         });
         host.ovn.chassis = BTreeMap::from([
             ("hostname".into(), host.name.clone()),
@@ -438,6 +594,12 @@ pub(super) fn expand(
             ("ovn-remote".into(), remote.clone()),
             ("system-id".into(), p.system_id.clone()),
         ]);
+        if let Some((net, bridge)) = &p.uplink {
+            host.ovn.chassis.insert(
+                "ovn-bridge-mappings".into(),
+                bundle::ovn::bridge_mappings(&[(net, bridge)]),
+            );
+        }
         if let Some((pki, _)) = &ipsec {
             let key = pki
                 .join(ovn_pki::CHASSIS_DIR)
@@ -478,6 +640,7 @@ pub(super) fn expand(
             forwarder: None,
             dhcp: None,
             ovn_switch: Some(p.switch),
+            ovn_uplink: p.uplink.map(|(_, bridge)| bridge),
         });
     }
     for ls in &mut northbound {

@@ -294,6 +294,7 @@ impl Validator<'_> {
             forwarder,
             dhcp,
             ovn_switch: None,
+            ovn_uplink: None,
         }
     }
 
