@@ -251,10 +251,7 @@ impl Applier<'_> {
         };
         let step = |e| ("the OVN IPsec files".to_string(), e);
         kill_point("ovn-ipsec-files");
-        for (key, path) in bundle::ovn::IPSEC_FILES {
-            let Some(data) = files.get(key) else {
-                continue;
-            };
+        for (path, data) in files.iter() {
             let file = self.loc.paths.ovn_ipsec_file(path);
             if let (Some(dir), Some(parent)) =
                 (file.parent(), file.parent().and_then(|d| d.parent()))
@@ -279,8 +276,9 @@ impl Applier<'_> {
             }
             self.sys.write_file(&file, data, 0o600).map_err(step)?;
         }
-        // A new or changed CA: told now that it is there.
-        if files.contains_key("ca_cert") {
+        // A new or changed CA: told now that it is there (beside the old one, if any, until
+        // the cleanup: chassis renewed with either are trusted meanwhile).
+        if files.keys().any(|p| bundle::ovn::is_ipsec_ca_path(p)) {
             self.ipsec_reread_cacerts(plan).map_err(step)?;
         }
         Ok(())
@@ -297,31 +295,23 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Removes the OVN IPsec files no longer wanted (never strongSwan's directories), and,
-    /// when none is, what a write that crashed half-way left beside them (key bytes, maybe).
+    /// Removes ovs-bundle's OVN IPsec files no longer wanted (never strongSwan's directories):
+    /// a renewed credential's old file, all of them without IPsec, and what a write that was
+    /// cut short left (key bytes, maybe).
     fn ovn_ipsec_cleanup_driver(&mut self, plan: &HostPlan) -> Result<(), StepError> {
         let Some(change) = &plan.ovn_ipsec else {
             return Ok(());
         };
         let step = |e| ("the OVN IPsec files".to_string(), e);
-        for (key, path) in bundle::ovn::IPSEC_FILES {
-            if change.files.as_ref().is_some_and(|f| f.contains_key(key)) {
-                continue;
-            }
+        for path in &change.remove {
             let file = self.loc.paths.ovn_ipsec_file(path);
             self.sys.remove_file(&file).map_err(step)?;
-            if change.files.is_none() {
-                if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
-                    let tmp = dir.join(format!(".{}.ovs-bundle-tmp", name.to_string_lossy()));
-                    self.sys.remove_file(&tmp).map_err(step)?;
-                }
-            }
         }
-        // A removed CA: told once it is gone.
-        if !change
-            .files
-            .as_ref()
-            .is_some_and(|f| f.contains_key("ca_cert"))
+        // A removed or replaced CA: told once it is gone.
+        if change
+            .remove
+            .iter()
+            .any(|p| bundle::ovn::is_ipsec_ca_path(p))
         {
             self.ipsec_reread_cacerts(plan).map_err(step)?;
         }

@@ -62,8 +62,11 @@ pub struct DhcpChange {
 /// the ones no longer wanted removed after it.
 #[derive(Debug, Clone, Default)]
 pub struct OvnIpsecChange {
-    /// By `other_config` key (`bundle::ovn::IPSEC_FILES`); `None`: none of them.
+    /// By path relative to the root (`bundle::ovn::IPSEC_FILES`); `None`: none of them.
     pub files: Option<crate::state::IpsecFiles>,
+    /// ovs-bundle's files there are that are not wanted (paths relative to the root): a
+    /// renewed credential's old file, or all of them.
+    pub remove: Vec<String>,
     /// For people: `+ PATH`, `~ PATH`, `- PATH` (paths only: one is a private key).
     pub lines: Vec<String>,
     /// The CA certificate is written, changed or removed: a running strongSwan must reload its
@@ -377,11 +380,28 @@ pub fn make_plan(
         plan.ovs_system_id = Some(desired.ovs_system_id.clone());
     }
     if now.ovn_ipsec_files != desired.ovn_ipsec_files {
-        let ca = |f: &Option<crate::state::IpsecFiles>| {
-            f.as_ref().and_then(|f| f.get("ca_cert").cloned())
+        let ca = |f: &Option<crate::state::IpsecFiles>| -> Vec<(String, Vec<u8>)> {
+            f.iter()
+                .flat_map(|f| f.iter())
+                .filter(|(p, _)| bundle::ovn::is_ipsec_ca_path(p))
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect()
+        };
+        let wanted = |p: &String| {
+            desired
+                .ovn_ipsec_files
+                .as_ref()
+                .is_some_and(|f| f.contains_key(p))
         };
         plan.ovn_ipsec = Some(OvnIpsecChange {
             ca_changed: ca(&now.ovn_ipsec_files) != ca(&desired.ovn_ipsec_files),
+            remove: now
+                .ovn_ipsec_files
+                .iter()
+                .flat_map(|f| f.keys())
+                .filter(|p| !wanted(p))
+                .cloned()
+                .collect(),
             files: desired.ovn_ipsec_files.clone(),
             lines: ovn_ipsec_lines(
                 now.ovn_ipsec_files.as_ref(),
@@ -511,9 +531,10 @@ pub fn ovn_ipsec_lines(
 ) -> Vec<String> {
     let empty = BTreeMap::new();
     let (a, b) = (now.map_or(&empty, |f| &f.0), want.map_or(&empty, |f| &f.0));
+    let paths: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let mut out = Vec::new();
-    for (key, path) in bundle::ovn::IPSEC_FILES {
-        match (a.get(key), b.get(key)) {
+    for path in paths {
+        match (a.get(path), b.get(path)) {
             (Some(x), Some(y)) if x == y => {}
             (None, Some(_)) => out.push(format!("+ /{path}")),
             (Some(_), Some(_)) => out.push(format!("~ /{path}")),

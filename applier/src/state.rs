@@ -65,9 +65,9 @@ pub struct HostState {
     /// sets (as read: the keys its mark lists), see `bundle::ovn::IPSEC_FILES`.
     #[serde(default)]
     pub ovn_ipsec_keys: BTreeMap<String, String>,
-    /// ovs-bundle's files of `bundle::ovn::IPSEC_FILES` there are (a chassis' certificate, key
-    /// and CA certificate), by their `other_config` key; `None`: none. They hold a private key:
-    /// this state is kept 0600, as it holds PSKs.
+    /// ovs-bundle's files in the directories of `bundle::ovn::IPSEC_FILES` there are (a
+    /// chassis' certificate, key and CA certificate), by path relative to the root; `None`:
+    /// none. They hold a private key: this state is kept 0600, as it holds PSKs.
     #[serde(default)]
     pub ovn_ipsec_files: Option<IpsecFiles>,
 }
@@ -461,12 +461,38 @@ impl FileWant {
     }
 }
 
-/// A chassis' OVN IPsec files by name (see [`HostState::ovn_ipsec_files`]).
+/// A chassis' OVN IPsec files by path (see [`HostState::ovn_ipsec_files`]).
 /// One is a private key: `Debug` shows names and sizes only (a failed assertion or a log line
 /// of a state or plan never shows key bytes).
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct IpsecFiles(pub BTreeMap<String, Vec<u8>>);
+
+/// As stored in generations and snapshots: every path one of ovs-bundle's IPsec files (a
+/// state file edited by hand names no other file to write), and the form before the files
+/// were named after their content (by `other_config` key, at fixed paths) read as those paths,
+/// so that a rollback to such a generation puts back what it had.
+impl<'de> Deserialize<'de> for IpsecFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, Vec<u8>>::deserialize(d)?;
+        let mut out = BTreeMap::new();
+        for (key, data) in raw {
+            let path = match key.as_str() {
+                "ca_cert" => "etc/ipsec.d/cacerts/ovs-bundle-ovn-ca.pem".to_string(),
+                "certificate" => "etc/ipsec.d/certs/ovs-bundle-ovn.pem".to_string(),
+                "private_key" => "etc/ipsec.d/private/ovs-bundle-ovn.pem".to_string(),
+                p if bundle::ovn::is_ipsec_file_path(p) => key,
+                p => {
+                    return Err(serde::de::Error::custom(format!(
+                        "{p:?} is not an OVN IPsec file of ovs-bundle's"
+                    )))
+                }
+            };
+            out.insert(path, data);
+        }
+        Ok(IpsecFiles(out))
+    }
+}
 
 impl std::fmt::Debug for IpsecFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -488,7 +514,8 @@ impl std::ops::Deref for IpsecFiles {
 }
 
 /// The `other_config` keys and the files a chassis' IPsec credentials want (none without),
-/// the files by their `other_config` key. The keys name the files where the host has them,
+/// the files by path relative to the root (named after their content,
+/// `bundle::ovn::ipsec_file_name`). The keys name the files where the host has them,
 /// `/etc/ipsec.d/…`, also when the applier works on another root (an image being built).
 pub fn ovn_ipsec_wanted(
     ipsec: Option<&bundle::ovn::ChassisIpsec>,
@@ -498,28 +525,29 @@ pub fn ovn_ipsec_wanted(
     };
     let mut keys = BTreeMap::new();
     let mut files = BTreeMap::new();
-    for (key, path) in bundle::ovn::IPSEC_FILES {
-        let content = match key {
-            "ca_cert" => &i.ca_cert,
-            "certificate" => &i.certificate,
-            _ => &i.private_key,
-        };
+    for (key, path, content) in bundle::ovn::ipsec_files(i) {
         keys.insert(key.to_string(), format!("/{path}"));
-        files.insert(key.to_string(), content.as_bytes().to_vec());
+        files.insert(path, content.as_bytes().to_vec());
     }
     (keys, Some(IpsecFiles(files)))
 }
 
-/// The IPsec files of ovs-bundle's there are (`bundle::ovn::IPSEC_FILES`), by their
-/// `other_config` key; `None` when there is none.
+/// The IPsec files of ovs-bundle's there are (in the directories of
+/// `bundle::ovn::IPSEC_FILES`), by path relative to the root; `None` when there is none.
 pub fn read_ovn_ipsec_files(
     sys: &mut dyn System,
     paths: &Paths,
 ) -> Result<Option<IpsecFiles>, SysError> {
     let mut out = BTreeMap::new();
-    for (key, path) in bundle::ovn::IPSEC_FILES {
-        if let Some(data) = sys.read_file(&paths.ovn_ipsec_file(path))? {
-            out.insert(key.to_string(), data);
+    for (_, dir) in bundle::ovn::IPSEC_FILES {
+        for name in sys.list_dir(&paths.ovn_ipsec_file(dir))? {
+            if !bundle::ovn::is_ipsec_file_name(&name) {
+                continue;
+            }
+            let path = format!("{dir}/{name}");
+            if let Some(data) = sys.read_file(&paths.ovn_ipsec_file(&path))? {
+                out.insert(path, data);
+            }
         }
     }
     Ok((!out.is_empty()).then_some(IpsecFiles(out)))

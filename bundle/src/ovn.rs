@@ -69,20 +69,86 @@ impl std::fmt::Debug for ChassisIpsec {
 }
 
 /// A chassis' IPsec files as the applier writes them (each 0600: one is a key): the
-/// `Open_vSwitch` `other_config` key naming each (what ovs-monitor-ipsec reads) and the file
-/// (relative to the root).
+/// `Open_vSwitch` `other_config` key naming each (what ovs-monitor-ipsec reads) and the
+/// directory it goes to (relative to the root); its name is [`ipsec_file_name`].
 ///
 /// In strongSwan's own directories, for two reasons. charon's AppArmor profile (Debian's,
 /// enforcing where AppArmor runs) lets it read `/etc/ipsec.d/**` and nothing of ours. And
 /// strongSwan never loads the CA from the `ca` section ovs-monitor-ipsec 3.1 writes into
 /// ipsec.conf (it has no `auto=add`, and ignoring is the default): charon loads CA
 /// certificates from `cacerts/` when it starts, or when told to (VM scenario 9 found this). The
-/// directories are strongSwan's package's; only these files are ovs-bundle's.
+/// directories are strongSwan's package's; only files named [`IPSEC_FILE_PREFIX`]`*` are
+/// ovs-bundle's.
 pub const IPSEC_FILES: [(&str, &str); 3] = [
-    ("ca_cert", "etc/ipsec.d/cacerts/ovs-bundle-ovn-ca.pem"),
-    ("certificate", "etc/ipsec.d/certs/ovs-bundle-ovn.pem"),
-    ("private_key", "etc/ipsec.d/private/ovs-bundle-ovn.pem"),
+    ("ca_cert", IPSEC_CA_DIR),
+    ("certificate", "etc/ipsec.d/certs"),
+    ("private_key", "etc/ipsec.d/private"),
 ];
+
+/// The directory of the CA certificates charon trusts (relative to the root).
+pub const IPSEC_CA_DIR: &str = "etc/ipsec.d/cacerts";
+
+/// What the names of ovs-bundle's files in [`IPSEC_FILES`]' directories start with (the names
+/// of earlier versions, `ovs-bundle-ovn.pem` and `ovs-bundle-ovn-ca.pem`, too).
+pub const IPSEC_FILE_PREFIX: &str = "ovs-bundle-ovn";
+
+/// The name of the IPsec file for `other_config` key `key` holding `content`: a digest of the
+/// content in it, so that a renewed certificate or key has a new name. ovs-monitor-ipsec
+/// notices only a changed `other_config` value (a path), not new content at the same path:
+/// with a new name, a rebuild and an apply renew a chassis' credentials, and it re-keys its
+/// tunnels with them.
+pub fn ipsec_file_name(key: &str, content: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(content);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let kind = if key == "ca_cert" { "-ca" } else { "" };
+    format!("{IPSEC_FILE_PREFIX}{kind}-{hex}.pem")
+}
+
+/// Whether `name`, in one of [`IPSEC_FILES`]' directories, is ovs-bundle's: one of its IPsec
+/// files (of any version's naming), or what a write of one that was cut short left (its
+/// temporary file, key bytes maybe).
+pub fn is_ipsec_file_name(name: &str) -> bool {
+    !name.contains('/')
+        && (name.starts_with(IPSEC_FILE_PREFIX)
+            || (name
+                .strip_prefix('.')
+                .is_some_and(|n| n.starts_with(IPSEC_FILE_PREFIX))
+                && name.ends_with(".ovs-bundle-tmp")))
+}
+
+/// Whether `path` (relative to the root) is an IPsec file of ovs-bundle's in one of
+/// [`IPSEC_FILES`]' directories.
+pub fn is_ipsec_file_path(path: &str) -> bool {
+    IPSEC_FILES.iter().any(|(_, dir)| {
+        path.strip_prefix(dir)
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(is_ipsec_file_name)
+    })
+}
+
+/// Whether `path` (relative to the root) is in the CA certificates' directory of
+/// [`IPSEC_FILES`].
+pub fn is_ipsec_ca_path(path: &str) -> bool {
+    path.strip_prefix(IPSEC_CA_DIR)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The IPsec files of `ipsec`: (`other_config` key, path relative to the root, content).
+pub fn ipsec_files(ipsec: &ChassisIpsec) -> [(&'static str, String, &str); 3] {
+    IPSEC_FILES.map(|(key, dir)| {
+        let content = match key {
+            "ca_cert" => ipsec.ca_cert.as_str(),
+            "certificate" => ipsec.certificate.as_str(),
+            _ => ipsec.private_key.as_str(),
+        };
+        (
+            key,
+            format!("{dir}/{}", ipsec_file_name(key, content.as_bytes())),
+            content,
+        )
+    })
+}
 /// `NB_Global` `external_ids` key saying ovs-bundle set `ipsec=true` (the central).
 pub const NB_IPSEC_OWNER: &str = "ovs-bundle-ipsec";
 /// `Open_vSwitch` `other_config` key listing (comma-separated) the keys ovs-bundle set there.

@@ -25,6 +25,9 @@ pub struct Fleet {
 
 /// Scenario 9's OVN hosts: name, underlay address, address on the logical switch (ovn0). The
 /// first three are chassis from the start (gw1 also the central); node3 joins.
+/// The end date of scenario 9's renewed certificates (ovn3).
+pub const OVN_RENEWED_UNTIL: &str = "2031-06-30";
+
 pub const OVN_HOSTS: [(&str, &str, &str); 4] = [
     ("gw1", "192.0.2.1", "10.40.0.1"),
     ("node1", "192.0.2.2", "10.40.0.2"),
@@ -289,18 +292,23 @@ impl Fleet {
         // CA. ovn2: node3 joins, built as an operator would, with a new serial into the
         // directory of ovn1's bundles: the builder's verdict per host goes to ovn2-build.txt for
         // the scenario. ovn2-same-serial: the same at ovn1's serial, whose bytes show that a
-        // join changes no other host's bundle.
+        // join changes no other host's bundle. ovn3: the renewal, the four hosts' certificates
+        // (and the CA's, from the same key) reissued with an end date.
         let pki = work.join("ovn-pki");
         let _ = std::fs::remove_dir_all(&pki);
         run(Command::new(&builder).args(["ovn-ca", "--pki"]).arg(&pki))?;
-        let ovn_profiles = |name: &str, chassis: &[(&str, &str, &str)]| -> Result<PathBuf> {
+        let ovn_profiles = |name: &str,
+                            chassis: &[(&str, &str, &str)],
+                            expiry: Option<&str>|
+         -> Result<PathBuf> {
             let dir = work.join(format!("profiles-{name}"));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(dir.join("hosts"))?;
             let mut fleet = format!(
-                "[ovn]\ncentral = \"gw1\"\nipsec_pki = {:?}\n\n\
+                "[ovn]\ncentral = \"gw1\"\nipsec_pki = {:?}\n{}\n\
                  [[ovn.switches]]\nname = \"ls0\"\nsubnet = \"10.40.0.0/24\"\n",
-                pki.display().to_string()
+                pki.display().to_string(),
+                expiry.map_or(String::new(), |e| format!("ipsec_expiry = {e:?}\n"))
             );
             for (host, underlay, address) in chassis {
                 std::fs::write(
@@ -314,8 +322,13 @@ impl Fleet {
             std::fs::write(dir.join("fleet.toml"), fleet)?;
             Ok(dir)
         };
-        build(&ovn_profiles("ovn1", &OVN_HOSTS[..3])?, "ovn1", 20, None)?;
-        let ovn2 = ovn_profiles("ovn2", &OVN_HOSTS)?;
+        build(
+            &ovn_profiles("ovn1", &OVN_HOSTS[..3], None)?,
+            "ovn1",
+            20,
+            None,
+        )?;
+        let ovn2 = ovn_profiles("ovn2", &OVN_HOSTS, None)?;
         build(&ovn2, "ovn2-same-serial", 20, None)?;
         copy_dir(&payload.join("ovn1"), &payload.join("ovn2"))?;
         let verdict = run(Command::new(&builder)
@@ -327,6 +340,12 @@ impl Fleet {
             .arg(&sk)
             .args(["--serial", "21"]))?;
         std::fs::write(work.join("ovn2-build.txt"), verdict)?;
+        build(
+            &ovn_profiles("ovn3", &OVN_HOSTS, Some(OVN_RENEWED_UNTIL))?,
+            "ovn3",
+            22,
+            None,
+        )?;
         // img: the shipped example over VXLAN (as v6: scenario 11 also proves the example over
         // VXLAN with IPsec, on the product image), each host's underlay address in its interfaces
         // file (a per-host image has no other source for it: no kernel command line, no DHCP).

@@ -935,7 +935,9 @@ const OVN_CTL: &str = "/usr/share/ovn/scripts/ovn-ctl";
 /// through OVN's Geneve tunnels, which leave only inside ESP: plain Geneve is captured on every
 /// host from before the first OVN apply on. Then node3 joins by applying only its own bundle,
 /// and gw1 the central's (its logical port); node1's and node2's bundles are byte for byte the
-/// ones they have.
+/// ones they have. Last, node1 and node2 renew their certificates by applying a rebuild, with
+/// ovs-monitor-ipsec running and no restart: strongSwan loads the new ones, and the chassis
+/// still reach each other (renewed and not) inside ESP.
 fn ovn_fleet(ctx: &mut Ctx) -> Result<()> {
     use crate::fleet::OVN_HOSTS;
     ctx.boot_fleet()?;
@@ -1013,11 +1015,46 @@ fn ovn_fleet(ctx: &mut Ctx) -> Result<()> {
         "{OVN_CTL} start_controller >>/var/log/ovn-ctl.log 2>&1"
     ))?;
     ovn_connected(ctx, &four, &addrs)?;
+    // Renewal is a rebuild (and an apply). The files are named after their content, so
+    // other_config names new ones and ovs-monitor-ipsec re-keys its tunnels with them; the old
+    // files go.
+    let until = crate::fleet::OVN_RENEWED_UNTIL;
+    for name in ["node1", "node2"] {
+        let out = apply(ctx.g(name)?, &format!("/payload/ovn3/{name}.tgz"))?;
+        if !out.contains("is current") {
+            bail!("{name}: unexpected apply output (renewal):\n{out}");
+        }
+    }
+    let year = &until[..4];
+    for name in ["node1", "node2"] {
+        until_ok(
+            ctx.g(name)?,
+            &format!(
+                "ipsec listcerts | grep -q 'not after .* {year}' && \
+                 test $(ls /etc/ipsec.d/certs | grep -c '^ovs-bundle-ovn') = 1 && \
+                 test $(ls /etc/ipsec.d/cacerts | grep -c '^ovs-bundle-ovn') = 1"
+            ),
+            60,
+        )
+        .with_context(|| {
+            format!("{name}: strongSwan did not load the certificate renewed until {until}, or the old files stayed")
+        })?;
+    }
+    // Renewed and not renewed chassis reach each other (the same CA key issued both), only
+    // through IPsec (the guard drops plain Geneve; none left, checked below), and the renewed
+    // ones have no drift.
+    ping_among(ctx, &["node1", "node2", "node3"], &addrs)?;
+    for name in ["node1", "node2"] {
+        let (rc, out) = ctx.g(name)?.run("applier status")?;
+        if rc != 0 {
+            bail!("{name}: status reports drift after the renewal:\n{out}");
+        }
+    }
     no_plain(
         ctx,
         &four,
         PLAIN_GENEVE,
-        "the move to OVN with IPsec and node3's join",
+        "the move to OVN with IPsec, node3's join and the renewal",
     )
 }
 
