@@ -519,6 +519,28 @@ pub(super) fn expand(
                     );
                     continue;
                 }
+                // ovn-controller joins the uplink to br-int with a pair of patch ports, which
+                // Open vSwitch connects only between bridges of one datapath type.
+                if b.datapath != datapath {
+                    diags.push(
+                        Diagnostic::error(
+                            at(u.span()),
+                            format!(
+                                "uplink {} of chassis {host_name} has datapath {} ({}) but {BR_INT} has {}: Open vSwitch's patch ports join bridges of one datapath type only",
+                                b.name,
+                                b.datapath.as_ovs(),
+                                b.loc,
+                                datapath.as_ovs()
+                            ),
+                        )
+                        .hint(format!(
+                            "give the bridge datapath = \"{}\", or [ovn] datapath = \"{}\"",
+                            datapath.as_ovs(),
+                            b.datapath.as_ovs()
+                        )),
+                    );
+                    continue;
+                }
                 Some((net.clone(), b.name.clone()))
             }
         };
