@@ -190,11 +190,11 @@ impl HostState {
         // made before ovn-controller patches it to br-int, and removed with the mapping), and
         // not OVN's integration bridge, which it would patch to itself.
         if let Some(m) = ovn.chassis.get("ovn-bridge-mappings") {
+            let ovn_bridge = ovs
+                .ports()
+                .find(|(_, p)| p.external_ids.contains_key(bundle::state::IFACE_ID_KEY))
+                .map(|(b, _)| b.name.as_str());
             for (net, bridge) in bundle::ovn::parse_bridge_mappings(m).unwrap_or_default() {
-                let ovn_bridge = ovs
-                    .ports()
-                    .find(|(_, p)| p.external_ids.contains_key(bundle::state::IFACE_ID_KEY))
-                    .map(|(b, _)| b.name.as_str());
                 if !ovs.bridges.iter().any(|b| b.name == bridge) || ovn_bridge == Some(bridge) {
                     return Err(format!(
                         "{}: ovn-bridge-mappings maps physical network {net} to bridge {bridge}, which is not an uplink bridge of this bundle's (rebuild: the builder maps only bridges the profile declares)",

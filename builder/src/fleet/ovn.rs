@@ -3,8 +3,9 @@
 //! ovn-encap-type, ovn-encap-ip, hostname), a `br-int` with one internal port bound to its
 //! logical switch port (`external_ids:iface-id`) and an address stanza; the central gets the
 //! northbound state. A switch bridged to a physical network (`network`) gets a localnet port,
-//! and each of its chassis maps that network to its `uplink` bridge (`ovn-bridge-mappings`). A host's chassis settings depend only on itself and the central, so adding
-//! a host changes no other chassis' bundle (only the central's, by one logical port).
+//! and each of its chassis maps that network to its `uplink` bridge (`ovn-bridge-mappings`).
+//! A host's chassis settings depend only on itself and the central, so adding a host changes
+//! no other chassis' bundle (only the central's, by one logical port).
 
 use crate::diag::{Diagnostic, Loc, SourceMap};
 use crate::model::{Bridge, Datapath, Host, HostInterface, OvnAttachment, OvnIpsec};
