@@ -426,7 +426,10 @@ fn a_renewed_certificate_is_a_new_file_and_the_old_one_goes_atomically() {
         named(&base, "private_key"),
     );
     // A leftover of a write cut short (key bytes, maybe) is ours too: drift, removed.
-    let tmp = format!("/etc/ipsec.d/private/.{}.ovs-bundle-tmp", &key[21..]);
+    let tmp = format!(
+        "/etc/ipsec.d/private/{}",
+        crate::system::temp_name(&key["/etc/ipsec.d/private/".len()..])
+    );
     base.files.insert(file(&tmp), b"partial".to_vec());
     let before = base.view();
     // Renewal is a rebuild: the same key, a certificate with a new end date (and the CA's

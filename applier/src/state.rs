@@ -488,7 +488,7 @@ impl<'de> Deserialize<'de> for IpsecFiles {
                 "ca_cert" => "etc/ipsec.d/cacerts/ovs-bundle-ovn-ca.pem".to_string(),
                 "certificate" => "etc/ipsec.d/certs/ovs-bundle-ovn.pem".to_string(),
                 "private_key" => "etc/ipsec.d/private/ovs-bundle-ovn.pem".to_string(),
-                p if bundle::ovn::is_ipsec_file_path(p) => key,
+                p if bundle::ovn::ipsec_dir_entry(p).is_some_and(ovn_ipsec_owned) => key,
                 p => {
                     return Err(serde::de::Error::custom(format!(
                         "{p:?} is not an OVN IPsec file of ovs-bundle's"
@@ -539,6 +539,13 @@ pub fn ovn_ipsec_wanted(
     (keys, Some(IpsecFiles(files)))
 }
 
+/// Whether `name`, in one of strongSwan's directories, is ovs-bundle's: one of its IPsec files,
+/// or what a write of one that was cut short left (its temporary file, key bytes maybe).
+fn ovn_ipsec_owned(name: &str) -> bool {
+    bundle::ovn::is_ipsec_file_name(name)
+        || crate::system::temp_of(name).is_some_and(bundle::ovn::is_ipsec_file_name)
+}
+
 /// The IPsec files of ovs-bundle's there are (in the directories of
 /// `bundle::ovn::IPSEC_FILES`), by path relative to the root; `None` when there is none.
 pub fn read_ovn_ipsec_files(
@@ -548,7 +555,7 @@ pub fn read_ovn_ipsec_files(
     let mut out = BTreeMap::new();
     for (_, dir) in bundle::ovn::IPSEC_FILES {
         for name in sys.list_dir(&paths.ovn_ipsec_file(dir))? {
-            if !bundle::ovn::is_ipsec_file_name(&name) {
+            if !ovn_ipsec_owned(&name) {
                 continue;
             }
             let path = format!("{dir}/{name}");

@@ -105,26 +105,17 @@ pub fn ipsec_file_name(key: &str, content: &[u8]) -> String {
     format!("{IPSEC_FILE_PREFIX}{kind}-{hex}.pem")
 }
 
-/// Whether `name`, in one of [`IPSEC_FILES`]' directories, is ovs-bundle's: one of its IPsec
-/// files (of any version's naming), or what a write of one that was cut short left (its
-/// temporary file, key bytes maybe).
+/// Whether `name`, in one of [`IPSEC_FILES`]' directories, is one of ovs-bundle's IPsec files
+/// (of any version's naming).
 pub fn is_ipsec_file_name(name: &str) -> bool {
-    !name.contains('/')
-        && (name.starts_with(IPSEC_FILE_PREFIX)
-            || (name
-                .strip_prefix('.')
-                .is_some_and(|n| n.starts_with(IPSEC_FILE_PREFIX))
-                && name.ends_with(".ovs-bundle-tmp")))
+    !name.contains('/') && name.starts_with(IPSEC_FILE_PREFIX)
 }
 
-/// Whether `path` (relative to the root) is an IPsec file of ovs-bundle's in one of
-/// [`IPSEC_FILES`]' directories.
-pub fn is_ipsec_file_path(path: &str) -> bool {
-    IPSEC_FILES.iter().any(|(_, dir)| {
-        path.strip_prefix(dir)
-            .and_then(|r| r.strip_prefix('/'))
-            .is_some_and(is_ipsec_file_name)
-    })
+/// The name of `path` (relative to the root) if it is in one of [`IPSEC_FILES`]' directories.
+pub fn ipsec_dir_entry(path: &str) -> Option<&str> {
+    IPSEC_FILES
+        .iter()
+        .find_map(|(_, dir)| path.strip_prefix(dir)?.strip_prefix('/'))
 }
 
 /// Whether `path` (relative to the root) is in the CA certificates' directory of

@@ -9,7 +9,7 @@ mod dnsmasq;
 pub mod fake;
 mod real;
 
-pub use real::{atomic_write, RealSystem};
+pub use real::{atomic_write, temp_name, temp_of, RealSystem};
 
 use crate::ovs::{Live, OvsChange};
 use crate::ovsdb::OvsdbError;

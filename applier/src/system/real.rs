@@ -499,13 +499,23 @@ impl System for RealSystem {
     }
 }
 
+/// The temporary file [`atomic_write`] writes `name` through, in the same directory.
+pub fn temp_name(name: &str) -> String {
+    format!(".{name}.ovs-bundle-tmp")
+}
+
+/// The file `name` is the temporary file of (see [`temp_name`]), if it is one.
+pub fn temp_of(name: &str) -> Option<&str> {
+    name.strip_prefix('.')?.strip_suffix(".ovs-bundle-tmp")
+}
+
 /// Writes `data` to `path` so that a crash leaves either the old or the new file: a temporary
 /// file in the same directory, fsynced, renamed over `path`, then the directory fsynced.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.ovs-bundle-tmp"));
+    let tmp = dir.join(temp_name(&name));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
