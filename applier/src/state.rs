@@ -412,21 +412,26 @@ pub struct Current {
 impl Current {
     /// Reads what `scope` needs: for `GreOnly` the OVS rows alone.
     pub fn read(sys: &mut dyn System, loc: &Locations, scope: Scope) -> Result<Current, SysError> {
-        // OVSDB and iptables-save work at the same time (both scopes read the chains).
+        // OVSDB and iptables-save work at the same time (both scopes read the chains). The
+        // rest is read first: iptables-save ends before ovsdb-server's reply to the read of
+        // every row arrives, so its parse (and the files) are off a no-op's critical path.
         sys.read_begin();
+        let rest = match scope {
+            // The tunnels, and the IPsec guard chain that follows them.
+            Scope::GreOnly => (|| {
+                Ok(HostState {
+                    chains: sys.firewall_read(Family::V4)?,
+                    chains6: sys.firewall_read(Family::V6)?,
+                    ..HostState::default()
+                })
+            })(),
+            Scope::Full => read_rest(sys, loc),
+        };
+        let state = rest.inspect_err(|_| sys.read_cancel())?;
         let live = sys.ovs_read().inspect_err(|_| sys.read_cancel())?;
         let nb = match scope {
             Scope::Full => sys.nb_read()?,
             Scope::GreOnly => crate::nb::NbLive::default(),
-        };
-        let state = match scope {
-            // The tunnels, and the IPsec guard chain that follows them.
-            Scope::GreOnly => HostState {
-                chains: sys.firewall_read(Family::V4)?,
-                chains6: sys.firewall_read(Family::V6)?,
-                ..HostState::default()
-            },
-            Scope::Full => read_rest(sys, loc)?,
         };
         Ok(Current { live, nb, state })
     }

@@ -133,9 +133,10 @@ impl<'de, R: Deserialize<'de> + Table> Deserialize<'de> for Rows<R> {
     }
 }
 
-/// The whole reply to [`read_ops`], decoded in one pass.
+/// The whole reply to [`read_ops`], decoded in one pass (with the JSON-RPC envelope, by
+/// `Connection::reply_as`).
 #[derive(Deserialize)]
-struct ReadReply(
+pub struct ReadReply(
     Rows<RootRow>,
     Rows<BridgeRow>,
     Rows<PortRow>,
@@ -230,8 +231,12 @@ impl Live {
 
     /// From the reply to [`read_ops`], as text: decoded straight into typed rows, in one pass.
     pub fn from_raw(results: &str) -> Result<Live, String> {
-        let reply: ReadReply = serde_json::from_str(results)
-            .map_err(|e| format!("malformed reply to the OVSDB read: {e}"))?;
+        Live::from_reply(serde_json::from_str(results))
+    }
+
+    /// From the reply to [`read_ops`], decoded (or not) into its rows.
+    pub fn from_reply(reply: Result<ReadReply, serde_json::Error>) -> Result<Live, String> {
+        let reply = reply.map_err(|e| format!("malformed reply to the OVSDB read: {e}"))?;
         Live::from_rows(reply)
     }
 

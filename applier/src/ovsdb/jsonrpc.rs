@@ -11,6 +11,7 @@
 //! cases (split, concatenated, oversized, endless and escaped messages, keep-alives) sit next
 //! to the scanner they test.
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -134,10 +135,7 @@ impl Framer {
             if self.in_string && !self.escaped {
                 // Most of a reply is strings: skip to the next quote or backslash in one
                 // search instead of a turn of this loop per byte.
-                match self.buf[self.scanned..]
-                    .iter()
-                    .position(|&b| b == b'"' || b == b'\\')
-                {
+                match memchr::memchr2(b'"', b'\\', &self.buf[self.scanned..]) {
                     Some(n) => self.scanned += n,
                     None => {
                         self.scanned = self.buf.len();
@@ -193,6 +191,14 @@ impl Framer {
     }
 }
 
+/// One message, as far as [`Connection::envelope`] reads it.
+enum Message<'a> {
+    /// The reply to the request waited for: its result, if any.
+    Ours(Option<&'a RawValue>),
+    /// An echo request (answered), a notification, or a reply nobody waits for.
+    Other,
+}
+
 /// One connection to ovsdb-server.
 pub struct Connection {
     stream: UnixStream,
@@ -238,6 +244,64 @@ impl Connection {
     /// The result of request `id`, left as text; answers echo requests and skips other
     /// messages (notifications, replies to requests nobody waits for any more) meanwhile.
     pub fn reply(&mut self, id: u64, method: &str) -> Result<Box<RawValue>, OvsdbError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let bytes = self.receive(method, deadline)?;
+            if let Message::Ours(result) = self.envelope(&bytes, id, method)? {
+                return Ok(match result {
+                    Some(r) => r.to_owned(),
+                    None => RawValue::from_string("null".into()).expect("valid JSON"),
+                });
+            }
+        }
+    }
+
+    /// [`Connection::reply`] with the result decoded as a `T` in the same pass as the envelope:
+    /// a large reply (the read of every row) is parsed once, not validated as text first and
+    /// decoded after. `Ok(Err(e))` is a reply to `id` whose result is no `T`.
+    pub fn reply_as<T: DeserializeOwned>(
+        &mut self,
+        id: u64,
+        method: &str,
+    ) -> Result<Result<T, serde_json::Error>, OvsdbError> {
+        /// A reply, its result typed. An RPC error has a null result, which no `T` the callers
+        /// ask for decodes from: it goes the way of every other message.
+        #[derive(Deserialize)]
+        struct Reply<T> {
+            id: u64,
+            result: T,
+            #[serde(default)]
+            error: Value,
+        }
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let bytes = self.receive(method, deadline)?;
+            // Checked as UTF-8 once, whole: read from a `str`, serde_json does not check each
+            // of the tens of thousands of strings of a large reply again.
+            let typed = match std::str::from_utf8(&bytes) {
+                Ok(text) => serde_json::from_str::<Reply<T>>(text),
+                Err(_) => serde_json::from_slice::<Reply<T>>(&bytes),
+            };
+            match &typed {
+                Ok(reply) if reply.id != id => continue, // a stale reply of the same shape
+                Ok(reply) if reply.error.is_null() => return Ok(typed.map(|r| r.result)),
+                _ => {}
+            }
+            // Anything else is read as any message is: an echo, a notification, an RPC error.
+            if let Message::Ours(_) = self.envelope(&bytes, id, method)? {
+                return Ok(typed.map(|r| r.result));
+            }
+        }
+    }
+
+    /// Reads one message as far as its envelope: answers an echo request, tells a reply to
+    /// `id` from every other message, and turns an RPC error into [`OvsdbError::Rpc`].
+    fn envelope<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        id: u64,
+        method: &str,
+    ) -> Result<Message<'a>, OvsdbError> {
         /// What every message is read as first; `result` stays text.
         #[derive(Deserialize)]
         struct Envelope<'a> {
@@ -252,30 +316,23 @@ impl Connection {
             #[serde(borrow, default)]
             result: Option<&'a RawValue>,
         }
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            let bytes = self.receive(method, deadline)?;
-            let msg: Envelope = serde_json::from_slice(&bytes)
-                .map_err(|e| OvsdbError::Protocol(format!("a message that is no JSON-RPC: {e}")))?;
-            if msg.method.as_deref() == Some("echo") {
-                let reply = json!({"result": msg.params, "error": null, "id": msg.id});
-                self.send(&reply)?;
-                continue;
-            }
-            if msg.id != json!(id) {
-                continue; // a notification or a stale reply
-            }
-            if !msg.error.is_null() {
-                return Err(OvsdbError::Rpc {
-                    method: method.into(),
-                    error: msg.error,
-                });
-            }
-            return Ok(match msg.result {
-                Some(r) => r.to_owned(),
-                None => RawValue::from_string("null".into()).expect("valid JSON"),
+        let msg: Envelope = serde_json::from_slice(bytes)
+            .map_err(|e| OvsdbError::Protocol(format!("a message that is no JSON-RPC: {e}")))?;
+        if msg.method.as_deref() == Some("echo") {
+            let reply = json!({"result": msg.params, "error": null, "id": msg.id});
+            self.send(&reply)?;
+            return Ok(Message::Other);
+        }
+        if msg.id != json!(id) {
+            return Ok(Message::Other); // a notification or a stale reply
+        }
+        if !msg.error.is_null() {
+            return Err(OvsdbError::Rpc {
+                method: method.into(),
+                error: msg.error,
             });
         }
+        Ok(Message::Ours(msg.result))
     }
 
     /// Runs `ops` as one transaction on `Open_vSwitch` and returns each operation's result;
@@ -578,5 +635,59 @@ mod tests {
         drop(conn);
         let sent = peer.join().unwrap();
         assert!(sent >= MAX_MESSAGE, "the peer sent only {sent} bytes");
+    }
+
+    /// A typed reply is read in one pass, and everything `reply` tells apart still is: a
+    /// keep-alive is answered, a stale reply of the same shape and a notification are skipped,
+    /// a result of another shape is the caller's decode error, an RPC error is `Rpc`.
+    #[test]
+    fn reply_as_decodes_the_result_and_reads_other_messages_as_reply_does() {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut framer = Framer::default();
+            let mut next = |server: &mut UnixStream| loop {
+                if let Some(m) = framer.next_message().unwrap() {
+                    break m;
+                }
+                let mut buf = [0u8; 4096];
+                let n = server.read(&mut buf).unwrap();
+                framer.push(&buf[..n]);
+            };
+            let _ = next(&mut server); // request 1
+            server
+                .write_all(br#"{"id":0,"error":null,"result":[9]}{"method":"update","params":[],"id":null}{"method":"echo","params":["k"],"id":"echo"}"#)
+                .unwrap();
+            let echo = next(&mut server);
+            server
+                .write_all(br#"{"id":1,"error":null,"result":[1,2]}"#)
+                .unwrap();
+            let _ = next(&mut server); // request 2
+            server
+                .write_all(br#"{"id":2,"error":null,"result":{"not":"a list"}}"#)
+                .unwrap();
+            let _ = next(&mut server); // request 3
+            server
+                .write_all(br#"{"id":3,"error":"unknown database","result":null}"#)
+                .unwrap();
+            echo
+        });
+        let mut conn = Connection::from_stream(client, Duration::from_secs(5));
+        let id = conn.request("transact", json!(["Open_vSwitch"])).unwrap();
+        let got: Vec<u32> = conn.reply_as(id, "transact").unwrap().unwrap();
+        assert_eq!(got, [1, 2]);
+        let id = conn.request("transact", json!(["Open_vSwitch"])).unwrap();
+        let e = conn
+            .reply_as::<Vec<u32>>(id, "transact")
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains("expected a sequence"), "{e}");
+        let id = conn.request("transact", json!(["Nope"])).unwrap();
+        let e = conn.reply_as::<Vec<u32>>(id, "transact").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ovsdb-server refused transact: \"unknown database\""
+        );
+        let echo = peer.join().unwrap();
+        assert_eq!(echo, json!({"result": ["k"], "error": null, "id": "echo"}));
     }
 }

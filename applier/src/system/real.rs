@@ -204,8 +204,8 @@ impl System for RealSystem {
             Some(id) => id,
             None => conn.transact_request(&ovs::live::read_ops())?,
         };
-        let results = conn.reply(id, "transact")?;
-        Live::from_raw(results.get()).map_err(SysError::Ovs)
+        let reply = conn.reply_as(id, "transact")?;
+        Live::from_reply(reply).map_err(SysError::Ovs)
     }
 
     fn ovs_apply(
