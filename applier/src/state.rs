@@ -412,23 +412,22 @@ pub struct Current {
 impl Current {
     /// Reads what `scope` needs: for `GreOnly` the OVS rows alone.
     pub fn read(sys: &mut dyn System, loc: &Locations, scope: Scope) -> Result<Current, SysError> {
-        // OVSDB and iptables-save work at the same time (both scopes read the chains). The
-        // rest is read first: iptables-save ends before ovsdb-server's reply to the read of
-        // every row arrives, so its parse (and the files) are off a no-op's critical path.
+        // OVSDB and the *tables-save work at the same time (both scopes read the chains);
+        // the threads that collect the saves parse them too. The files are read while
+        // ovsdb-server works, the chains taken after its reply: on a no-op neither waits for
+        // the other.
         sys.read_begin();
-        let rest = match scope {
-            // The tunnels, and the IPsec guard chain that follows them.
-            Scope::GreOnly => (|| {
-                Ok(HostState {
-                    chains: sys.firewall_read(Family::V4)?,
-                    chains6: sys.firewall_read(Family::V6)?,
-                    ..HostState::default()
-                })
-            })(),
-            Scope::Full => read_rest(sys, loc),
+        let files = match scope {
+            Scope::GreOnly => Ok(HostState::default()),
+            Scope::Full => read_files(sys, loc),
         };
-        let state = rest.inspect_err(|_| sys.read_cancel())?;
+        let files = files.inspect_err(|_| sys.read_cancel())?;
         let live = sys.ovs_read().inspect_err(|_| sys.read_cancel())?;
+        let state = HostState {
+            chains: sys.firewall_read(Family::V4)?,
+            chains6: sys.firewall_read(Family::V6)?,
+            ..files
+        };
         let nb = match scope {
             Scope::Full => sys.nb_read()?,
             Scope::GreOnly => crate::nb::NbLive::default(),
@@ -608,9 +607,18 @@ pub fn owned_ovn_keys(set: crate::ovs::OvnKeys, live: &Live) -> BTreeMap<String,
 /// Everything but OVS: the chains, the interfaces file, the sysctl drop-in and value.
 pub fn read_rest(sys: &mut dyn System, loc: &Locations) -> Result<HostState, SysError> {
     Ok(HostState {
-        ovs: OvsState::default(),
         chains: sys.firewall_read(Family::V4)?,
         chains6: sys.firewall_read(Family::V6)?,
+        ..read_files(sys, loc)?
+    })
+}
+
+/// What [`read_rest`] reads but the chains: the files (and whether dnsmasq runs).
+fn read_files(sys: &mut dyn System, loc: &Locations) -> Result<HostState, SysError> {
+    Ok(HostState {
+        ovs: OvsState::default(),
+        chains: Chains::default(),
+        chains6: Chains::default(),
         interfaces: sys.read_file(&loc.paths.interfaces_file())?,
         sysctl: sys.read_file(&loc.paths.sysctl_dropin())?,
         ip_forward: sys

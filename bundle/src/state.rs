@@ -26,6 +26,12 @@ pub fn our_keys(ids: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Whether the keys of `ids` that ovs-bundle writes are exactly `want`: [`our_keys`] compared,
+/// without building it (a no-op compares two maps per port).
+pub fn our_keys_are(ids: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> bool {
+    ids.iter().filter(|(k, _)| is_our_key(k)).eq(want.iter())
+}
+
 /// `ours` with every key of `live` that is not ovs-bundle's: what a row's `external_ids` become
 /// when ovs-bundle writes `ours` to it.
 pub fn merged_ids(
@@ -164,4 +170,42 @@ pub fn redact(secret: &str) -> String {
         "<redacted sha256:{}>",
         &crate::sha256_hex(secret.as_bytes())[..8]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_keys_are_compares_as_our_keys_does() {
+        let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let live = m(&[
+            ("a-foreign-key", "x"),
+            (OWNER_KEY, "h1"),
+            (IFACE_ID_KEY, "p1"),
+            ("zz", "y"),
+        ]);
+        for want in [
+            m(&[(OWNER_KEY, "h1"), (IFACE_ID_KEY, "p1")]),
+            m(&[(OWNER_KEY, "h1")]),
+            m(&[(OWNER_KEY, "h2"), (IFACE_ID_KEY, "p1")]),
+            m(&[(OWNER_KEY, "h1"), (IFACE_ID_KEY, "p1"), ("zz", "y")]),
+            m(&[]),
+        ] {
+            assert_eq!(
+                our_keys_are(&live, &want),
+                our_keys(&live) == want,
+                "{want:?}"
+            );
+        }
+        assert!(our_keys_are(
+            &live,
+            &m(&[(OWNER_KEY, "h1"), (IFACE_ID_KEY, "p1")])
+        ));
+    }
 }

@@ -137,12 +137,33 @@ impl<'de> Deserialize<'de> for StrMap {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrMap, A::Error> {
                 match tag(&mut seq, MAP)? {
-                    Tag::Map => {
-                        let pairs: Vec<(String, String)> = payload(seq, MAP)?;
-                        Ok(StrMap(pairs.into_iter().collect()))
-                    }
+                    Tag::Map => payload::<A, Pairs>(seq, MAP).map(|p| StrMap(p.0)),
                     other => Err(wrong_tag(MAP, other)),
                 }
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A map's `[["key", "value"], ...]`, straight into the map: no list of pairs to sort first
+/// (4,000 small maps in the read of 1,000 tunnels). A key given twice keeps its last value.
+struct Pairs(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(MAP)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Pairs, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some((k, v)) = seq.next_element::<(String, String)>()? {
+                    map.insert(k, v);
+                }
+                Ok(Pairs(map))
             }
         }
         d.deserialize_seq(V)
@@ -181,6 +202,13 @@ mod tests {
         assert_eq!(m.0.get("x").map(String::as_str), Some("y"));
         let empty: StrMap = serde_json::from_str(r#"["map", []]"#).unwrap();
         assert!(empty.0.is_empty());
+        // Out of order, and a key twice: sorted, the last value kept.
+        let m: StrMap =
+            serde_json::from_str(r#"["map", [["x", "1"], ["k", "v"], ["x", "2"]]]"#).unwrap();
+        assert_eq!(
+            m.0.into_iter().collect::<Vec<_>>(),
+            [("k".into(), "v".into()), ("x".into(), "2".into())]
+        );
     }
 
     #[test]

@@ -42,22 +42,24 @@ pub struct RealSystem {
     firewall6_pending: Option<Pending>,
 }
 
-/// A `*tables-save` running, its output collected by a thread.
-type Pending = std::thread::JoinHandle<Result<String, SysError>>;
+/// A `*tables-save` running, its output collected and parsed by a thread: on a no-op the
+/// parse is done by the time ovsdb-server's reply has been decoded.
+type Pending = std::thread::JoinHandle<Result<Chains, SysError>>;
 
-/// Starts `program` (an `iptables-save`), its output drained by a thread.
-fn save_in_background(program: &str) -> Pending {
-    let started = spawn(&mut Command::new(program), None);
+/// Starts `family`'s `*tables-save`, its output drained and parsed by a thread.
+fn save_in_background(family: Family) -> Pending {
+    let program = format!("{}-save", family.command());
+    let started = spawn(&mut Command::new(&program), None);
     std::thread::spawn(move || {
         let (child, name) = started?;
-        finish(child, name)
+        Ok(Chains::from_save_in(family, &finish(child, name)?))
     })
 }
 
-/// The output a [`Pending`] save collected.
-fn pending_output(pending: Pending, program: &str) -> Result<String, SysError> {
+/// The chains a [`Pending`] save read.
+fn pending_chains(pending: Pending, family: Family) -> Result<Chains, SysError> {
     pending.join().map_err(|_| SysError::Command {
-        command: program.into(),
+        command: format!("{}-save", family.command()),
         detail: "the thread reading its output panicked".into(),
     })?
 }
@@ -292,10 +294,10 @@ impl System for RealSystem {
                 .ok();
         }
         if self.firewall_pending.is_none() {
-            self.firewall_pending = Some(save_in_background("iptables-save"));
+            self.firewall_pending = Some(save_in_background(Family::V4));
         }
         if self.firewall6_pending.is_none() && installed("ip6tables-save") {
-            self.firewall6_pending = Some(save_in_background("ip6tables-save"));
+            self.firewall6_pending = Some(save_in_background(Family::V6));
         }
     }
 
@@ -308,8 +310,7 @@ impl System for RealSystem {
             // A host without ip6tables has no IPv6 chains of ours; a bundle that wants some
             // then fails at its ip6tables-restore --test, before anything changed.
             if let Some(pending) = self.firewall6_pending.take() {
-                let save = pending_output(pending, "ip6tables-save")?;
-                return Ok(Chains::from_save_in(Family::V6, &save));
+                return pending_chains(pending, family);
             }
             if !installed("ip6tables-save") {
                 return Ok(Chains::from_save_in(Family::V6, ""));
@@ -317,11 +318,13 @@ impl System for RealSystem {
             let save = run(&mut Command::new("ip6tables-save"), None)?;
             return Ok(Chains::from_save_in(Family::V6, &save));
         }
-        let save = match self.firewall_pending.take() {
-            Some(pending) => pending_output(pending, "iptables-save"),
-            None => run(&mut Command::new("iptables-save"), None),
-        }?;
-        Ok(Chains::from_save(&save))
+        match self.firewall_pending.take() {
+            Some(pending) => pending_chains(pending, family),
+            None => Ok(Chains::from_save(&run(
+                &mut Command::new("iptables-save"),
+                None,
+            )?)),
+        }
     }
 
     fn firewall_write(
