@@ -3,6 +3,9 @@
 //! rows ([`NbLive`]), the planner ([`plan`]) that turns them into the wanted ones touching only
 //! rows marked as ours, and the plan as one OVSDB transaction ([`transaction`]) on
 //! `OVN_Northbound`, through our own OVSDB client.
+//!
+//! Over 500 lines: the northbound rows' reader, planner and transaction, one format end to end
+//! (its tests are in `nb_tests.rs`).
 
 use crate::ovs::PlanError;
 use crate::ovsdb::value::{encode_map, encode_uuid_set, StrMap, UuidSet};

@@ -4,6 +4,8 @@
 //! without IPsec removes exactly those keys and files; an `other_config` key someone else set is
 //! not taken over; `status` shows a changed file by name only; a renewed certificate gets a new
 //! file name (what ovs-monitor-ipsec notices), and the old file goes.
+//!
+//! Over 500 lines on purpose: one test per behaviour, each its own story on the fake host.
 
 use crate::engine::tests::{assert_atomic_at_every_step, on_v1, v1, Fixture, FULL};
 use bundle::ovn::IPSEC_OWNER;

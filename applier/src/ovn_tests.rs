@@ -2,6 +2,8 @@
 //! chassis bundle are written with the rest of the apply and marked ours, a failure or crash at
 //! any step puts the host back, removing OVN from the bundle removes exactly those keys (and
 //! `br-int`), and keys of others are neither overwritten nor removed.
+//!
+//! Over 500 lines on purpose: one test per behaviour, each its own story on the fake host.
 
 use crate::engine::tests::{assert_atomic_at_every_step, on_v1, v1, Fixture, FULL};
 use crate::system::fake::FakeSystem;

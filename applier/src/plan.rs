@@ -1,5 +1,8 @@
 //! The plan between two [`HostState`]s, as an explicit value: what `plan` and `status` print, what
 //! tests assert on, and what the engine executes, for an apply and for a rollback alike.
+//!
+//! Over 500 lines with its tests: planning every subsystem (OVS, chains, files, sysctl, OVN)
+//! from one pair of states, and the plan's display, which `plan`, `status` and the tests share.
 
 use crate::ovs::{self, OvnKeys, OvsChange, PlanError, Scope};
 use crate::state::{Current, HostState};

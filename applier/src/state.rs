@@ -1,6 +1,9 @@
 //! What this tool owns on a host, as one value: [`HostState`] is what a bundle wants (desired), what
 //! an apply records before its first change (the snapshot a rollback returns to), and the
 //! non-OVS part of what is there now ([`Current`], which adds the live OVS rows).
+//!
+//! Over 500 lines: the one value the applier compares, with how it is read from the host and
+//! checked when it comes from a bundle.
 
 use crate::ovs::{Live, Scope};
 use crate::paths::Paths;

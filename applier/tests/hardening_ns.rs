@@ -2,6 +2,9 @@
 //! expiry), secrets (never in argv, logs, output or open files), and the host's services or
 //! resources failing (ovsdb-server down, ovs-vswitchd down, iptables missing, disk full, two
 //! applies at once): each gives one clear error and changes nothing.
+//!
+//! Over 500 lines on purpose: one scenario per function, each a story of its own on shared
+//! namespace helpers.
 
 mod common;
 use common::{check, host, text, TestHost};

@@ -8,6 +8,9 @@
 //! A second fleet bridges its switch to a physical network (a localnet port, each chassis'
 //! `ovn-bridge-mappings` naming its uplink bridge): its chassis reach a host on that network and
 //! each other through their uplinks.
+//!
+//! Over 500 lines: the OVN daemons' set-up (central and chassis namespaces) is most of it and
+//! serves both fleets.
 
 mod common;
 use common::{check, host, text, TestHost};

@@ -12,6 +12,9 @@
 //! apply of a 1,000-port logical switch into a private NB ovsdb-server against one batched
 //! `ovn-nbctl` transaction, and its no-op re-apply against a batched `--may-exist` no-op.
 //! `BENCH_PARTS=tunnels,builder,join,nb` picks parts; `BENCH_OVN=0` leaves out the NB part.
+//!
+//! Over 500 lines: every part measures against its baseline in the same run and on the same
+//! private servers, which this one binary sets up.
 
 use anyhow::{bail, Context, Result};
 use nshost::{check, TestHost};

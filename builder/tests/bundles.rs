@@ -1,5 +1,7 @@
 //! Bundles end to end in the library: build from profiles, verify with the shared verifier, and
 //! refuse every kind of bad bundle an attacker or a broken transport could produce.
+//!
+//! Over 500 lines on purpose: one test per kind of bad bundle, each its own story.
 
 use builder::build::{build_host, BuildParams};
 use builder::profile::load_fleet;

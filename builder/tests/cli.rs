@@ -1,4 +1,6 @@
 //! The `builder` binary as an operator runs it.
+//!
+//! Over 500 lines on purpose: one test per command and refusal, each as an operator would type it.
 
 use std::path::Path;
 use std::process::{Command, Output};

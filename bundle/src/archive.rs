@@ -5,6 +5,9 @@
 //! every byte of a bundle is covered by a check: header bytes by the tar checksum, contents by the
 //! signed SHA-256s, padding and trailer by being required to be zero, the gzip body by its CRC.
 //! Nothing is decompressed past [`Limits`], which bounds gzip and tar bombs.
+//!
+//! Over 500 lines with its tests (about a third): the canonical reader and writer are one
+//! format, checked against each other.
 
 use std::io::{Read, Write};
 

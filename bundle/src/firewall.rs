@@ -6,6 +6,9 @@
 //! IPv4 (`iptables`, the bundle's `iptables.rules`) and IPv6 (`ip6tables`, `ip6tables.rules`)
 //! are two [`Chains`] of the same chain names, told apart by their [`Family`]: the rule shapes
 //! are the same, only the addresses (and the guard's host prefix, /32 or /128) differ.
+//!
+//! Over 500 lines with its tests: parse, render, diff and `*-restore` input of one format, for
+//! both families.
 
 use crate::tunnel::TunnelKind;
 use crate::IPTABLES_CHAINS;

@@ -1,5 +1,8 @@
 //! The commands behind `applier`'s subcommands: each takes the parsed command line, does its work
 //! through the library, prints what people (or `--json` readers) see, and returns the exit status.
+//!
+//! Over 500 lines: every subcommand's printing (text and `--json`) and exit status, the one
+//! place the CLI's contract with its users is kept (the try commands are in `trial.rs`).
 
 use crate::cli::{ApplyFlags, Cli, Cmd, Global};
 use crate::engine::{Applier, ApplyError, ApplyOpts, Outcome, Trust};

@@ -1,5 +1,8 @@
 //! The real host (or the network namespace the process runs in): OVSDB over its unix socket,
 //! `iptables-save`/`iptables-restore`, files, /proc/sys, `ifup`/`ifdown`, dnsmasq ([`super::dnsmasq`]).
+//!
+//! Over 500 lines: the whole seam's real side, one `impl System`; its parts share the OVSDB
+//! connection and the reads `read_begin` starts (only dnsmasq's own process handling is apart).
 
 use super::{DhcpInstance, IfAction, SysError, System};
 use crate::ovs::{self, Live, OvsChange};

@@ -14,6 +14,9 @@
 //! clamped in the tree, atimes and ctimes set by debugfs, since `mke2fs -d` copies them from the
 //! files it reads), the UUID and directory hash seed are derived from it, and mke2fs's own
 //! clock is E2FSPROGS_FAKE_TIME.
+//!
+//! Over 500 lines: one reproducible pipeline (base, then per-host images) whose steps share
+//! the clamped times and the tools' checks; splitting it would scatter that.
 
 use anyhow::{bail, Context, Result};
 use bundle::{Exit, TrustedKey, VerifyOptions};

@@ -6,6 +6,9 @@
 //! and each of its chassis maps that network to its `uplink` bridge (`ovn-bridge-mappings`).
 //! A host's chassis settings depend only on itself and the central, so adding a host changes
 //! no other chassis' bundle (only the central's, by one logical port).
+//!
+//! Over 500 lines: OVN's fleet-wide checks, each with its place and hint, and the chassis and
+//! central parts they decide.
 
 use crate::diag::{Diagnostic, Loc, SourceMap};
 use crate::model::{Bridge, Datapath, Host, HostInterface, OvnAttachment, OvnIpsec};

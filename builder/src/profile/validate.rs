@@ -1,6 +1,8 @@
 //! Validation of one host profile: every rule a host must satisfy on its own (names, addresses,
 //! ports unique on the host, PSKs, forwarders, the verbatim interfaces file), each problem
 //! reported with its place and a hint, all of them collected rather than stopping at the first.
+//!
+//! Over 500 lines: every per-host rule in one pass, so that all problems are reported at once.
 
 use super::raw::{RawBridge, RawForwarder, RawGre, RawHostInterface, RawProfile};
 use crate::diag::{Diagnostic, Loc, SourceMap};
