@@ -49,10 +49,14 @@ pub struct RealSystem {
 /// parse is done by the time ovsdb-server's reply has been decoded.
 type Pending = std::thread::JoinHandle<Result<Chains, SysError>>;
 
+/// `iptables-save` or `ip6tables-save`.
+fn save_program(family: Family) -> String {
+    format!("{}-save", family.command())
+}
+
 /// Starts `family`'s `*tables-save`, its output drained and parsed by a thread.
 fn save_in_background(family: Family) -> Pending {
-    let program = format!("{}-save", family.command());
-    let started = spawn(&mut Command::new(&program), None);
+    let started = spawn(&mut Command::new(save_program(family)), None);
     std::thread::spawn(move || {
         let (child, name) = started?;
         Ok(Chains::from_save_in(family, &finish(child, name)?))
@@ -62,7 +66,7 @@ fn save_in_background(family: Family) -> Pending {
 /// The chains a [`Pending`] save read.
 fn pending_chains(pending: Pending, family: Family) -> Result<Chains, SysError> {
     pending.join().map_err(|_| SysError::Command {
-        command: format!("{}-save", family.command()),
+        command: save_program(family),
         detail: "the thread reading its output panicked".into(),
     })?
 }
@@ -299,7 +303,7 @@ impl System for RealSystem {
         if self.firewall_pending.is_none() {
             self.firewall_pending = Some(save_in_background(Family::V4));
         }
-        if self.firewall6_pending.is_none() && installed("ip6tables-save") {
+        if self.firewall6_pending.is_none() && installed(&save_program(Family::V6)) {
             self.firewall6_pending = Some(save_in_background(Family::V6));
         }
     }
@@ -309,25 +313,23 @@ impl System for RealSystem {
     }
 
     fn firewall_read(&mut self, family: Family) -> Result<Chains, SysError> {
-        if family == Family::V6 {
-            // A host without ip6tables has no IPv6 chains of ours; a bundle that wants some
-            // then fails at its ip6tables-restore --test, before anything changed.
-            if let Some(pending) = self.firewall6_pending.take() {
-                return pending_chains(pending, family);
-            }
-            if !installed("ip6tables-save") {
-                return Ok(Chains::from_save_in(Family::V6, ""));
-            }
-            let save = run(&mut Command::new("ip6tables-save"), None)?;
-            return Ok(Chains::from_save_in(Family::V6, &save));
+        let pending = match family {
+            Family::V4 => self.firewall_pending.take(),
+            Family::V6 => self.firewall6_pending.take(),
+        };
+        if let Some(pending) = pending {
+            return pending_chains(pending, family);
         }
-        match self.firewall_pending.take() {
-            Some(pending) => pending_chains(pending, family),
-            None => Ok(Chains::from_save(&run(
-                &mut Command::new("iptables-save"),
-                None,
-            )?)),
+        let program = save_program(family);
+        // A host without ip6tables has no IPv6 chains of ours; a bundle that wants some then
+        // fails at its ip6tables-restore --test, before anything changed.
+        if family == Family::V6 && !installed(&program) {
+            return Ok(Chains::from_save_in(family, ""));
         }
+        Ok(Chains::from_save_in(
+            family,
+            &run(&mut Command::new(&program), None)?,
+        ))
     }
 
     fn firewall_write(
