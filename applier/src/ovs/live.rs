@@ -229,7 +229,9 @@ impl Live {
         }
     }
 
-    /// From the reply to [`read_ops`], as text: decoded straight into typed rows, in one pass.
+    /// From the reply to [`read_ops`], as text: decoded straight into typed rows, in one pass
+    /// (tests; the connection decodes it with its envelope, see [`Live::from_reply`]).
+    #[cfg(test)]
     pub fn from_raw(results: &str) -> Result<Live, String> {
         Live::from_reply(serde_json::from_str(results))
     }

@@ -169,12 +169,14 @@ pub fn plan(
             {
                 let mut what = Vec::new();
                 // Equal options (every no-op's case) need no walk over their keys.
-                let differ = li.options != p.interface.options;
-                let mut union: BTreeSet<&String> = BTreeSet::new();
-                if differ {
-                    union.extend(li.options.keys());
-                    union.extend(p.interface.options.keys());
-                }
+                let union: BTreeSet<&String> = if li.options == p.interface.options {
+                    BTreeSet::new()
+                } else {
+                    li.options
+                        .keys()
+                        .chain(p.interface.options.keys())
+                        .collect()
+                };
                 for k in union {
                     let (old, new) = (li.options.get(k), p.interface.options.get(k));
                     if old != new {
