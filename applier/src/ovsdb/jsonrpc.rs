@@ -280,13 +280,16 @@ impl Connection {
         method: &str,
     ) -> Result<Result<T, serde_json::Error>, OvsdbError> {
         /// A reply, its result typed. An RPC error has a null result, which no `T` the callers
-        /// ask for decodes from: it goes the way of every other message.
+        /// ask for decodes from: it goes the way of every other message, as does anything with
+        /// a `method` (a request or notification, whatever else it holds).
         #[derive(Deserialize)]
         struct Reply<T> {
             id: u64,
             result: T,
             #[serde(default)]
             error: Value,
+            #[serde(default)]
+            method: Option<serde::de::IgnoredAny>,
         }
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -298,6 +301,7 @@ impl Connection {
                 Err(_) => serde_json::from_slice::<Reply<T>>(&bytes),
             };
             match &typed {
+                Ok(reply) if reply.method.is_some() => {}
                 Ok(reply) if reply.id != id => continue, // a stale reply of the same shape
                 Ok(reply) if reply.error.is_null() => return Ok(typed.map(|r| r.result)),
                 _ => {}
@@ -670,9 +674,11 @@ mod tests {
             };
             let _ = next(&mut server); // request 1
             server
-                .write_all(br#"{"id":0,"error":null,"result":[9]}{"method":"update","params":[],"id":null}{"method":"echo","params":["k"],"id":"echo"}"#)
+                .write_all(br#"{"id":0,"error":null,"result":[9]}{"method":"update","params":[],"id":null}{"method":"echo","params":["k"],"id":"echo"}{"method":"echo","params":["k2"],"id":1,"result":[7],"error":null}"#)
                 .unwrap();
-            let echo = next(&mut server);
+            // The second echo carries the awaited id and a result of the awaited shape: it is
+            // still an echo, answered, and not taken for the reply.
+            let echo = (next(&mut server), next(&mut server));
             server
                 .write_all(br#"{"id":1,"error":null,"result":[1,2]}"#)
                 .unwrap();
@@ -703,6 +709,10 @@ mod tests {
             "ovsdb-server refused transact: \"unknown database\""
         );
         let echo = peer.join().unwrap();
-        assert_eq!(echo, json!({"result": ["k"], "error": null, "id": "echo"}));
+        assert_eq!(
+            echo.0,
+            json!({"result": ["k"], "error": null, "id": "echo"})
+        );
+        assert_eq!(echo.1, json!({"result": ["k2"], "error": null, "id": 1}));
     }
 }
